@@ -16,20 +16,43 @@ Built-in datasets
     ``scale`` (radius in [0.25, 0.5] of the half-width), ``rotation`` (radians in [0, pi/2);
     a circle does not depend on it) and ``intensity`` (in [0.4, 1.0]). Anti-aliased by 4x4
     supersampling. Deterministic from ``seed``; the test split uses a different seed stream.
+
+User data
+---------
+:func:`load_npz`
+    An ``.npz`` file (``np.savez``) with ``x`` of shape (N, C, H, W), C = 1 (gray) or 3 (RGB),
+    either ``uint8`` in 0..255 (divided by 255) or float in [0, 1]; optional ``y`` of shape
+    (N,) with integer labels >= 0 and optional ``class_names`` (strings, one per class). Float
+    pixels outside [0, 1] are an error, not a warning: they usually mean the images are
+    already normalised or still in 0..255, and silently clipping them would hide that.
+    Images keep their resolution unless ``size`` is given; :func:`probes.preprocess.prepare`
+    resizes for the model anyway. Never unpickles (``allow_pickle=False``).
+:func:`load_image_folder`
+    A folder with one subfolder per class (``root/cat/001.png``, ``root/dog/a.jpg`` ...),
+    class names = sorted subfolder names; every image is resized to ``size`` x ``size``
+    (aspect ratio not kept) with PIL.
+
+:func:`load_dataset` takes a built-in name, a path ending in ``.npz`` or an existing folder.
+User data has no split: ``split`` is checked but ignored and ``meta["split"]`` is ``"all"``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 __all__ = [
     "BUILTIN",
+    "IMAGE_EXTENSIONS",
     "ImageDataset",
     "load_digits32",
     "load_dataset",
+    "load_image_folder",
+    "load_npz",
     "make_shapes",
 ]
 
@@ -153,7 +176,7 @@ def _render_shapes(kind: np.ndarray, f: dict[str, np.ndarray], size: int, supers
             inside = (np.abs(u) <= 0.8) & (np.abs(v) <= 0.8)
         else:
             # equilateral triangle inscribed in the unit circle, apex up
-            inside = (v >= -0.5) & (np.sqrt(3) * u - v <= 1.0) & (-np.sqrt(3) * u - v <= 1.0)
+            inside = (v <= 0.5) & (np.sqrt(3) * u - v <= 1.0) & (-np.sqrt(3) * u - v <= 1.0)
         img = inside.reshape(size, supersample, size, supersample).mean(axis=(1, 3))
         out[i] = img * f["intensity"][i]
     return out
@@ -203,16 +226,274 @@ def _load_shapes(split: str, size: int) -> ImageDataset:
     return ds
 
 
-def load_dataset(name: str, *, split: str = "test", size: int = 32) -> ImageDataset:
-    """Load a built-in dataset by name (one of :data:`BUILTIN`).
+NPZ_LAYOUT = (
+    "an .npz with 'x' of shape (N, C, H, W), C = 1 or 3, uint8 in 0..255 or float in [0, 1], "
+    "and optional 'y' of shape (N,) with integer labels"
+)
+FOLDER_LAYOUT = "a folder with one subfolder per class, each holding image files (root/<class>/<image>.png)"
+
+#: File suffixes that :func:`load_image_folder` reads (case-insensitive); other files are skipped.
+IMAGE_EXTENSIONS: tuple[str, ...] = (
+    ".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm",
+)
+_GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
+
+
+def _npz_error(path: Path, problem: str, fix: str = "") -> ValueError:
+    fix = f" {fix}" if fix else ""
+    return ValueError(f"{path}: {problem}.{fix} Expected {NPZ_LAYOUT}.")
+
+
+def _npz_images(path: Path, x: np.ndarray) -> np.ndarray:
+    """Check the layout, dtype and range of ``x`` from ``path``; return float32 in [0, 1]."""
+    if x.ndim == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+        raise _npz_error(
+            path, f"'x' has shape {x.shape}, which looks channels-last (N, H, W, C)",
+            "Save it channels-first: np.savez(..., x=x.transpose(0, 3, 1, 2)).",
+        )
+    if x.ndim == 3:
+        raise _npz_error(
+            path, f"'x' has shape {x.shape} (3 axes)",
+            "For gray images (N, H, W) add a channel axis: np.savez(..., x=x[:, None]).",
+        )
+    if x.ndim != 4:
+        raise _npz_error(path, f"'x' has shape {x.shape} ({x.ndim} axes)")
+    if x.shape[1] not in (1, 3):
+        raise _npz_error(path, f"'x' has shape {x.shape}: {x.shape[1]} channels, not 1 or 3")
+    if x.shape[0] == 0 or x.shape[2] == 0 or x.shape[3] == 0:
+        raise _npz_error(path, f"'x' is empty (shape {x.shape})")
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / np.float32(255.0)
+    if x.dtype == np.bool_:
+        return x.astype(np.float32)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise _npz_error(
+            path, f"'x' has dtype {x.dtype}",
+            "Convert it to uint8 (0..255) or to float32 scaled to [0, 1].",
+        )
+    x = x.astype(np.float32)
+    n_bad = int((~np.isfinite(x)).sum())
+    if n_bad:
+        raise _npz_error(path, f"'x' has {n_bad} NaN or infinite values")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0.0 or hi > 1.0:
+        hint = (
+            "It looks like 0..255 values: divide by 255 or save as uint8."
+            if lo >= 0.0 and hi <= 255.0
+            else "Save the raw images in [0, 1]; normalisation (mean, std) is applied later for each model."
+        )
+        raise _npz_error(path, f"float 'x' has values in [{lo:g}, {hi:g}], outside [0, 1]", hint)
+    return x
+
+
+def _npz_labels(path: Path, y: np.ndarray, n: int) -> np.ndarray:
+    if y.ndim != 1 or len(y) != n:
+        raise _npz_error(path, f"'y' has shape {y.shape} but 'x' has {n} images; 'y' needs shape ({n},)")
+    if np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        y = y.astype(np.int64)
+    if not np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_:
+        raise _npz_error(path, f"'y' has dtype {y.dtype}; labels must be integers")
+    if n and y.min() < 0:
+        raise _npz_error(path, f"'y' has negative labels (min {int(y.min())}); labels must be >= 0")
+    return y.astype(np.int64)
+
+
+def load_npz(path: str | os.PathLike[str], *, size: int | None = None) -> ImageDataset:
+    """Load user images (and labels) from an ``.npz`` file.
+
+    Parameters
+    ----------
+    path : path
+        File written by ``np.savez(path, x=x, y=y)``, with ``x`` : ndarray of shape
+        (n_images, n_channels, height, width), ``n_channels`` 1 or 3, ``uint8`` in 0..255 or
+        float in [0, 1]; optional ``y`` : ndarray of shape (n_images,) of integers >= 0;
+        optional ``class_names`` : ndarray of str. Other keys are ignored.
+    size : int, optional
+        Resize to ``size`` x ``size`` (bilinear). Default: keep the file's resolution.
+
+    Returns
+    -------
+    ImageDataset
+        ``x`` float32 in [0, 1]; ``name`` is the file's stem; ``meta["split"]`` is ``"all"``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        For a file that is not an .npz, pickled (object) arrays, a missing ``x``, a wrong
+        shape (channels-last says how to transpose), dtype or range, NaN, empty data, or labels
+        that do not match; the message names the file and the expected layout.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, pathlib
+    >>> f = pathlib.Path(tempfile.mkdtemp()) / "mine.npz"
+    >>> np.savez(f, x=np.zeros((4, 1, 28, 28), np.uint8), y=np.array([0, 1, 0, 1]))
+    >>> ds = load_npz(f)
+    >>> ds.x.shape, ds.x.dtype, ds.class_names
+    ((4, 1, 28, 28), dtype('float32'), ['0', '1'])
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file. Expected {NPZ_LAYOUT}.")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise _npz_error(path, f"cannot be read as .npz ({exc})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise _npz_error(path, "is a single .npy array, not an .npz archive",
+                         "Save it with np.savez(path, x=x).")
+    with archive:
+        keys = sorted(archive.files)
+        if "x" not in keys:
+            raise _npz_error(path, f"has no 'x' array (keys: {keys})")
+        try:
+            raw = {k: archive[k] for k in ("x", "y", "class_names") if k in keys}
+        except ValueError as exc:
+            raise _npz_error(path, f"holds object (pickled) arrays, which are never loaded ({exc})") from None
+    x = _npz_images(path, raw["x"])
+    y = _npz_labels(path, raw["y"], len(x)) if "y" in raw else None
+    n_classes = 0 if y is None else int(y.max()) + 1
+    if "class_names" in raw:
+        names = [str(c) for c in np.asarray(raw["class_names"]).ravel()]
+        if y is not None and len(names) < n_classes:
+            raise _npz_error(
+                path, f"'class_names' has {len(names)} entries but 'y' has labels up to {n_classes - 1}"
+            )
+    else:
+        names = [str(i) for i in range(n_classes)]
+    if size is not None:
+        x = _resize(x, size)
+    return ImageDataset(
+        name=path.stem,
+        x=np.ascontiguousarray(x),
+        y=y,
+        class_names=names,
+        meta={"source": str(path), "format": "npz", "split": "all", "n_images": int(len(x)),
+              "size": None if size is None else size, "keys": keys},
+    )
+
+
+def _class_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                  and not p.name.startswith("."))
+
+
+def load_image_folder(path: str | os.PathLike[str], *, size: int = 32,
+                      channels: int | None = None) -> ImageDataset:
+    """Load a folder of images with one subfolder per class.
+
+    Parameters
+    ----------
+    path : path
+        ``path/<class name>/<image file>``; files with a suffix in :data:`IMAGE_EXTENSIONS`
+        are read (PIL), other files and hidden entries are skipped. Class names are the sorted
+        subfolder names; label ``i`` is the i-th name.
+    size : int
+        Every image is resized (bilinear, aspect ratio not kept) to ``size`` x ``size``.
+    channels : {1, 3} or None
+        Convert to gray (1) or RGB (3). ``None``: 1 if every image is gray, else 3.
+
+    Returns
+    -------
+    ImageDataset
+        ``x`` : ndarray of shape (n_images, channels, size, size), float32 in [0, 1], images
+        ordered by class then file name; ``y`` the class index; ``meta["files"]`` the paths
+        relative to ``path``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` is not an existing folder.
+    ValueError
+        If there are no class subfolders, a class folder holds no images, or an image cannot
+        be read (the message names the file).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(path)
+    if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"The 'size' parameter of load_image_folder must be an int >= 1. Got {size!r} instead.")
+    if channels not in (None, 1, 3):
+        raise ValueError(
+            f"The 'channels' parameter of load_image_folder must be 1, 3 or None. Got {channels!r} instead."
+        )
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such folder. Expected {FOLDER_LAYOUT}.")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        loose = len(_class_images(root))
+        found = f"found {loose} image files directly in it but no subfolders" if loose else "found no subfolders"
+        raise ValueError(f"{root}: {found}. Expected {FOLDER_LAYOUT}.")
+    files: list[tuple[Path, int]] = []
+    for label, name in enumerate(classes):
+        images = _class_images(root / name)
+        if not images:
+            raise ValueError(
+                f"{root / name}: class folder has no image files (suffixes {list(IMAGE_EXTENSIONS)}). "
+                f"Expected {FOLDER_LAYOUT}."
+            )
+        files += [(f, label) for f in images]
+    pictures = []
+    for f, _ in files:
+        try:
+            with Image.open(f) as im:
+                im.load()
+                pictures.append(im.copy())
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise ValueError(f"{f}: cannot read this image ({exc}). Expected {FOLDER_LAYOUT}.") from None
+    if channels is None:
+        channels = 1 if all(im.mode in _GRAY_MODES for im in pictures) else 3
+    x = np.empty((len(files), channels, size, size), dtype=np.float32)
+    for i, im in enumerate(pictures):
+        im = im.convert("L" if channels == 1 else "RGB").resize((size, size), Image.Resampling.BILINEAR)
+        a = np.asarray(im, dtype=np.float32) / np.float32(255.0)
+        x[i] = a[None] if channels == 1 else a.transpose(2, 0, 1)
+    return ImageDataset(
+        name=root.name,
+        x=x,
+        y=np.array([label for _, label in files], dtype=np.int64),
+        class_names=classes,
+        meta={"source": str(root), "format": "image_folder", "split": "all", "n_images": len(files),
+              "size": size, "channels": channels,
+              "files": [str(f.relative_to(root)) for f, _ in files]},
+    )
+
+
+def load_dataset(name: str | os.PathLike[str], *, split: str = "test",
+                 size: int | None = None) -> ImageDataset:
+    """Load a built-in dataset by name (one of :data:`BUILTIN`) or user data by path.
+
+    Parameters
+    ----------
+    name : str or path
+        A built-in name, a path ending in ``.npz`` (:func:`load_npz`) or an existing folder
+        of class subfolders (:func:`load_image_folder`). Built-in names win over a folder of
+        the same name in the working directory.
+    split : {"train", "test", "all"}
+        Split of a built-in dataset. User data has no split: it is ignored (``meta["split"]``
+        is ``"all"``).
+    size : int, optional
+        Image side. Default: 32 for built-ins and image folders; an .npz keeps its resolution.
 
     Raises
     ------
     ValueError
-        For an unknown name; the message lists the available ones.
+        For an unknown name; the message lists the available ones. Errors of the user-data
+        loaders name the file and the expected layout.
     """
-    if name == "digits":
-        return load_digits32(split, size=size)
-    if name == "shapes":
-        return _load_shapes(split, size)
-    raise ValueError(f"Unknown dataset {name!r}; available datasets are {list(BUILTIN)}.")
+    _check_split(split)
+    if isinstance(name, str) and name in BUILTIN:
+        if name == "digits":
+            return load_digits32(split, size=32 if size is None else size)
+        return _load_shapes(split, 32 if size is None else size)
+    path = Path(name)
+    if path.suffix.lower() == ".npz":
+        return load_npz(path, size=size)
+    if path.is_dir():
+        return load_image_folder(path, size=32 if size is None else size)
+    raise ValueError(
+        f"Unknown dataset {str(name)!r}; available datasets are {list(BUILTIN)}, "
+        f"or a path to {NPZ_LAYOUT}, or {FOLDER_LAYOUT}."
+    )

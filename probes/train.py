@@ -22,7 +22,10 @@ import dataclasses
 import platform
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 import numpy as np
 import torch
@@ -33,12 +36,12 @@ from probes._io import atomic_path, atomic_write_json, sha256_file
 from probes.datasets import ImageDataset, load_dataset
 from probes.zoo import ZooConfig, build_model
 
-__all__ = ["RECIPES", "Recipe", "evaluate", "recipe_names", "train"]
+__all__ = ["RECIPES", "Recipe", "evaluate", "recipe_names", "train", "zoo_markdown", "zoo_tables"]
 
 #: Per-dataset input normalisation (mean, std of the train split's pixels, rounded).
 INPUT_STATS: dict[str, tuple[float, float]] = {
     "digits": (0.3054, 0.3237),
-    "shapes": (0.1400, 0.2862),
+    "shapes": (0.0608, 0.1971),
 }
 N_CLASSES = {"digits": 10, "shapes": 3}
 
@@ -177,39 +180,43 @@ def train(recipe: Recipe | str, *, out_dir: str | Path, epochs: int | None = Non
 
     torch.manual_seed(recipe.seed)
     np.random.seed(recipe.seed)
+    # Deterministic kernels for this run only; the caller's setting comes back even on error.
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
-    gen = torch.Generator().manual_seed(recipe.seed)
+    try:
+        gen = torch.Generator().manual_seed(recipe.seed)
 
-    train_set = load_dataset(recipe.dataset, split="train")
-    test_set = load_dataset(recipe.dataset, split="test")
-    spec = recipe.input_spec()
-    config = recipe.zoo_config()
-    model = build_model(config)
-    x_train = torch.from_numpy(train_set.x)
-    y_train = torch.from_numpy(train_set.y)
-    steps_per_epoch = -(-len(train_set) // recipe.batch_size)
-    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                          nesterov=True, weight_decay=recipe.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, epochs=recipe.epochs,
-                                                steps_per_epoch=steps_per_epoch)
-    t0 = time.perf_counter()
-    bar = tqdm(range(recipe.epochs), desc=f"train {recipe.name}", disable=not progress)
-    for _ in bar:
-        model.train()
-        perm = torch.randperm(len(train_set), generator=gen)
-        total = 0.0
-        for i in range(0, len(perm), recipe.batch_size):
-            idx = perm[i:i + recipe.batch_size]
-            xb = _normalise(_shift(x_train[idx], recipe.max_shift, gen), spec)
-            loss = F.cross_entropy(model(xb), y_train[idx], label_smoothing=recipe.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
-        bar.set_postfix(loss=f"{total / len(perm):.4f}")
-    train_seconds = time.perf_counter() - t0
-    torch.use_deterministic_algorithms(False)
+        train_set = load_dataset(recipe.dataset, split="train")
+        test_set = load_dataset(recipe.dataset, split="test")
+        spec = recipe.input_spec()
+        config = recipe.zoo_config()
+        model = build_model(config)
+        x_train = torch.from_numpy(train_set.x)
+        y_train = torch.from_numpy(train_set.y)
+        steps_per_epoch = -(-len(train_set) // recipe.batch_size)
+        opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                              nesterov=True, weight_decay=recipe.weight_decay)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, epochs=recipe.epochs,
+                                                    steps_per_epoch=steps_per_epoch)
+        t0 = time.perf_counter()
+        bar = tqdm(range(recipe.epochs), desc=f"train {recipe.name}", disable=not progress)
+        for _ in bar:
+            model.train()
+            perm = torch.randperm(len(train_set), generator=gen)
+            total = 0.0
+            for i in range(0, len(perm), recipe.batch_size):
+                idx = perm[i:i + recipe.batch_size]
+                xb = _normalise(_shift(x_train[idx], recipe.max_shift, gen), spec)
+                loss = F.cross_entropy(model(xb), y_train[idx], label_smoothing=recipe.label_smoothing)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += loss.item() * len(idx)
+            bar.set_postfix(loss=f"{total / len(perm):.4f}")
+        train_seconds = time.perf_counter() - t0
+    finally:
+        torch.use_deterministic_algorithms(was_deterministic)
 
     train_acc = evaluate(model, train_set, spec)
     test_acc = evaluate(model, test_set, spec)
@@ -246,3 +253,65 @@ def train(recipe: Recipe | str, *, out_dir: str | Path, epochs: int | None = Non
     }
     atomic_write_json(out_dir / f"{recipe.name}.json", card)
     return card
+
+
+def zoo_tables(cards: list[dict[str, Any]]) -> tuple["pd.DataFrame", "pd.DataFrame"]:
+    """Per-checkpoint table and per-(dataset, design) summary (mean +- std over seeds).
+
+    Returns
+    -------
+    per_checkpoint : DataFrame with columns checkpoint, dataset, design, bottleneck_act,
+        shortcut, seed, epochs, n_params, train_accuracy, test_accuracy, train_seconds.
+    per_design : DataFrame with columns dataset, design, n_seeds, test_accuracy_mean,
+        test_accuracy_std (sample std, ddof=1; NaN for one seed).
+    """
+    import pandas as pd
+
+    rows = []
+    for c in cards:
+        cfg = c["architecture"]["config"]
+        act = cfg["bottleneck_act"]
+        rows.append({
+            "checkpoint": c["name"], "dataset": c["dataset"]["name"], "design": c["design"],
+            "bottleneck_act": act if isinstance(act, str) else "schedule",
+            "shortcut": cfg["shortcut"], "seed": c["seed"], "epochs": c["epochs"],
+            "n_params": c["n_params"], "train_accuracy": c["train_accuracy"],
+            "test_accuracy": c["test_accuracy"], "train_seconds": c.get("train_seconds"),
+        })
+    per = pd.DataFrame(rows)
+    if per.empty:
+        return per, pd.DataFrame(columns=["dataset", "design", "n_seeds", "test_accuracy_mean",
+                                          "test_accuracy_std"])
+    summary = (per.groupby(["dataset", "design"], sort=False)["test_accuracy"]
+               .agg(n_seeds="count", test_accuracy_mean="mean", test_accuracy_std="std")
+               .reset_index())
+    return per, summary
+
+
+def zoo_markdown(cards: list[dict[str, Any]]) -> str:
+    """The markdown of ``checkpoints/README.md``: every checkpoint, then the per-design summary."""
+    per, summary = zoo_tables(cards)
+    lines = [
+        "# Shipped checkpoints",
+        "",
+        "Trained by `bnprobe train NAME` (recipes in `probes/train.py`; deterministic on CPU with "
+        "one thread). Each `NAME.safetensors` has a card `NAME.json` with the architecture config, "
+        "dataset split, input normalisation, optimiser, accuracies, sha256 and library versions. "
+        "Architecture: the paper's MobileNetV2 (Table 2 stages) at width 0.35 with a 256-channel "
+        "head, 32x32 one-channel input (second stage stride 1, see `probes/zoo.py`).",
+        "",
+        "| checkpoint | dataset | design | bottleneck act | shortcut | seed | params | train acc | test acc | train time (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in per.itertuples():
+        lines.append(
+            f"| `{r.checkpoint}` | {r.dataset} | {r.design} | {r.bottleneck_act} | {r.shortcut} | "
+            f"{r.seed} | {r.n_params:,} | {r.train_accuracy:.4f} | {r.test_accuracy:.4f} | "
+            f"{r.train_seconds:.0f} |"
+        )
+    lines += ["", "Test accuracy per design (mean +- sample std over seeds):", "",
+              "| dataset | design | seeds | test accuracy |", "|---|---|---|---|"]
+    for r in summary.itertuples():
+        std = "" if r.n_seeds < 2 else f" +- {r.test_accuracy_std:.4f}"
+        lines.append(f"| {r.dataset} | {r.design} | {r.n_seeds} | {r.test_accuracy_mean:.4f}{std} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,494 @@
+"""Activity metrics: which units of an activation are alive, and is the point invertible?
+
+"Active" means the unit is in the activation's informative (non-flat) region (DESIGN.md):
+
+==============  ==============================  ============================================
+activation      active (pre-activation z)        flat regions
+==============  ==============================  ============================================
+``relu``        0 < z                            z <= 0 (output 0)
+``relu6``       0 < z < 6                        z <= 0 (0) and z >= 6 (saturated at 6)
+``hswish``      -3 < z                           z <= -3 (output 0)
+``leaky_relu``  everywhere                       none: activity metrics not applicable
+``linear``      everywhere                       none: activity metrics not applicable
+==============  ==============================  ============================================
+
+Metrics (from the Activity sink: per-channel active counts a_c, per-channel saturated counts
+s_c, the number of points n, and the histogram h_k of the number of active channels per point,
+k = 0..C):
+
+- ``dead_fraction`` = #{c : a_c = 0} / C  (channels never active)
+- ``rare_fraction`` = #{c : a_c < 0.01 n} / C  (rarely active, dead channels included)
+- ``saturated_fraction`` = sum_c s_c / (n C)  (entries at the upper flat region; ReLU6 only)
+- ``positive_min`` / ``positive_max`` = smallest / largest k with h_k > 0;
+  ``positive_mean`` = sum_k k h_k / n  (active channels per point, paper Fig. 7; for ReLU6 a
+  saturated channel is not counted)
+- ``above_threshold_fraction`` = sum_{k >= T} h_k / n with T the invertibility threshold, the
+  block's C_in = C / t (paper Fig. 7: fewer than C_in active channels cannot be inverted)
+- ``lemma2_invertible_fraction``: fraction of points x (block inputs, from the reservoir) for
+  which the rows of the BN-folded expansion weights W' at the active units of z = W' x + b'
+  have rank C_in (MobileNetV2 appendix, Lemma 2): exactly the points whose activation output
+  determines x uniquely.
+
+Return values follow the metric convention of :mod:`analysis.spectrum` (``dict`` of
+:class:`~analysis.spectrum.MetricValue`, NaN with a reason where a metric is not defined).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from analysis.spectrum import MetricValue, check_finite, undefined
+
+__all__ = [
+    "ACTIVATIONS",
+    "ACTIVITY_METRICS",
+    "active_mask",
+    "active_set_solve",
+    "activity_metrics",
+    "fold_bn",
+    "lemma2_invertible",
+    "lemma2_invertible_fraction",
+]
+
+#: Activations understood here (the zoo's names).
+ACTIVATIONS: tuple[str, ...] = ("linear", "relu", "relu6", "leaky_relu", "hswish")
+_NO_FLAT_REGION = ("linear", "leaky_relu")
+
+#: Metric identifiers returned by :func:`activity_metrics`, in order.
+ACTIVITY_METRICS: tuple[str, ...] = (
+    "dead_fraction",
+    "rare_fraction",
+    "saturated_fraction",
+    "positive_min",
+    "positive_mean",
+    "positive_max",
+    "above_threshold_fraction",
+    "lemma2_invertible_fraction",
+)
+
+# Stack of masked matrices processed at once by active_set_solve (number of float64 entries).
+_CHUNK_ENTRIES = 4_000_000
+
+
+def _check_activation(activation: str, func: str) -> str:
+    if activation not in ACTIVATIONS:
+        raise ValueError(
+            f"The 'activation' parameter of {func} must be one of {list(ACTIVATIONS)}. "
+            f"Got {activation!r} instead."
+        )
+    return activation
+
+
+def _not_applicable(activation: str) -> str:
+    kind = "linear" if activation == "linear" else "leaky ReLU"
+    return f"not applicable: {kind} output has no flat region"
+
+
+def active_mask(pre: ArrayLike, activation: str) -> NDArray[np.bool_]:
+    """Which units are in the activation's non-flat region, from the pre-activation ``z``.
+
+    Parameters
+    ----------
+    pre : array-like of shape (n_points, n_units)
+        Pre-activation values z (after conv + BN, before the activation).
+    activation : {"relu", "relu6", "hswish", "leaky_relu", "linear"}
+        ``relu``: 0 < z; ``relu6``: 0 < z < 6; ``hswish``: z > -3; ``leaky_relu`` and
+        ``linear``: every unit.
+
+    Returns
+    -------
+    mask : ndarray of bool, same shape as ``pre``
+    """
+    _check_activation(activation, "active_mask")
+    z = np.asarray(pre, dtype=np.float64)
+    if activation == "relu":
+        return z > 0
+    if activation == "relu6":
+        return (z > 0) & (z < 6)
+    if activation == "hswish":
+        return z > -3
+    return np.ones(z.shape, dtype=bool)
+
+
+def fold_bn(
+    weight: ArrayLike,
+    bias: ArrayLike | None,
+    running_mean: ArrayLike,
+    running_var: ArrayLike,
+    gamma: ArrayLike,
+    beta: ArrayLike,
+    eps: float = 1e-5,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Fold an eval-mode BatchNorm into the preceding conv / linear map.
+
+    BN(W x + b) = W' x + b' with s = gamma / sqrt(running_var + eps),
+    W' = s[:, None] * W (scaling output channel o) and b' = s * (b - running_mean) + beta.
+
+    Parameters
+    ----------
+    weight : array-like of shape (C_out, C_in) or (C_out, C_in, kh, kw)
+    bias : array-like of shape (C_out,) or None (no conv bias: zeros)
+    running_mean, running_var, gamma, beta : array-like of shape (C_out,)
+    eps : float, default 1e-5
+
+    Returns
+    -------
+    weight_folded : ndarray, same shape as ``weight``
+    bias_folded : ndarray of shape (C_out,)
+    """
+    W = np.asarray(weight, dtype=np.float64)
+    if W.ndim not in (2, 4):
+        raise ValueError(
+            "The 'weight' parameter of fold_bn must have shape (C_out, C_in) or "
+            f"(C_out, C_in, kh, kw). Got an array of shape {W.shape} instead."
+        )
+    c_out = W.shape[0]
+    vecs = {}
+    for name, v in (
+        ("running_mean", running_mean),
+        ("running_var", running_var),
+        ("gamma", gamma),
+        ("beta", beta),
+        ("bias", np.zeros(c_out) if bias is None else bias),
+    ):
+        a = np.asarray(v, dtype=np.float64)
+        if a.shape != (c_out,):
+            raise ValueError(
+                f"The '{name}' parameter of fold_bn must have shape ({c_out},) to match the "
+                f"weight's output channels. Got an array of shape {a.shape} instead."
+            )
+        vecs[name] = a
+    if np.any(vecs["running_var"] + eps <= 0):
+        raise ValueError("The 'running_var' parameter of fold_bn must satisfy running_var + eps > 0.")
+    s = vecs["gamma"] / np.sqrt(vecs["running_var"] + eps)
+    W_f = W * s.reshape((-1,) + (1,) * (W.ndim - 1))
+    b_f = s * (vecs["bias"] - vecs["running_mean"]) + vecs["beta"]
+    return W_f, b_f
+
+
+def _as_matrix(weight: ArrayLike, func: str) -> NDArray[np.float64]:
+    W = np.asarray(weight, dtype=np.float64)
+    if W.ndim == 4 and W.shape[2:] == (1, 1):
+        W = W[:, :, 0, 0]
+    if W.ndim != 2 or W.shape[0] == 0 or W.shape[1] == 0:
+        raise ValueError(
+            f"The 'weight' parameter of {func} must be a (hidden, in) matrix or a 1x1 conv "
+            f"weight (hidden, in, 1, 1). Got an array of shape {W.shape} instead."
+        )
+    return W
+
+
+def active_set_solve(
+    weight: ArrayLike,
+    mask: ArrayLike,
+    rhs: ArrayLike | None = None,
+    *,
+    rtol: float | None = None,
+) -> tuple[NDArray[np.int64], NDArray[np.float64] | None]:
+    """Rank of the active rows of ``weight`` per point, and optionally the least-squares solve.
+
+    For each point i with active set A_i (``mask[i]``), rank(W[A_i]) follows the
+    ``numpy.linalg.matrix_rank`` rule: singular values above ``S_max * max(|A_i|, in) * eps``
+    count (``rtol`` replaces ``max(|A_i|, in) * eps``). With ``rhs`` it also returns the
+    minimum-norm least-squares solution x_i = pinv(W[A_i]) rhs[i, A_i] (0 where A_i is empty);
+    it is the unique exact solution iff the rank equals ``in``.
+
+    Speed: identical active sets are handled once. A set whose Gram matrix
+    G = W[A]^T W[A] has condition number below 1e8 (so cond(W[A]) < 1e4) is full rank under
+    any tolerance below 1e-4, and is solved from G (relative error ~ cond(G) * eps); every
+    other set gets an SVD of W[A] (the exact rule above).
+
+    Parameters
+    ----------
+    weight : array-like of shape (hidden, in)
+    mask : array-like of bool, shape (n_points, hidden)
+    rhs : array-like of shape (n_points, hidden), optional
+    rtol : float, optional
+
+    Returns
+    -------
+    rank : ndarray of int, shape (n_points,)
+    solution : ndarray of shape (n_points, in), or None without ``rhs``
+    """
+    W = _as_matrix(weight, "active_set_solve")
+    M = np.asarray(mask, dtype=bool)
+    h, d = W.shape
+    if M.ndim != 2 or M.shape[1] != h:
+        raise ValueError(
+            f"The 'mask' parameter of active_set_solve must have shape (n_points, {h}). "
+            f"Got an array of shape {M.shape} instead."
+        )
+    R = B = None
+    if rhs is not None:
+        R = np.asarray(rhs, dtype=np.float64)
+        if R.shape != M.shape:
+            raise ValueError(
+                f"The 'rhs' parameter of active_set_solve must have shape {M.shape}. "
+                f"Got an array of shape {R.shape} instead."
+            )
+        R = np.where(M, R, 0.0)  # inactive entries never enter the solve (they may be inf)
+        B = R @ W  # W[A]^T rhs[A], the normal-equation right-hand side
+    n = M.shape[0]
+    rank = np.zeros(n, dtype=np.int64)
+    sol = np.zeros((n, d)) if R is not None else None
+    if n == 0:
+        return rank, sol
+    uniq, inverse = np.unique(M, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    n_uniq = uniq.shape[0]
+    members = np.split(np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse))[:-1])
+    k = uniq.sum(axis=1)
+    clear_cond = max(1e-8, (10.0 * rtol) ** 2) if rtol is not None else 1e-8
+    rank_u = np.zeros(n_uniq, dtype=np.int64)
+    chunk = max(1, _CHUNK_ENTRIES // (h * d))
+    for start in range(0, n_uniq, chunk):
+        stack = uniq[start : start + chunk, :, None] * W[None]  # zero rows: same rank and lstsq
+        ids = np.arange(start, start + stack.shape[0])
+        G = np.swapaxes(stack, 1, 2) @ W  # (u, in, in)
+        ev = np.linalg.eigvalsh(G)
+        clear = (k[ids] >= d) & (ev[:, -1] > 0) & (ev[:, 0] > clear_cond * ev[:, -1])
+        rank_u[ids[clear]] = d
+        if R is not None:
+            for j, G_inv in zip(np.flatnonzero(clear), np.linalg.inv(G[clear])):
+                pts = members[ids[j]]
+                sol[pts] = B[pts] @ G_inv.T
+        hard = np.flatnonzero(~clear)
+        if hard.size == 0:
+            continue
+        factor = rtol if rtol is not None else np.maximum(k[ids[hard]], d) * np.finfo(np.float64).eps
+        if R is None:
+            S = np.linalg.svd(stack[hard], compute_uv=False)
+        else:
+            U, S, Vt = np.linalg.svd(stack[hard], full_matrices=False)
+        keep = S > S[:, :1] * np.reshape(factor, (-1, 1))
+        rank_u[ids[hard]] = keep.sum(axis=1)
+        if R is not None:
+            inv_s = np.where(keep, 1.0 / np.where(keep, S, 1.0), 0.0)
+            for j in range(hard.size):
+                pts = members[ids[hard[j]]]
+                pinv = (Vt[j].T * inv_s[j]) @ U[j].T  # (in, hidden)
+                sol[pts] = R[pts] @ pinv.T
+    rank = rank_u[inverse]
+    return rank, sol
+
+
+def lemma2_invertible(
+    weight: ArrayLike,
+    bias: ArrayLike | None,
+    inputs: ArrayLike,
+    *,
+    activation: str = "relu",
+    rtol: float | None = None,
+) -> NDArray[np.bool_]:
+    """Lemma 2 of the MobileNetV2 appendix: is x determined by act(W x + b)?
+
+    For each input x the active units A = {j : z_j active} of z = W x + b (see
+    :func:`active_mask`) are found; x is invertible iff rank(W[A]) = in (so in particular
+    |A| >= in). The rank is exact up to the ``numpy.linalg.matrix_rank`` tolerance
+    ``S_max * max(|A|, in) * eps`` (see :func:`active_set_solve`). For ``leaky_relu`` and
+    ``linear`` every unit counts. For ``hswish`` the active region z > -3 is not injective on
+    (-3, 0), so there the test is a necessary condition only.
+
+    Parameters
+    ----------
+    weight : array-like of shape (hidden, in) or (hidden, in, 1, 1)
+        BN-folded weights W' of the map (see :func:`fold_bn`).
+    bias : array-like of shape (hidden,) or None
+        BN-folded bias b'.
+    inputs : array-like of shape (n_points, in)
+        Points x (block inputs).
+    activation : str, default "relu"
+    rtol : float, optional
+        Overrides ``max(|A|, in) * eps`` in the rank tolerance.
+
+    Returns
+    -------
+    invertible : ndarray of bool, shape (n_points,)
+    """
+    _check_activation(activation, "lemma2_invertible")
+    W = _as_matrix(weight, "lemma2_invertible")
+    X = np.asarray(inputs, dtype=np.float64)
+    b = np.zeros(W.shape[0]) if bias is None else np.asarray(bias, dtype=np.float64)
+    if X.ndim != 2 or X.shape[1] != W.shape[1]:
+        raise ValueError(
+            f"The 'inputs' parameter of lemma2_invertible must have shape (n_points, {W.shape[1]}) "
+            f"to match the weight. Got an array of shape {X.shape} instead."
+        )
+    if b.shape != (W.shape[0],):
+        raise ValueError(
+            f"The 'bias' parameter of lemma2_invertible must have shape ({W.shape[0]},). "
+            f"Got an array of shape {b.shape} instead."
+        )
+    mask = active_mask(X @ W.T + b, activation)
+    out = np.zeros(X.shape[0], dtype=bool)
+    enough = mask.sum(axis=1) >= W.shape[1]  # fewer active rows than inputs: rank < in
+    if enough.any():
+        rank, _ = active_set_solve(W, mask[enough], rtol=rtol)
+        out[enough] = rank == W.shape[1]
+    return out
+
+
+def lemma2_invertible_fraction(
+    weight: ArrayLike,
+    bias: ArrayLike | None,
+    inputs: ArrayLike,
+    *,
+    activation: str = "relu",
+    rtol: float | None = None,
+    point: str | None = None,
+) -> MetricValue:
+    """Fraction of points for which :func:`lemma2_invertible` holds, as a metric value.
+
+    NaN with a reason for a linear / leaky-ReLU activation, no points, or non-finite inputs.
+    """
+    _check_activation(activation, "lemma2_invertible_fraction")
+    if activation in _NO_FLAT_REGION:
+        return MetricValue(math.nan, _not_applicable(activation))
+    X = np.asarray(inputs, dtype=np.float64)
+    if X.ndim == 2 and X.shape[0] == 0:
+        return MetricValue(math.nan, "too few points: 0")
+    for name, arr in (("inputs", X), ("weights", np.asarray(weight, dtype=np.float64))):
+        reason = check_finite(arr, name=name, family="activity", point=point)
+        if reason is not None:
+            return MetricValue(math.nan, reason)
+    inv = lemma2_invertible(weight, bias, X, activation=activation, rtol=rtol)
+    return MetricValue(float(inv.mean()))
+
+
+def _count_vector(v: ArrayLike, name: str, shape: tuple[int, ...]) -> NDArray[np.float64]:
+    a = np.asarray(v, dtype=np.float64)
+    if a.shape != shape:
+        raise ValueError(
+            f"The '{name}' parameter of activity_metrics must have shape {shape}. "
+            f"Got an array of shape {a.shape} instead."
+        )
+    return a
+
+
+def activity_metrics(
+    active_counts: ArrayLike,
+    *,
+    n_points: int,
+    histogram: ArrayLike,
+    activation: str,
+    saturated_counts: ArrayLike | None = None,
+    threshold: int | None = None,
+    rare_rate: float = 0.01,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    inputs: ArrayLike | None = None,
+    lemma2_rtol: float | None = None,
+    point: str | None = None,
+) -> dict[str, MetricValue]:
+    """All activity metrics of one capture point (formulas in the module docstring).
+
+    Parameters
+    ----------
+    active_counts : array-like of shape (C,)
+        Per channel, the number of points where it is active.
+    n_points : int
+        Number of points the counts were taken over.
+    histogram : array-like of shape (C + 1,)
+        ``histogram[k]`` = number of points with exactly k active channels; sums to n_points.
+    activation : {"relu", "relu6", "hswish", "leaky_relu", "linear"}
+        The activation at this point. For ``linear`` and ``leaky_relu`` every metric is NaN
+        with reason "not applicable: ... output has no flat region".
+    saturated_counts : array-like of shape (C,), optional
+        Per channel, the number of points at the upper flat region (ReLU6: y = 6).
+    threshold : int, optional
+        Invertibility threshold T in active channels, the block's C_in (= C / t).
+    rare_rate : float in (0, 1), default 0.01
+        A channel active on fewer than ``rare_rate * n_points`` points is rare.
+    weight, bias, inputs : array-like, optional
+        BN-folded expansion weights (hidden, in), bias (hidden,) and reservoir block inputs
+        (n, in) for ``lemma2_invertible_fraction``; NaN with a reason when not given.
+    lemma2_rtol : float, optional
+        Passed to :func:`lemma2_invertible` as ``rtol``.
+    point : str, optional
+        Capture-point name for warnings.
+
+    Returns
+    -------
+    metrics : dict of str to MetricValue
+        Keys :data:`ACTIVITY_METRICS`.
+    """
+    _check_activation(activation, "activity_metrics")
+    if isinstance(rare_rate, bool) or not isinstance(rare_rate, numbers.Real) or not 0 < rare_rate < 1:
+        raise ValueError(
+            f"The 'rare_rate' parameter of activity_metrics must be a float in (0, 1). "
+            f"Got {rare_rate!r} instead."
+        )
+    a = np.asarray(active_counts, dtype=np.float64)
+    if a.ndim != 1 or a.size == 0:
+        raise ValueError(
+            "The 'active_counts' parameter of activity_metrics must be a 1-D array of shape (C,) "
+            f"with C >= 1. Got an array of shape {a.shape} instead."
+        )
+    C = a.size
+    hist = _count_vector(histogram, "histogram", (C + 1,))
+    sat = None if saturated_counts is None else _count_vector(saturated_counts, "saturated_counts", (C,))
+    if threshold is not None and (
+        isinstance(threshold, bool) or not isinstance(threshold, numbers.Integral) or threshold < 0
+    ):
+        raise ValueError(
+            f"The 'threshold' parameter of activity_metrics must be a non-negative int "
+            f"(the block's C_in). Got {threshold!r} instead."
+        )
+    if activation in _NO_FLAT_REGION:
+        return undefined(ACTIVITY_METRICS, _not_applicable(activation))
+    if n_points < 1:
+        return undefined(ACTIVITY_METRICS, f"too few points: {n_points}")
+    for name, arr in (("active counts", a), ("histogram", hist), ("saturated counts", sat)):
+        if arr is not None:
+            reason = check_finite(arr, name=name, family="activity", point=point)
+            if reason is not None:
+                return undefined(ACTIVITY_METRICS, reason)
+    if np.any(a < 0) or np.any(a > n_points):
+        raise ValueError(
+            f"The 'active_counts' parameter of activity_metrics must lie in [0, n_points={n_points}]. "
+            f"Got values in [{a.min():g}, {a.max():g}] instead."
+        )
+    if np.any(hist < 0) or not np.isclose(hist.sum(), n_points):
+        raise ValueError(
+            f"The 'histogram' parameter of activity_metrics must be non-negative and sum to "
+            f"n_points={n_points}. Got a sum of {hist.sum():g} instead."
+        )
+
+    ks = np.arange(C + 1)
+    occupied = np.flatnonzero(hist > 0)
+    out: dict[str, MetricValue] = {
+        "dead_fraction": MetricValue(float(np.mean(a == 0))),
+        "rare_fraction": MetricValue(float(np.mean(a < rare_rate * n_points))),
+    }
+    if activation != "relu6":
+        out["saturated_fraction"] = MetricValue(
+            math.nan, f"not applicable: {activation} has no upper saturation"
+        )
+    elif sat is None:
+        out["saturated_fraction"] = MetricValue(math.nan, "not available: no saturated counts given")
+    else:
+        out["saturated_fraction"] = MetricValue(float(sat.sum() / (n_points * C)))
+    out["positive_min"] = MetricValue(float(occupied[0]))
+    out["positive_mean"] = MetricValue(float(np.dot(ks, hist) / hist.sum()))
+    out["positive_max"] = MetricValue(float(occupied[-1]))
+    if threshold is None:
+        out["above_threshold_fraction"] = MetricValue(
+            math.nan, "not available: no invertibility threshold (block C_in) given"
+        )
+    else:
+        out["above_threshold_fraction"] = MetricValue(float(hist[threshold:].sum() / hist.sum()))
+    if weight is None or inputs is None:
+        out["lemma2_invertible_fraction"] = MetricValue(
+            math.nan,
+            "not available: needs the folded weights of a 1x1 map and its inputs "
+            "(the expansion point of a block)",
+        )
+    else:
+        out["lemma2_invertible_fraction"] = lemma2_invertible_fraction(
+            weight, bias, inputs, activation=activation, rtol=lemma2_rtol, point=point
+        )
+    return {name: out[name] for name in ACTIVITY_METRICS}

@@ -1,0 +1,213 @@
+"""Command line entry point ``bnprobe``.
+
+Every subcommand has ``--help``; bad input exits with status 2 and a one-line reason on stderr
+(``bnprobe probe: error: ...``), never a traceback.
+
+::
+
+    bnprobe zoo                                   # shipped checkpoints: design, dataset, accuracy
+    bnprobe train RECIPE [--out DIR] [--epochs N] # reproduce a shipped checkpoint from its recipe
+    bnprobe probe CHECKPOINT [--arch ARCH] [--dataset NAME|PATH] [--points GLOB] [--out FILE]
+    bnprobe spiral [--dims 2 3 5 15 30] [--activation relu] [--out FILE]
+    bnprobe report CONFIG.toml --out DIR [--scheduler ADDRESS]
+    bnprobe predict CHECKPOINT [--arch ARCH] IMAGE...
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+class _UserError(Exception):
+    """An error caused by the user's input: printed as one line, exit status 2."""
+
+
+def _write_table(df: "object", out: str) -> None:
+    from analysis.study import write_table
+
+    write_table(df, out)
+    print(f"wrote {out}", file=sys.stderr)
+
+
+def _cmd_zoo(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from probes.loading import list_zoo
+    from probes.train import zoo_tables
+
+    cards = list_zoo()
+    if not cards:
+        raise _UserError("no shipped checkpoints found in the checkpoints/ folder")
+    per, summary = zoo_tables(cards)
+    with pd.option_context("display.max_rows", None, "display.width", 200):
+        cols = ["checkpoint", "dataset", "design", "bottleneck_act", "shortcut", "seed", "n_params",
+                "test_accuracy"]
+        print(per[cols].to_string(index=False))
+        print()
+        print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from probes.train import RECIPES, recipe_names, train
+
+    names = recipe_names() if args.recipe == "all" else [args.recipe]
+    for name in names:
+        if name not in RECIPES:
+            raise _UserError(f"unknown recipe {name!r}; available recipes: {', '.join(recipe_names())}, all")
+    for name in names:
+        card = train(name, out_dir=args.out, epochs=args.epochs)
+        print(f"{name}: train accuracy {card['train_accuracy']:.4f}, test accuracy "
+              f"{card['test_accuracy']:.4f}, {card['train_seconds']:.0f} s -> "
+              f"{Path(args.out) / card['weights_file']}")
+    return 0
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from analysis.study import StudyConfig, run_study
+
+    config = StudyConfig(
+        dataset=args.dataset, split=args.split, n_images=args.n_images, points=args.points,
+        reservoir_size=args.reservoir, seed=args.seed, families=tuple(args.metrics),
+        gray_to_rgb=args.gray_to_rgb,
+    )
+    from probes.loading import load_checkpoint
+
+    loaded = load_checkpoint(args.checkpoint, arch=args.arch, mean=args.mean, std=args.std,
+                             size=args.size, allow_torchscript=args.allow_torchscript)
+    result = run_study(loaded, config, progress=not args.quiet)
+    df = result.metrics
+    if args.out:
+        _write_table(df, args.out)
+    else:
+        print(df.to_csv(index=False), end="")
+    return 0
+
+
+def _cmd_spiral(args: argparse.Namespace) -> int:
+    from analysis.spiral import run_spiral, spiral_figure
+
+    table, recon = run_spiral(tuple(args.dims), activation=args.activation, seeds=tuple(args.seeds))
+    if args.out:
+        _write_table(table, args.out)
+    else:
+        print(table.to_csv(index=False), end="")
+    if args.figure:
+        from analysis.figures import save_chart
+
+        save_chart(spiral_figure(recon), args.figure)
+        print(f"wrote {args.figure}", file=sys.stderr)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from analysis.report import run_report
+
+    return run_report(args.config, args.out, scheduler=args.scheduler, workers=args.workers)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from probes.loading import format_predictions, load_checkpoint, predict
+
+    loaded = load_checkpoint(args.checkpoint, arch=args.arch, mean=args.mean, std=args.std,
+                             size=args.size, allow_torchscript=args.allow_torchscript)
+    preds = predict(loaded, args.images, topk=args.topk)
+    print(format_predictions(loaded, args.images, preds))
+    return 0
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="zoo name (see `bnprobe zoo`) or a weights file (.safetensors, .pt, .pth)")
+    p.add_argument("--arch", default=None,
+                   help="architecture for a bare state dict: torchvision:NAME, timm:NAME, "
+                        "package.module:factory or path/to/model.py:factory")
+    p.add_argument("--mean", type=float, nargs="+", default=None,
+                   help="input mean per channel for a user factory (default: ImageNet 0.485 0.456 0.406)")
+    p.add_argument("--std", type=float, nargs="+", default=None,
+                   help="input std per channel for a user factory (default: ImageNet 0.229 0.224 0.225)")
+    p.add_argument("--size", type=int, default=None, help="input side in pixels for a user factory (default 224)")
+    p.add_argument("--allow-torchscript", action="store_true",
+                   help="allow a TorchScript archive (it runs code from the file: only for files you trust)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``bnprobe`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="bnprobe",
+        description="Measure how much information the inverted-residual blocks of MobileNetV2-style "
+                    "networks keep (linear vs ReLU bottlenecks).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("zoo", help="list the shipped checkpoints with design, dataset and accuracy")
+    p.set_defaults(func=_cmd_zoo)
+
+    p = sub.add_parser("train", help="reproduce a shipped checkpoint from its recipe")
+    p.add_argument("recipe", help="recipe name (same as the checkpoint name, see `bnprobe zoo`) or 'all'")
+    p.add_argument("--out", default="checkpoints", help="output folder (default: checkpoints)")
+    p.add_argument("--epochs", type=int, default=None, help="override the recipe's epoch count")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("probe", help="capture a checkpoint's activations and write the tidy metrics table")
+    _add_model_args(p)
+    p.add_argument("--dataset", default="digits",
+                   help="digits, shapes, natural, or a path (.npz with x (N,C,H,W) [and y], or an image folder)")
+    p.add_argument("--split", default="test", choices=["train", "test", "all"])
+    p.add_argument("--n-images", type=int, default=None, help="use only the first N images")
+    p.add_argument("--points", default=None, help="capture points: a name or glob, e.g. 'blocks.*.project*'")
+    p.add_argument("--metrics", nargs="+", default=["spectrum", "activity", "reconstruction", "topology",
+                                                     "dimension", "similarity", "quantization"],
+                   help="metric families to compute")
+    p.add_argument("--reservoir", type=int, default=1000, help="reservoir points kept per capture point")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--gray-to-rgb", action="store_true", help="repeat a 1-channel dataset for an RGB model")
+    p.add_argument("--out", default=None, help="output .parquet or .csv (default: CSV on stdout)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_probe)
+
+    p = sub.add_parser("spiral", help="the paper's Figure 1: a 2-D spiral through ReLU(Tx) and back")
+    p.add_argument("--dims", type=int, nargs="+", default=[2, 3, 5, 15, 30])
+    p.add_argument("--activation", default="relu")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--out", default=None, help="output table .csv or .parquet (default: CSV on stdout)")
+    p.add_argument("--figure", default=None, help="also write the figure (.png, .svg or .pdf)")
+    p.set_defaults(func=_cmd_spiral)
+
+    p = sub.add_parser("report", help="run a whole study from a TOML config into a report folder")
+    p.add_argument("config", help="TOML config (see analysis/configs/paper.toml)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--scheduler", default=None, help="Dask scheduler address (default: local processes)")
+    p.add_argument("--workers", type=int, default=None, help="local worker processes (default: CPU count)")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("predict", help="top-5 predictions for image files: check weights and preprocessing")
+    _add_model_args(p)
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--topk", type=int, default=5)
+    p.set_defaults(func=_cmd_predict)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``bnprobe``; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except (_UserError, ValueError, FileNotFoundError, KeyError, PermissionError) as exc:
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"bnprobe {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"bnprobe {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

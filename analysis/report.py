@@ -1,0 +1,1359 @@
+"""Batch analysis reports for papers: ``bnprobe report CONFIG.toml --out DIR``.
+
+One TOML config describes a whole study (checkpoints, datasets, capture points, metric families,
+sample sizes, seeds, topology and decoder settings, figures and tables; see
+``analysis/configs/paper.toml`` for a documented example). :func:`run_report` validates it
+completely *before* any work starts, runs one job per (checkpoint, dataset) through
+:func:`analysis.study.run_study` on a pluggable executor, and writes::
+
+    OUT/
+      metrics.parquet  metrics.csv      tidy results (DESIGN.md schema), deterministic row order
+      spiral.csv                        the paper's Figure 1 experiment (analysis.spiral)
+      figures/*.svg|png|pdf             analysis.figures builders (vl-convert, no browser)
+      tables/*.tex                      booktabs tables, mean +- std over seeds, best in bold
+      report.md  report.html            the report; the HTML embeds every figure (offline)
+      provenance.json                   config, versions, git commit, sha256, seeds, timings
+      jobs/<job-id>.parquet|npz         one finished job each (the resume cache)
+
+Executors
+---------
+Local processes by default (``concurrent.futures.ProcessPoolExecutor`` with the ``spawn``
+context, one torch thread per job), in this process when ``workers == 1``, and a Dask
+distributed cluster when ``scheduler`` is given (``dask.distributed.Client(address)``). Workers
+only compute and *return* results; this process alone writes files, so a Dask cluster needs no
+shared file system (only the same Python environment and access to the checkpoints and
+datasets). Every job sets torch to one thread while it runs, so the numbers do not depend on
+the executor: a serial, a process-pool and a Dask run give identical metrics files.
+
+Resume and safety
+-----------------
+A finished job is written to ``OUT/jobs/<job-id>.{parquet,npz}`` (atomic renames through
+:func:`probes._io.atomic_path`); the job id hashes the checkpoint's sha256, its loading options
+and the study settings, so a changed config never reuses stale results. A run that is killed
+and started again loads finished jobs instead of recomputing them (``provenance.json`` counts
+``computed`` and ``cached`` jobs). Every output file appears only when complete.
+
+Failures
+--------
+A job that fails (unreadable checkpoint, wrong architecture ...) is listed in the summary on
+stderr and in ``report.md`` while the other jobs complete; :func:`run_report` then returns 1.
+A bad config raises ValueError (the CLI prints one line and exits with status 2).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import fnmatch
+import hashlib
+import html
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+import tomllib
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from probes._io import atomic_path, atomic_write_json, atomic_write_text, sha256_file
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "FIGURE_FORMATS",
+    "HIGHER_IS_BETTER",
+    "Job",
+    "ReportConfig",
+    "accuracy_table",
+    "load_config",
+    "metric_family",
+    "metrics_table",
+    "plan_jobs",
+    "report_figures",
+    "run_report",
+    "table_to_latex",
+    "table_to_markdown",
+]
+
+#: The documented default config (runs on the shipped checkpoints).
+DEFAULT_CONFIG: Path = Path(__file__).resolve().parent / "configs" / "paper.toml"
+
+#: Figure file formats that :func:`analysis.figures.save_chart` writes.
+FIGURE_FORMATS: tuple[str, ...] = ("svg", "png", "pdf")
+
+#: Direction of "better" per metric for the bold cell of a table row (True: higher is better).
+#: Metrics without a direction (Betti numbers, intrinsic dimension ...) get no bold cell.
+HIGHER_IS_BETTER: dict[str, bool] = {
+    **{m: True for m in ("rank", "effective_rank", "participation_ratio", "stable_rank",
+                         "pca_dims_90", "pca_dims_95", "pca_dims_99")},
+    **{f"{m}_frac": True for m in ("rank", "effective_rank", "participation_ratio", "stable_rank",
+                                   "pca_dims_90", "pca_dims_95", "pca_dims_99")},
+    "dead_fraction": False, "rare_fraction": False, "saturated_fraction": False,
+    "positive_min": True, "positive_mean": True, "positive_max": True,
+    "above_threshold_fraction": True, "lemma2_invertible_fraction": True,
+    "recon_error_linear": False, "recon_error_knn": False, "recon_error_mlp": False,
+    "recon_error_exact": False, "recon_r2_linear": True, "recon_r2_knn": True,
+    "recon_r2_mlp": True, "recon_r2_exact": True,
+    "bottleneck_to_input_h1": False, "wasserstein_to_input_h1": False,
+    "cka_to_input": True, "int8_sqnr_db": True, "int8_sqnr_db_per_channel": True,
+    "test_accuracy": True,
+}
+
+_FAMILY_PREFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("spectrum", ("rank", "effective_rank", "participation_ratio", "stable_rank", "pca_dims_")),
+    ("activity", ("dead_fraction", "rare_fraction", "saturated_fraction", "positive_",
+                  "above_threshold_fraction", "lemma2_invertible_fraction")),
+    ("reconstruction", ("recon_",)),
+    ("topology", ("betti", "total_persistence", "persistence_entropy", "bottleneck_to_input",
+                  "wasserstein_to_input")),
+    ("dimension", ("twonn_id", "mle_id")),
+    ("similarity", ("cka_",)),
+    ("quantization", ("int8_sqnr",)),
+)
+
+#: Function that each metric family needs (checked before any work starts).
+_FAMILY_FUNCTIONS: dict[str, tuple[str, str]] = {
+    "spectrum": ("analysis.spectrum", "spectrum_metrics"),
+    "activity": ("analysis.activity", "activity_metrics"),
+    "reconstruction": ("analysis.reconstruction", "reconstruction_metrics"),
+    "topology": ("analysis.topology", "topology_metrics"),
+    "dimension": ("analysis.dimension", "dimension_metrics"),
+    "similarity": ("analysis.similarity", "linear_cka"),
+    "quantization": ("analysis.quantization", "quantization_metrics"),
+}
+
+_VERSIONED_PACKAGES: tuple[str, ...] = (
+    "bottleneck-probe", "torch", "torchvision", "timm", "numpy", "scipy", "pandas", "pyarrow",
+    "scikit-learn", "ripser", "persim", "umap-learn", "altair", "vl-convert-python", "dask",
+    "distributed", "safetensors", "tqdm",
+)
+
+
+def metric_family(metric: str) -> str | None:
+    """The metric family (see :data:`analysis.study.FAMILIES`) that computes ``metric``."""
+    for family, prefixes in _FAMILY_PREFIXES:
+        if any(metric == p or metric.startswith(p) for p in prefixes):
+            return family
+    return None
+
+
+# ============================================================================================
+# config
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointSpec:
+    """One checkpoint of the config, resolved: a zoo name or a weights file (+ options)."""
+
+    name: str
+    spec: str
+    arch: str | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    size: int | None = None
+    gray_to_rgb: bool | None = None
+    sha256: str | None = None
+    card: dict[str, Any] | None = dataclasses.field(default=None, compare=False, hash=False)
+
+    @property
+    def trained_on(self) -> str | None:
+        return ((self.card or {}).get("dataset") or {}).get("name")
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportConfig:
+    """A validated report config (see :func:`load_config`)."""
+
+    source: Path
+    raw: dict[str, Any]
+    title: str
+    formats: tuple[str, ...]
+    checkpoints: tuple[CheckpointSpec, ...]
+    datasets: tuple[str, ...]
+    pairing: str
+    study: Any
+    diagram_points: tuple[str, ...]
+    figure_designs: tuple[str, ...]
+    depth_metrics: tuple[str, ...]
+    depth_stages: tuple[str, ...]
+    table_metrics: tuple[str, ...]
+    table_stages: tuple[str, ...]
+    table_designs: tuple[str, ...]
+    spiral: dict[str, Any] | None
+    notes: tuple[str, ...] = ()
+
+
+class _Checker:
+    """Validation helpers that name the config file and the key in every message."""
+
+    def __init__(self, source: Path) -> None:
+        self.source = source
+
+    def fail(self, key: str, expected: str, got: Any) -> ValueError:
+        return ValueError(f"Config {self.source.name}: '{key}' must be {expected}. Got {got!r} instead.")
+
+    def keys(self, table: Any, section: str, allowed: Sequence[str]) -> dict[str, Any]:
+        where = f"[{section}]" if section else "the top level"
+        if not isinstance(table, dict):
+            raise self.fail(section, "a table", table)
+        unknown = sorted(set(table) - set(allowed))
+        if unknown:
+            key = f"{section}.{unknown[0]}" if section else unknown[0]
+            listed = ", ".join(sorted(allowed)) if allowed else "none in this version"
+            raise ValueError(f"Config {self.source.name}: unknown key '{key}'. Allowed keys of "
+                             f"{where}: {listed}.")
+        return table
+
+    def int_(self, key: str, v: Any, low: int, *, none: bool = False) -> int | None:
+        if v is None and none:
+            return None
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            raise self.fail(key, f"an integer >= {low}", v)
+        return v
+
+    def float_(self, key: str, v: Any, low: float, high: float) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not low < v < high:
+            raise self.fail(key, f"a number in ({low:g}, {high:g})", v)
+        return float(v)
+
+    def bool_(self, key: str, v: Any) -> bool:
+        if not isinstance(v, bool):
+            raise self.fail(key, "true or false", v)
+        return v
+
+    def str_(self, key: str, v: Any) -> str:
+        if not isinstance(v, str) or not v:
+            raise self.fail(key, "a non-empty string", v)
+        return v
+
+    def choice(self, key: str, v: Any, allowed: Sequence[str]) -> str:
+        if v not in allowed:
+            raise self.fail(key, f"one of {list(allowed)}", v)
+        return v
+
+    def str_list(self, key: str, v: Any, allowed: Sequence[str] | None = None, *,
+                 empty: bool = True) -> tuple[str, ...]:
+        if isinstance(v, str):
+            v = [v]
+        if not isinstance(v, list) or not all(isinstance(s, str) and s for s in v):
+            raise self.fail(key, "a list of strings", v)
+        if not v and not empty:
+            raise self.fail(key, "a non-empty list", v)
+        if allowed is not None:
+            bad = [s for s in v if s not in allowed]
+            if bad:
+                raise self.fail(key, f"a list of names from {list(allowed)}", bad)
+        return tuple(v)
+
+    def int_list(self, key: str, v: Any, low: int) -> tuple[int, ...]:
+        if (not isinstance(v, list) or not v
+                or not all(isinstance(i, int) and not isinstance(i, bool) and i >= low for i in v)):
+            raise self.fail(key, f"a non-empty list of integers >= {low}", v)
+        return tuple(v)
+
+    def float_list(self, key: str, v: Any) -> tuple[float, ...]:
+        if (not isinstance(v, list) or not v
+                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
+            raise self.fail(key, "a non-empty list of numbers", v)
+        return tuple(float(x) for x in v)
+
+
+_SECTIONS: dict[str, tuple[str, ...]] = {
+    "report": ("title", "formats"),
+    "checkpoints": ("zoo", "files"),
+    "datasets": ("names", "pairing"),
+    "study": ("split", "n_images", "points", "families", "sample_unit", "reservoir_size", "moments",
+              "moment_positions", "seed", "rtol", "batch_size", "gray_to_rgb"),
+    "topology": ("points", "maxdim", "diagrams"),
+    "decoder": (),  # filled from StudyConfig fields named decoder_* (none yet)
+    "figures": ("designs", "depth_metrics", "depth_stages"),
+    "tables": ("metrics", "stages", "designs"),
+    "spiral": ("enabled", "dims", "activation", "seeds"),
+}
+_FILE_KEYS = ("path", "arch", "mean", "std", "size", "gray_to_rgb")
+_POINT_RE = re.compile(r"^blocks\.(\d+)\.(input|expand\.pre|expand|depthwise\.pre|depthwise|"
+                       r"project\.pre|project|output)$")
+_GLOB_CHARS = set("*?[")
+
+
+def _decoder_fields() -> dict[str, str]:
+    """``[decoder]`` key -> StudyConfig field, for StudyConfig fields named ``decoder_*``."""
+    from analysis.study import StudyConfig
+
+    return {f.name[len("decoder_"):]: f.name for f in dataclasses.fields(StudyConfig)
+            if f.name.startswith("decoder_")}
+
+
+def _resolve_checkpoints(ck: _Checker, table: dict[str, Any], base: Path) -> tuple[list[CheckpointSpec], list[str]]:
+    from probes.loading import list_zoo
+
+    notes: list[str] = []
+    cards = {c["name"]: c for c in list_zoo()}
+    out: list[CheckpointSpec] = []
+    for pattern in ck.str_list("checkpoints.zoo", table.get("zoo", [])):
+        if _GLOB_CHARS & set(pattern):
+            names = sorted(fnmatch.filter(cards, pattern))
+            if not names:
+                notes.append(f"checkpoints.zoo pattern {pattern!r} matches no shipped checkpoint")
+        elif pattern in cards:
+            names = [pattern]
+        else:
+            raise ck.fail("checkpoints.zoo", f"zoo names or globs; shipped checkpoints are {sorted(cards)}",
+                          pattern)
+        for name in names:
+            card = cards[name]
+            out.append(CheckpointSpec(name=name, spec=name, sha256=card.get("sha256"), card=card))
+    files = table.get("files", [])
+    if not isinstance(files, list):
+        raise ck.fail("checkpoints.files", "a list of paths/globs or tables {path = ..., arch = ...}", files)
+    for i, item in enumerate(files):
+        key = f"checkpoints.files[{i}]"
+        entry = {"path": item} if isinstance(item, str) else item
+        if not isinstance(entry, dict):
+            raise ck.fail(key, "a path/glob or a table {path = ..., arch = ...}", item)
+        ck.keys(entry, key, _FILE_KEYS)
+        pattern = ck.str_(f"{key}.path", entry.get("path"))
+        arch = ck.str_(f"{key}.arch", entry["arch"]) if "arch" in entry else None
+        if arch is not None:
+            from probes.loading import ARCH_FORMS, _parse_arch
+
+            try:
+                _parse_arch(arch)
+            except ValueError:
+                raise ck.fail(f"{key}.arch", f"an architecture, one of {ARCH_FORMS}", arch) from None
+        mean = ck.float_list(f"{key}.mean", entry["mean"]) if "mean" in entry else None
+        std = ck.float_list(f"{key}.std", entry["std"]) if "std" in entry else None
+        size = ck.int_(f"{key}.size", entry["size"], 8) if "size" in entry else None
+        gray = ck.bool_(f"{key}.gray_to_rgb", entry["gray_to_rgb"]) if "gray_to_rgb" in entry else None
+        full = Path(pattern).expanduser()
+        full = full if full.is_absolute() else base / full
+        if _GLOB_CHARS & set(pattern):
+            paths = sorted(p for p in Path(full.anchor).glob(str(full.relative_to(full.anchor))) if p.is_file())
+            paths = [p for p in paths if p.suffix.lower() != ".json"]
+            if not paths:
+                raise ck.fail(f"{key}.path", "a glob that matches at least one weights file", pattern)
+        else:
+            if not full.is_file():
+                raise ck.fail(f"{key}.path", "an existing weights file (.safetensors, .pt, .pth, .bin)",
+                              str(full))
+            paths = [full]
+        for p in paths:
+            p = p.resolve()
+            card = None
+            card_path = p.with_suffix(".json")
+            if arch in (None, "zoo") and card_path.is_file():
+                try:
+                    card = json.loads(card_path.read_text(encoding="utf-8"))
+                except (OSError, json.JSONDecodeError):
+                    card = None
+                if not (isinstance(card, dict) and isinstance(card.get("architecture"), dict)):
+                    card = None
+            if arch is None and card is None:
+                raise ck.fail(f"{key}.arch", "given for a file without a zoo card beside it "
+                              "(e.g. 'torchvision:mobilenet_v2')", str(p))
+            name = str(card.get("name", p.stem)) if card else p.stem
+            out.append(CheckpointSpec(name=name, spec=str(p), arch=arch, mean=mean, std=std, size=size,
+                                      gray_to_rgb=gray, sha256=sha256_file(p), card=card))
+    seen: dict[str, str] = {}
+    for c in out:
+        if c.name in seen and seen[c.name] != c.spec:
+            raise ck.fail("checkpoints", "checkpoints with distinct names", f"{c.name} ({seen[c.name]} and {c.spec})")
+        seen[c.name] = c.spec
+    unique = list({c.name: c for c in out}.values())
+    if not unique:
+        raise ck.fail("checkpoints", f"at least one checkpoint (zoo names/globs from {sorted(cards)} or files)",
+                      table)
+    return unique, notes
+
+
+def load_config(path: str | Path) -> ReportConfig:
+    """Read and validate a report config; raises ValueError before any work starts.
+
+    Parameters
+    ----------
+    path : str or Path
+        A TOML file (``analysis/configs/paper.toml`` documents every key). Relative paths in
+        it (checkpoint files, dataset paths) are relative to the config file's folder.
+
+    Returns
+    -------
+    ReportConfig
+
+    Raises
+    ------
+    ValueError
+        Unknown sections or keys (the message lists the allowed ones), bad values (the message
+        names the key, the allowed values and the value found), zoo names that do not exist,
+        file globs that match nothing, metric families whose code is missing, figure/table
+        metrics whose family is not computed.
+    FileNotFoundError
+        ``path`` does not exist.
+    """
+    from analysis.figures import STAGE_ORDER
+    from analysis.study import FAMILIES, StudyConfig
+    from probes.datasets import BUILTIN, SPLITS
+
+    source = Path(path)
+    if not source.is_file():
+        raise FileNotFoundError(f"Config file {str(source)!r} does not exist.")
+    try:
+        raw = tomllib.loads(source.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"Config {source.name} is not valid TOML: {exc}.") from None
+    ck = _Checker(source)
+    base = source.resolve().parent
+    ck.keys(raw, "", list(_SECTIONS))
+    sec = {name: ck.keys(raw.get(name, {}), name, keys) for name, keys in _SECTIONS.items()
+           if name != "decoder"}
+    decoder_map = _decoder_fields()
+    sec["decoder"] = ck.keys(raw.get("decoder", {}), "decoder", list(decoder_map))
+
+    rep = sec["report"]
+    title = ck.str_("report.title", rep.get("title", "Linear vs ReLU bottlenecks"))
+    formats = ck.str_list("report.formats", rep.get("formats", list(FIGURE_FORMATS)), FIGURE_FORMATS,
+                          empty=False)
+    if "svg" not in formats and "png" not in formats:
+        raise ck.fail("report.formats", "a list with 'svg' or 'png' (report.html embeds one of them)",
+                      list(formats))
+
+    ds = sec["datasets"]
+    names = ck.str_list("datasets.names", ds.get("names", ["digits", "shapes"]), empty=False)
+    datasets = []
+    for n in names:
+        if n in BUILTIN or n == "natural":
+            datasets.append(n)
+            continue
+        p = Path(n).expanduser()
+        p = p if p.is_absolute() else base / p
+        if not (p.is_dir() or (p.is_file() and p.suffix.lower() == ".npz")):
+            raise ck.fail("datasets.names", f"built-in names {[*BUILTIN, 'natural']} or existing .npz "
+                          "files / image folders", n)
+        datasets.append(str(p.resolve()))
+    pairing = ck.choice("datasets.pairing", ds.get("pairing", "trained"), ("trained", "all"))
+
+    st = sec["study"]
+    families = ck.str_list("study.families", st.get("families", list(FAMILIES)), FAMILIES, empty=False)
+    families = tuple(f for f in FAMILIES if f in families)
+    missing = []
+    for fam in families:
+        module, attr = _FAMILY_FUNCTIONS[fam]
+        try:
+            mod = __import__(module, fromlist=[attr])
+            getattr(mod, attr)
+        except (ImportError, AttributeError):
+            missing.append(f"{fam} (needs {module}.{attr})")
+    if missing:
+        raise ck.fail("study.families", "families whose code is installed; not available: "
+                      + "; ".join(missing), list(families))
+    points = st.get("points")
+    if points is not None:
+        points = ck.str_list("study.points", points, empty=False)
+        points = points[0] if len(points) == 1 else points
+    top = sec["topology"]
+    kwargs: dict[str, Any] = {
+        "split": ck.choice("study.split", st.get("split", "test"), SPLITS),
+        "n_images": ck.int_("study.n_images", st.get("n_images"), 2, none=True),
+        "points": points,
+        "families": families,
+        "sample_unit": ck.choice("study.sample_unit", st.get("sample_unit", "position"), ("position", "image")),
+        "reservoir_size": ck.int_("study.reservoir_size", st.get("reservoir_size", 1000), 10),
+        "moments": ck.choice("study.moments", st.get("moments", "sampled"), ("sampled", "exact")),
+        "moment_positions": ck.int_("study.moment_positions", st.get("moment_positions", 16), 1),
+        "seed": ck.int_("study.seed", st.get("seed", 0), 0),
+        "rtol": ck.float_("study.rtol", st.get("rtol", 1e-6), 0.0, 1.0),
+        "batch_size": ck.int_("study.batch_size", st.get("batch_size", 128), 1),
+        "gray_to_rgb": ck.bool_("study.gray_to_rgb", st.get("gray_to_rgb", False)),
+        "topology_points": ck.int_("topology.points", top.get("points", 200), 10),
+        "topology_maxdim": int(ck.choice("topology.maxdim", top.get("maxdim", 1), (0, 1, 2))),  # type: ignore[arg-type]
+    }
+    for key, value in sec["decoder"].items():
+        kwargs[decoder_map[key]] = value
+    try:
+        study = StudyConfig(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"Config {source.name}: {exc}") from None
+    diagrams = ck.str_list("topology.diagrams", top.get("diagrams", []))
+    for p in diagrams:
+        if not _POINT_RE.match(p):
+            raise ck.fail("topology.diagrams", "capture point names like 'blocks.3.project' "
+                          "(suffixes input, expand[.pre], depthwise[.pre], project[.pre], output)", p)
+    if diagrams and "topology" not in families:
+        raise ck.fail("topology.diagrams", "empty unless 'topology' is in study.families", list(diagrams))
+
+    def metrics_key(key: str, value: Any) -> tuple[str, ...]:
+        ms = ck.str_list(key, value)
+        for m in ms:
+            fam = metric_family(m)
+            if fam is None:
+                raise ck.fail(key, "metric names of the results schema (DESIGN.md), e.g. "
+                              "'effective_rank_frac', 'dead_fraction', 'recon_error_linear'", m)
+            if fam not in families:
+                raise ck.fail(key, f"metrics of the computed families {list(families)}; "
+                              f"{m!r} needs {fam!r} in study.families", m)
+        return ms
+
+    fig = sec["figures"]
+    tab = sec["tables"]
+    figure_designs = ck.str_list("figures.designs", fig.get("designs", ["linear", "relu6"]))
+    depth_metrics = metrics_key("figures.depth_metrics", fig.get(
+        "depth_metrics", [m for m in ("effective_rank_frac", "dead_fraction") if metric_family(m) in families]))
+    depth_stages = ck.str_list("figures.depth_stages", fig.get("depth_stages", ["expand", "project"]),
+                               STAGE_ORDER)
+    table_metrics = metrics_key("tables.metrics", tab.get("metrics", list(depth_metrics)))
+    table_stages = ck.str_list("tables.stages", tab.get("stages", list(depth_stages)), STAGE_ORDER)
+    table_designs = ck.str_list("tables.designs", tab.get("designs", []))
+
+    sp = sec["spiral"]
+    spiral = None
+    if ck.bool_("spiral.enabled", sp.get("enabled", True)):
+        from probes.zoo import ACTIVATIONS
+
+        spiral = {
+            "dims": ck.int_list("spiral.dims", sp.get("dims", [2, 3, 5, 15, 30]), 2),
+            "activation": ck.choice("spiral.activation", sp.get("activation", "relu"), ACTIVATIONS),
+            "seeds": ck.int_list("spiral.seeds", sp.get("seeds", [0, 1, 2]), 0),
+        }
+
+    checkpoints, notes = _resolve_checkpoints(ck, sec["checkpoints"], base)
+    return ReportConfig(
+        source=source.resolve(), raw=raw, title=title, formats=formats,
+        checkpoints=tuple(checkpoints), datasets=tuple(datasets), pairing=pairing, study=study,
+        diagram_points=diagrams, figure_designs=figure_designs, depth_metrics=depth_metrics,
+        depth_stages=depth_stages, table_metrics=table_metrics, table_stages=table_stages,
+        table_designs=table_designs, spiral=spiral, notes=tuple(notes),
+    )
+
+
+# ============================================================================================
+# jobs
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One (checkpoint, dataset) study; ``job_id`` names its cache files."""
+
+    job_id: str
+    checkpoint: CheckpointSpec
+    dataset: str
+    study: Any
+
+    def label(self) -> str:
+        return f"{self.checkpoint.name} on {Path(self.dataset).name}"
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "x"
+
+
+def plan_jobs(config: ReportConfig) -> tuple[list[Job], list[str]]:
+    """The jobs of ``config`` in their deterministic order, and notes on skipped pairs.
+
+    With ``pairing = "trained"`` a checkpoint with a card runs on the dataset it was trained on
+    (if listed) and a checkpoint without one on every listed dataset; with ``"all"`` every
+    checkpoint runs on every dataset. Jobs are ordered by (dataset, checkpoint name).
+    """
+    jobs: list[Job] = []
+    notes: list[str] = []
+    for ckpt in config.checkpoints:
+        targets = list(config.datasets)
+        if config.pairing == "trained" and ckpt.trained_on is not None:
+            targets = [d for d in targets if d == ckpt.trained_on]
+            if not targets:
+                notes.append(f"{ckpt.name} skipped: trained on {ckpt.trained_on!r}, which is not in "
+                             f"datasets.names (set datasets.pairing = 'all' to run it anyway)")
+        for ds in targets:
+            study = dataclasses.replace(config.study, dataset=ds)
+            if ckpt.gray_to_rgb is not None:
+                study = dataclasses.replace(study, gray_to_rgb=ckpt.gray_to_rgb)
+            ident = json.dumps({"spec": ckpt.spec, "sha256": ckpt.sha256, "arch": ckpt.arch,
+                                "mean": ckpt.mean, "std": ckpt.std, "size": ckpt.size,
+                                "study": study.key()}, sort_keys=True)
+            digest = hashlib.sha256(ident.encode()).hexdigest()[:12]
+            job_id = f"{_safe(ckpt.name)}--{_safe(Path(ds).stem if os.sep in ds else ds)}--{digest}"
+            jobs.append(Job(job_id=job_id, checkpoint=ckpt, dataset=ds, study=study))
+    jobs.sort(key=lambda j: (j.dataset, j.checkpoint.name, j.job_id))
+    return jobs, notes
+
+
+def _run_job(job: Job) -> dict[str, Any]:
+    """Run one job (in a worker); return its result or its error, never raise.
+
+    torch runs on one thread while the job runs: the numbers then do not depend on the executor.
+    """
+    import torch
+
+    from analysis.study import run_study
+
+    threads = torch.get_num_threads()
+    t0 = time.perf_counter()
+    try:
+        torch.set_num_threads(1)
+        c = job.checkpoint
+        result = run_study(c.spec, job.study, arch=c.arch, mean=c.mean, std=c.std, size=c.size,
+                           progress=False, device="cpu")
+        return {"status": "ok", "metrics": result.metrics, "details": result.details,
+                "meta": result.meta, "seconds": time.perf_counter() - t0}
+    except Exception as exc:  # noqa: BLE001 - a failing job is reported, the others go on
+        return {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(limit=8), "seconds": time.perf_counter() - t0}
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _execute(jobs: Sequence[Job], *, scheduler: str | None, workers: int | None
+             ) -> Iterator[tuple[Job, dict[str, Any]]]:
+    """Yield ``(job, outcome)`` as jobs finish, on the chosen executor."""
+    if not jobs:
+        return
+    if scheduler is not None:
+        from dask.distributed import Client, as_completed
+
+        client = Client(scheduler)
+        try:
+            futures = {client.submit(_run_job, job, pure=False, key=f"bnprobe-{job.job_id}"): job
+                       for job in jobs}
+            for fut in as_completed(futures):
+                try:
+                    outcome = fut.result()
+                except Exception as exc:  # noqa: BLE001 - worker lost, deserialisation ...
+                    outcome = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "seconds": 0.0}
+                yield futures[fut], outcome
+        finally:
+            client.close()
+        return
+    n = min(len(jobs), workers or os.cpu_count() or 1)
+    if n <= 1:
+        for job in jobs:
+            yield job, _run_job(job)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed as cf_completed
+
+    pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker)
+    try:
+        futures = {pool.submit(_run_job, job): job for job in jobs}
+        for fut in cf_completed(futures):
+            try:
+                outcome = fut.result()
+            except Exception as exc:  # noqa: BLE001 - a crashed worker (BrokenProcessPool)
+                outcome = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "seconds": 0.0}
+            yield futures[fut], outcome
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _job_done(stem: Path) -> bool:
+    return stem.with_suffix(".parquet").is_file() and stem.with_suffix(".npz").is_file()
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Delete temporary files that a killed run left behind (names from atomic_path)."""
+    for folder in (out, out / "jobs", out / "figures", out / "tables"):
+        if folder.is_dir():
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+
+
+# ============================================================================================
+# tables
+
+
+def _design_order(designs: Sequence[str]) -> list[str]:
+    from analysis.figures import design_colors
+
+    return list(design_colors(sorted(set(designs))))
+
+
+def metrics_table(df: pd.DataFrame, *, metrics: Sequence[str], stages: Sequence[str],
+                  designs: Sequence[str] = ()) -> pd.DataFrame:
+    """Summary per (stage, metric) x design: mean and sample std over seeds of the block mean.
+
+    Each checkpoint contributes one value per (stage, metric): the mean over blocks of the
+    post-activation points of that stage, ``v_c = (1/B) sum_b value_{c,b}`` (non-finite values
+    skipped); a design's cell is ``mean_c v_c`` and ``std_c v_c`` (sample std, ddof = 1; NaN for
+    one seed) over its checkpoints.
+
+    Parameters
+    ----------
+    df : DataFrame
+        Tidy results of one dataset.
+    metrics, stages : sequence of str
+        Rows of the table (stage-major order).
+    designs : sequence of str
+        Columns; empty = every design in ``df`` (fixed legend order).
+
+    Returns
+    -------
+    DataFrame
+        Columns ``stage, metric, design, mean, std, n``; rows with no finite value are absent.
+    """
+    sel = df[df["metric"].isin(list(metrics)) & df["stage"].isin(list(stages)) & ~df["pre"].astype(bool)]
+    if designs:
+        sel = sel[sel["design"].isin(list(designs))]
+    sel = sel[np.isfinite(sel["value"].astype(float))]
+    cols = ["stage", "metric", "design", "mean", "std", "n"]
+    if sel.empty:
+        return pd.DataFrame(columns=cols)
+    per_ckpt = (sel.astype({"value": float})
+                .groupby(["stage", "metric", "design", "checkpoint"], sort=True)["value"].mean().reset_index())
+    agg = (per_ckpt.groupby(["stage", "metric", "design"], sort=True)["value"]
+           .agg(mean="mean", std="std", n="count").reset_index())
+    order = {(s, m): i for i, (s, m) in enumerate((s, m) for s in stages for m in metrics)}
+    dorder = {d: i for i, d in enumerate(list(designs) or _design_order(agg["design"]))}
+    agg["_k"] = [(order[(s, m)], dorder.get(d, len(dorder))) for s, m, d in
+                 zip(agg["stage"], agg["metric"], agg["design"])]
+    return agg.sort_values("_k", kind="stable").drop(columns="_k").reset_index(drop=True)[cols]
+
+
+def accuracy_table(cards: pd.DataFrame) -> pd.DataFrame:
+    """Test accuracy (%) per dataset x design, mean and sample std over seeds (from cards)."""
+    cols = ["stage", "metric", "design", "mean", "std", "n"]
+    if cards.empty:
+        return pd.DataFrame(columns=cols)
+    agg = (cards.assign(value=100.0 * cards["test_accuracy"].astype(float))
+           .groupby(["dataset", "design"], sort=True)["value"]
+           .agg(mean="mean", std="std", n="count").reset_index())
+    agg = agg.rename(columns={"dataset": "stage"}).assign(metric="test_accuracy")
+    dorder = {d: i for i, d in enumerate(_design_order(agg["design"]))}
+    agg["_k"] = agg["design"].map(dorder)
+    return agg.sort_values(["stage", "_k"], kind="stable").drop(columns="_k").reset_index(drop=True)[cols]
+
+
+def _decimals(means: Sequence[float]) -> int:
+    finite = [abs(m) for m in means if np.isfinite(m)]
+    top = max(finite) if finite else 1.0
+    if top == 0:
+        return 3
+    return int(min(4, max(0, 2 - math.floor(math.log10(top)))))
+
+
+def _latex_escape(text: str) -> str:
+    repl = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+            "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+    return "".join(repl.get(ch, ch) for ch in str(text))
+
+
+def _table_rows(summary: pd.DataFrame, row_title: str) -> tuple[list[str], list[tuple[str, str, list[tuple[str, bool]]]]]:
+    """Designs (columns) and rows of formatted cells ``(text, is_best)`` (plain text, +- sign)."""
+    designs = list(dict.fromkeys(summary["design"]))
+    rows = []
+    for (stage, metric), part in summary.groupby(["stage", "metric"], sort=False):
+        cells = {d: (m, s, n) for d, m, s, n in zip(part["design"], part["mean"], part["std"], part["n"])}
+        dec = _decimals([c[0] for c in cells.values()])
+        direction = HIGHER_IS_BETTER.get(metric)
+        best = None
+        if direction is not None and len(cells) > 1:
+            means = [c[0] for c in cells.values()]
+            best = max(means) if direction else min(means)
+        out = []
+        for d in designs:
+            if d not in cells:
+                out.append(("--", False))
+                continue
+            m, s, _ = cells[d]
+            text = f"{m:.{dec}f}" + (f" \u00b1 {s:.{dec}f}" if np.isfinite(s) else "")
+            out.append((text, best is not None and round(m, dec) == round(best, dec)))
+        rows.append((str(stage), str(metric), out))
+    return designs, rows
+
+
+def table_to_latex(summary: pd.DataFrame, *, row_title: str = "Stage", caption: str = "") -> str:
+    """A booktabs ``tabular`` (ready to ``\\input``) from :func:`metrics_table` output.
+
+    One row per (stage, metric), one column per design, cells ``mean \\pm std`` over seeds
+    (mean only for one seed, ``--`` where undefined), the best value of each row in bold
+    (direction from :data:`HIGHER_IS_BETTER`; rows without a direction get none). Underscores
+    and other LaTeX specials in names are escaped. Needs ``\\usepackage{booktabs}``.
+    """
+    lines = ["% Generated by `bnprobe report`; needs \\usepackage{booktabs}."]
+    if caption:
+        lines += [f"% {line}" for line in caption.splitlines()]
+    if summary.empty:
+        return "\n".join(lines + ["% (no values)"]) + "\n"
+    designs, rows = _table_rows(summary, row_title)
+    lines.append("\\begin{tabular}{ll" + "c" * len(designs) + "}")
+    lines.append("\\toprule")
+    lines.append(" & ".join([_latex_escape(row_title), "Metric", *(_latex_escape(d) for d in designs)]) + " \\\\")
+    lines.append("\\midrule")
+    previous = None
+    for stage, metric, cells in rows:
+        if previous is not None and stage != previous:
+            lines.append("\\midrule")
+        previous = stage
+        tex = []
+        for text, best in cells:
+            if text == "--":
+                tex.append("--")
+                continue
+            body = text.replace(" \u00b1 ", " \\pm ")
+            tex.append(f"$\\mathbf{{{body}}}$" if best else f"${body}$")
+        lines.append(" & ".join([_latex_escape(stage), _latex_escape(metric), *tex]) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def table_to_markdown(summary: pd.DataFrame, *, row_title: str = "Stage") -> str:
+    """The same table as :func:`table_to_latex` in Markdown (best value per row in bold)."""
+    if summary.empty:
+        return "_(no values)_\n"
+    designs, rows = _table_rows(summary, row_title)
+    lines = ["| " + " | ".join([row_title, "Metric", *designs]) + " |",
+             "|" + "---|" * (2 + len(designs))]
+    for stage, metric, cells in rows:
+        tex = [f"**{t}**" if b else t for t, b in cells]
+        lines.append("| " + " | ".join([stage, f"`{metric}`", *tex]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+# ============================================================================================
+# figures
+
+
+def _cards_frame(config: ReportConfig) -> pd.DataFrame:
+    rows = []
+    for c in config.checkpoints:
+        card = c.card or {}
+        if "test_accuracy" in card and card.get("design") is not None:
+            rows.append({"checkpoint": c.name, "design": str(card["design"]),
+                         "dataset": str((card.get("dataset") or {}).get("name", "?")),
+                         "seed": card.get("seed"), "test_accuracy": float(card["test_accuracy"])})
+    return pd.DataFrame(rows, columns=["checkpoint", "design", "dataset", "seed", "test_accuracy"])
+
+
+def _present(designs: Sequence[str], available: Sequence[str]) -> list[str]:
+    chosen = [d for d in designs if d in set(available)]
+    return chosen or _design_order(available)
+
+
+def report_figures(metrics: pd.DataFrame, details: dict[str, dict[str, dict[str, np.ndarray]]],
+                   cards: pd.DataFrame, config: ReportConfig) -> tuple[list[tuple[str, str, Any]], list[str]]:
+    """The report's charts as ``(file stem, caption, chart)`` and notes on skipped figures.
+
+    Parameters
+    ----------
+    metrics : DataFrame
+        Tidy results of every finished job.
+    details : dict
+        Job id -> :attr:`analysis.study.StudyResult.details` (persistence diagrams).
+    cards : DataFrame
+        ``checkpoint, design, dataset, seed, test_accuracy`` (for the accuracy figure).
+    config : ReportConfig
+    """
+    import altair as alt
+
+    from analysis import figures as F
+
+    out: list[tuple[str, str, Any]] = []
+    notes: list[str] = []
+    if not cards.empty:
+        out.append(("accuracy", "Test accuracy per design (paper Fig. 6 ablations), from the "
+                    "checkpoint cards: mean \u00b1 std over seeds, circles = seeds.",
+                    F.accuracy_chart(cards)))
+    if metrics.empty:
+        notes.append("no metrics: every job failed")
+        return out, notes
+    available = sorted(pd.unique(metrics["design"].astype(str)))
+    designs = _present(config.figure_designs, available)
+    present_metrics = set(pd.unique(metrics["metric"].astype(str)))
+    for metric in config.depth_metrics:
+        for stage in config.depth_stages:
+            if metric not in present_metrics:
+                notes.append(f"depth curve of {metric}: no values in the results")
+                continue
+            chart = F.depth_curve(metrics, metric, stage=stage, designs=designs)
+            out.append((f"depth-{metric}-{stage}",
+                        f"{F.metric_label(metric)} across depth at the {stage} stage "
+                        f"({', '.join(designs)}; mean \u00b1 std over seeds).", chart))
+    if "activity" in config.study.families:
+        for ds in sorted(pd.unique(metrics["dataset"].astype(str))):
+            part = metrics[metrics["dataset"].astype(str) == ds]
+            for design in _present(config.figure_designs, sorted(pd.unique(part["design"].astype(str)))):
+                chart = F.positive_channels_plot(part, design=design, dataset=ds,
+                                                 title=f"Active channels per point, {design} ({ds})")
+                out.append((f"positive-{_safe(ds)}-{_safe(design)}",
+                            f"Active channels per point after each ReLU (paper Fig. 7), {design} "
+                            f"on {ds}, against the invertibility threshold C_in.", chart))
+    else:
+        notes.append("positive-channel plot (Fig. 7): the 'activity' family is not computed")
+    if config.diagram_points:
+        index = (metrics[["checkpoint", "design", "dataset", "seed"]].drop_duplicates()
+                 .assign(seed=lambda d: pd.to_numeric(d["seed"], errors="coerce"))
+                 .sort_values(["dataset", "design", "seed", "checkpoint"], na_position="last"))
+        job_of = {(str(r.checkpoint), str(r.dataset)): jid for jid, r in _job_keys(metrics).items()}
+        for ds in sorted(index["dataset"].astype(str).unique()):
+            rows = index[index["dataset"].astype(str) == ds]
+            for point in config.diagram_points:
+                panels = []
+                for design in _present(config.figure_designs, sorted(rows["design"].astype(str).unique())):
+                    first = rows[rows["design"].astype(str) == design].head(1)
+                    if first.empty:
+                        continue
+                    ckpt = str(first["checkpoint"].iloc[0])
+                    det = details.get(job_of.get((ckpt, ds), ""), {}).get(point, {})
+                    dgms = [det[f"diagram_h{d}"] for d in range(3) if f"diagram_h{d}" in det]
+                    if dgms:
+                        panels.append(F.persistence_diagram(dgms, title=f"{design} ({ckpt})",
+                                                            width=260, height=260, configure=False))
+                if not panels:
+                    notes.append(f"persistence diagram of {point} on {ds}: no diagram in the results")
+                    continue
+                chart = F.style_chart(alt.hconcat(*panels).properties(
+                    title=alt.TitleParams(f"Persistence diagrams at {point} ({ds})",
+                                          subtitle=["Lowest-seed checkpoint of each design; "
+                                                    "scale-normalised point cloud"])))
+                out.append((f"diagram-{_safe(ds)}-{_safe(point)}",
+                            f"Persistence diagrams (H0, H1) at {point} on {ds}.", chart))
+    return out, notes
+
+
+def _job_keys(metrics: pd.DataFrame) -> dict[str, Any]:
+    if "_job" not in metrics.columns:
+        return {}
+    keys = metrics[["_job", "checkpoint", "dataset"]].drop_duplicates("_job")
+    return {str(r._job): r for r in keys.itertuples(index=False)}
+
+
+def _save_figure(chart: Any, stem: Path, formats: Sequence[str]) -> list[Path]:
+    from analysis.figures import save_chart
+
+    return [save_chart(chart, stem.with_suffix(f".{fmt}")) for fmt in formats]
+
+
+# ============================================================================================
+# provenance
+
+
+def _git_commit() -> dict[str, Any]:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10)
+        if head.returncode != 0:
+            return {"commit": None, "dirty": None}
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                capture_output=True, text=True, timeout=10)
+        return {"commit": head.stdout.strip(),
+                "dirty": bool(status.stdout.strip()) if status.returncode == 0 else None}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def _versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {"python": sys.version.split()[0]}
+    for name in _VERSIONED_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+# ============================================================================================
+# report documents
+
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|")
+
+
+def _html_table(md_table: str) -> str:
+    lines = [ln for ln in md_table.strip().splitlines() if ln.startswith("|")]
+    if len(lines) < 2:
+        return f"<p>{html.escape(md_table.strip())}</p>"
+
+    def cells(line: str) -> list[str]:
+        parts = re.split(r"(?<!\\)\|", line.strip())[1:-1]
+        return [p.strip().replace("\\|", "|") for p in parts]
+
+    def fmt(cell: str) -> str:
+        text = html.escape(cell)
+        text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+        return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+    head = "".join(f"<th>{fmt(c)}</th>" for c in cells(lines[0]))
+    body = "".join("<tr>" + "".join(f"<td>{fmt(c)}</td>" for c in cells(ln)) + "</tr>" for ln in lines[2:])
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:1150px;
+margin:2em auto;padding:0 1.5em;color:#1d1d1d;line-height:1.45}
+h1{font-size:1.7em;border-bottom:2px solid #0072B2;padding-bottom:.2em}
+h2{font-size:1.3em;margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.15em}
+figure{margin:1.2em 0 2em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{font-size:.92em;color:#444;margin-top:.35em}
+table{border-collapse:collapse;margin:.6em 0 1.4em 0;font-size:.92em}
+th,td{border-top:1px solid #ccc;border-bottom:1px solid #ccc;padding:.25em .7em;text-align:left}
+thead th{border-bottom:2px solid #333}code{background:#f4f4f4;padding:0 .2em;border-radius:3px}
+.failed{color:#D55E00;font-weight:600}.note{color:#555}
+pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:.85em}
+"""
+
+
+class _Doc:
+    """A report as blocks, rendered to both Markdown and self-contained HTML."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.blocks: list[tuple[str, Any]] = []
+
+    def h(self, level: int, text: str) -> None:
+        self.blocks.append(("h", (level, text)))
+
+    def p(self, text: str, cls: str = "") -> None:
+        self.blocks.append(("p", (text, cls)))
+
+    def items(self, items: Sequence[str], cls: str = "") -> None:
+        if items:
+            self.blocks.append(("ul", (list(items), cls)))
+
+    def table(self, md: str) -> None:
+        self.blocks.append(("table", md))
+
+    def code(self, text: str) -> None:
+        self.blocks.append(("code", text))
+
+    def figure(self, files: dict[str, Path], caption: str) -> None:
+        self.blocks.append(("figure", (files, caption)))
+
+    def markdown(self) -> str:
+        out = []
+        for kind, val in self.blocks:
+            if kind == "h":
+                out.append(f"{'#' * val[0]} {val[1]}\n")
+            elif kind == "p":
+                out.append(f"{val[0]}\n")
+            elif kind == "ul":
+                out.append("\n".join(f"- {i}" for i in val[0]) + "\n")
+            elif kind == "table":
+                out.append(val)
+            elif kind == "code":
+                out.append(f"```\n{val}\n```\n")
+            elif kind == "figure":
+                files, caption = val
+                show = files.get("png") or files.get("svg")
+                links = ", ".join(f"[{fmt.upper()}]({p.relative_to(self.out).as_posix()})"
+                                  for fmt, p in files.items())
+                out.append(f"![{caption}]({show.relative_to(self.out).as_posix()})\n\n"
+                           f"*{caption}* ({links})\n")
+        return "\n".join(out)
+
+    def html(self, title: str) -> str:
+        parts = [f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+                 f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+                 f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"]
+        for kind, val in self.blocks:
+            if kind == "h":
+                parts.append(f"<h{val[0]}>{_inline(val[1])}</h{val[0]}>")
+            elif kind == "p":
+                cls = f' class="{val[1]}"' if val[1] else ""
+                parts.append(f"<p{cls}>{_inline(val[0])}</p>")
+            elif kind == "ul":
+                cls = f' class="{val[1]}"' if val[1] else ""
+                parts.append(f"<ul{cls}>" + "".join(f"<li>{_inline(i)}</li>" for i in val[0]) + "</ul>")
+            elif kind == "table":
+                parts.append(_html_table(val))
+            elif kind == "code":
+                parts.append(f"<pre>{html.escape(val)}</pre>")
+            elif kind == "figure":
+                files, caption = val
+                if "svg" in files:
+                    src = "data:image/svg+xml;base64," + base64.b64encode(files["svg"].read_bytes()).decode()
+                else:
+                    src = "data:image/png;base64," + base64.b64encode(files["png"].read_bytes()).decode()
+                parts.append(f"<figure><img src=\"{src}\" alt=\"{html.escape(caption)}\">"
+                             f"<figcaption>{_inline(caption)}</figcaption></figure>")
+        parts.append("</body></html>\n")
+        return "\n".join(parts)
+
+
+def _inline(text: str) -> str:
+    out = html.escape(text)
+    out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
+    out = re.sub(r"`(.+?)`", r"<code>\1</code>", out)
+    return re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r'<a href="\2">\1</a>', out)
+
+
+# ============================================================================================
+# main entry
+
+
+def run_report(config_path: str | Path, out_dir: str | Path, *, scheduler: str | None = None,
+               workers: int | None = None, progress: bool = True) -> int:
+    """Run the study of a config and write the report folder; return the exit status.
+
+    Parameters
+    ----------
+    config_path : str or Path
+        TOML config (see :func:`load_config` and ``analysis/configs/paper.toml``).
+    out_dir : str or Path
+        Output folder (created; finished jobs found in ``out_dir/jobs`` are reused).
+    scheduler : str, optional
+        Address of a Dask distributed scheduler (``tcp://host:8786``); default: local processes.
+    workers : int, optional
+        Local worker processes (default: the CPU count; 1 = run in this process).
+    progress : bool, default=True
+        Show a progress bar over jobs (stderr).
+
+    Returns
+    -------
+    int
+        0 when every job and every report part succeeded, 1 otherwise (the failures are listed
+        on stderr and in ``report.md``).
+
+    Raises
+    ------
+    ValueError
+        Bad config or arguments, before any work starts.
+    """
+    from tqdm.auto import tqdm
+
+    from analysis.study import SCHEMA_COLUMNS, StudyResult, write_table
+
+    t_start = time.perf_counter()
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise ValueError(f"The 'workers' parameter of run_report must be an int >= 1. Got {workers!r} instead.")
+    if scheduler is not None and not (isinstance(scheduler, str) and scheduler.strip()):
+        raise ValueError(f"The 'scheduler' parameter of run_report must be a Dask scheduler address "
+                         f"such as 'tcp://127.0.0.1:8786'. Got {scheduler!r} instead.")
+    config = load_config(config_path)
+    jobs, plan_notes = plan_jobs(config)
+    if not jobs:
+        raise ValueError(f"Config {config.source.name}: no (checkpoint, dataset) pair to run: "
+                         + "; ".join(plan_notes))
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"The output folder {str(out)!r} exists and is not a folder.")
+    jobs_dir = out / "jobs"
+    jobs_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(out)
+
+    # ---------------------------------------------------------------- jobs
+    cached = [j for j in jobs if _job_done(jobs_dir / j.job_id)]
+    pending = [j for j in jobs if j not in cached]
+    status: dict[str, dict[str, Any]] = {
+        j.job_id: {"job": j.job_id, "checkpoint": j.checkpoint.name, "dataset": j.dataset,
+                   "status": "cached", "seconds": None} for j in cached}
+    t_jobs = time.perf_counter()
+    bar = tqdm(total=len(jobs), initial=len(cached), desc="jobs", unit="job", disable=not progress,
+               file=sys.stderr)
+    try:
+        for job, outcome in _execute(pending, scheduler=scheduler, workers=workers):
+            entry = {"job": job.job_id, "checkpoint": job.checkpoint.name, "dataset": job.dataset,
+                     "status": outcome["status"], "seconds": round(float(outcome.get("seconds", 0.0)), 2)}
+            if outcome["status"] == "ok":
+                StudyResult(metrics=outcome["metrics"], details=outcome["details"],
+                            meta=outcome["meta"]).save(jobs_dir / job.job_id)
+            else:
+                entry["error"] = outcome["error"]
+                bar.write(f"job {job.label()} FAILED: {outcome['error']}", file=sys.stderr)
+            status[job.job_id] = entry
+            bar.update(1)
+    finally:
+        bar.close()
+    t_jobs = time.perf_counter() - t_jobs
+
+    # ---------------------------------------------------------------- assemble
+    frames, details, metas = [], {}, {}
+    for job in jobs:
+        if status[job.job_id]["status"] == "failed":
+            continue
+        res = StudyResult.load(jobs_dir / job.job_id)
+        frames.append(res.metrics)
+        details[job.job_id] = res.details
+        metas[job.job_id] = res.meta
+        if status[job.job_id]["seconds"] is None:
+            status[job.job_id]["seconds"] = res.meta.get("seconds")
+    metrics = (pd.concat(frames, ignore_index=True) if frames
+               else pd.DataFrame(columns=list(SCHEMA_COLUMNS)))
+    write_table(metrics, out / "metrics.parquet")
+    write_table(metrics, out / "metrics.csv")
+    failed = [s for s in status.values() if s["status"] == "failed"]
+    part_failures: list[str] = []
+
+    # ---------------------------------------------------------------- spiral
+    t_spiral = time.perf_counter()
+    spiral_chart = None
+    if config.spiral is not None:
+        try:
+            from analysis.spiral import run_spiral, spiral_figure
+
+            table, recon = run_spiral(config.spiral["dims"], activation=config.spiral["activation"],
+                                      seeds=config.spiral["seeds"])
+            write_table(table, out / "spiral.csv")
+            spiral_chart = spiral_figure(recon)
+        except Exception as exc:  # noqa: BLE001 - one part fails, the report goes on
+            part_failures.append(f"spiral: {type(exc).__name__}: {exc}")
+    t_spiral = time.perf_counter() - t_spiral
+
+    # ---------------------------------------------------------------- figures
+    t_fig = time.perf_counter()
+    cards = _cards_frame(config)
+    tagged = metrics.assign(_job=[j for j, f in zip([j.job_id for j in jobs if status[j.job_id]["status"] != "failed"],
+                                                    frames) for _ in range(len(f))]) if frames else metrics
+    try:
+        charts, fig_notes = report_figures(tagged, details, cards, config)
+    except Exception as exc:  # noqa: BLE001
+        charts, fig_notes = [], []
+        part_failures.append(f"figures: {type(exc).__name__}: {exc}")
+    if spiral_chart is not None:
+        charts.append(("spiral", "A 2-D spiral embedded in n dimensions by a random matrix T, passed "
+                       "through ReLU and mapped back (paper Fig. 1).", spiral_chart))
+    fig_dir = out / "figures"
+    written: dict[str, tuple[dict[str, Path], str]] = {}
+    for stem, caption, chart in charts:
+        try:
+            files = _save_figure(chart, fig_dir / stem, config.formats)
+            written[stem] = ({p.suffix[1:]: p for p in files}, caption)
+        except Exception as exc:  # noqa: BLE001
+            part_failures.append(f"figure {stem}: {type(exc).__name__}: {exc}")
+    t_fig = time.perf_counter() - t_fig
+
+    # ---------------------------------------------------------------- tables
+    tab_dir = out / "tables"
+    tables: list[tuple[str, str, str]] = []
+    for ds in sorted(pd.unique(metrics["dataset"].astype(str))) if not metrics.empty else []:
+        summary = metrics_table(metrics[metrics["dataset"].astype(str) == ds], metrics=config.table_metrics,
+                                stages=config.table_stages, designs=config.table_designs)
+        n_seeds = sorted(set(summary["n"].astype(int))) if not summary.empty else []
+        caption = (f"{ds}: per checkpoint the mean over blocks, then mean +- sample std over seeds "
+                   f"(n = {', '.join(map(str, n_seeds)) or '-'}). Bold: best value per row.")
+        name = f"metrics-{_safe(ds)}"
+        atomic_write_text(tab_dir / f"{name}.tex", table_to_latex(summary, caption=caption))
+        tables.append((name, caption, table_to_markdown(summary)))
+    if not cards.empty:
+        acc = accuracy_table(cards)
+        caption = "Test accuracy (%) per dataset and design, mean +- sample std over seeds (checkpoint cards)."
+        atomic_write_text(tab_dir / "accuracy.tex", table_to_latex(acc, row_title="Dataset", caption=caption))
+        tables.insert(0, ("accuracy", caption, table_to_markdown(acc, row_title="Dataset")))
+
+    # ---------------------------------------------------------------- provenance
+    computed = [s for s in status.values() if s["status"] == "ok"]
+    seeds = sorted({int(c.card["seed"]) for c in config.checkpoints
+                    if c.card and isinstance(c.card.get("seed"), int)})
+    provenance = {
+        "config_file": str(config.source),
+        "config_sha256": sha256_file(config.source),
+        "config": config.raw,
+        "study": config.study.to_dict(),
+        "versions": _versions(),
+        "git": _git_commit(),
+        "command": {"scheduler": scheduler, "workers": workers},
+        "checkpoints": [{"name": c.name, "source": c.spec, "arch": c.arch or "zoo", "sha256": c.sha256,
+                         "design": (c.card or {}).get("design"), "seed": (c.card or {}).get("seed")}
+                        for c in config.checkpoints],
+        "seeds": {"study": config.study.seed, "checkpoints": seeds,
+                  "spiral": list(config.spiral["seeds"]) if config.spiral else []},
+        "jobs": {"total": len(jobs), "computed": len(computed), "cached": len(cached),
+                 "failed": len(failed),
+                 "list": [status[j.job_id] for j in jobs]},
+        "timings": {"jobs_s": round(t_jobs, 2), "spiral_s": round(t_spiral, 2), "figures_s": round(t_fig, 2),
+                    "total_s": round(time.perf_counter() - t_start, 2)},
+        "failures": [f"{s['checkpoint']} on {s['dataset']}: {s['error']}" for s in failed] + part_failures,
+        "notes": list(config.notes) + plan_notes + fig_notes,
+    }
+    atomic_write_json(out / "provenance.json", provenance)
+
+    # ---------------------------------------------------------------- report.md / report.html
+    doc = _build_doc(out, config, jobs, status, failed, part_failures, written, tables, provenance, metrics)
+    atomic_write_text(out / "report.md", doc.markdown())
+    atomic_write_text(out / "report.html", doc.html(config.title))
+
+    total = time.perf_counter() - t_start
+    print(f"bnprobe report: {len(jobs)} jobs ({len(computed)} computed, {len(cached)} cached, "
+          f"{len(failed)} failed), {len(written)} figures, {len(tables)} tables in {total:.0f} s "
+          f"-> {out / 'report.html'}", file=sys.stderr)
+    for s in failed:
+        print(f"  FAILED {s['checkpoint']} on {s['dataset']}: {s['error']}", file=sys.stderr)
+    for f in part_failures:
+        print(f"  FAILED {f}", file=sys.stderr)
+    return 1 if failed or part_failures else 0
+
+
+def _build_doc(out: Path, config: ReportConfig, jobs: Sequence[Job], status: dict[str, dict[str, Any]],
+               failed: list[dict[str, Any]], part_failures: list[str],
+               written: dict[str, tuple[dict[str, Path], str]], tables: list[tuple[str, str, str]],
+               provenance: dict[str, Any], metrics: pd.DataFrame) -> _Doc:
+    doc = _Doc(out)
+    doc.h(1, config.title)
+    st = config.study
+    datasets = ", ".join(Path(d).name for d in config.datasets)
+    jobs_info = provenance["jobs"]
+    doc.p(f"{jobs_info['total']} jobs (checkpoint \u00d7 dataset): {jobs_info['computed']} computed, "
+          f"{jobs_info['cached']} reused from `jobs/`, {jobs_info['failed']} failed. "
+          f"Datasets: {datasets} ({st.split} split"
+          f"{f', first {st.n_images} images' if st.n_images else ''}). "
+          f"Metric families: {', '.join(st.families)}. Study seed {st.seed}; "
+          f"reservoir {st.reservoir_size} points per capture point; topology on "
+          f"{st.topology_points} points.")
+    if failed or part_failures:
+        doc.h(2, "Failures")
+        doc.items([f"**{s['checkpoint']}** on {Path(s['dataset']).name}: {s['error']}" for s in failed]
+                  + part_failures, cls="failed")
+    notes = provenance["notes"]
+    if notes:
+        doc.h(2, "Notes")
+        doc.items(notes, cls="note")
+
+    sections = [
+        ("accuracy", "Accuracy per design", ("accuracy",)),
+        ("depth", "Metrics across depth", ("depth-",)),
+        ("positive", "Active channels after each ReLU (Fig. 7)", ("positive-",)),
+        ("spiral", "Spiral through ReLU (Fig. 1)", ("spiral",)),
+        ("diagram", "Persistence diagrams", ("diagram-",)),
+    ]
+    for _, heading, prefixes in sections:
+        stems = [s for s in written if any(s == p or (p.endswith("-") and s.startswith(p)) for p in prefixes)]
+        if not stems:
+            continue
+        doc.h(2, heading)
+        if heading.startswith("Accuracy") and tables and tables[0][0] == "accuracy":
+            doc.table(tables[0][2])
+        for stem in stems:
+            files, caption = written[stem]
+            doc.figure(files, caption)
+    metric_tables = [t for t in tables if t[0] != "accuracy"]
+    if metric_tables:
+        doc.h(2, "Tables")
+        doc.p("LaTeX versions (booktabs, ready to `\\input`) are in `tables/`.")
+        for name, caption, md in metric_tables:
+            doc.p(f"**{name}** \u2014 {caption}")
+            doc.table(md)
+    doc.h(2, "Jobs")
+    rows = ["| checkpoint | dataset | status | seconds |", "|---|---|---|---|"]
+    for j in jobs:
+        s = status[j.job_id]
+        sec = s.get("seconds")
+        sec_text = f"{sec:.1f}" if isinstance(sec, (int, float)) else (
+            f"{sum(sec.values()):.1f}" if isinstance(sec, dict) else "")
+        rows.append(f"| {_md_escape(j.checkpoint.name)} | {_md_escape(Path(j.dataset).name)} | "
+                    f"{s['status']} | {sec_text} |")
+    doc.table("\n".join(rows) + "\n")
+    doc.h(2, "Files and provenance")
+    git = provenance["git"]
+    doc.items([
+        "`metrics.parquet`, `metrics.csv`: tidy results, one row per value "
+        f"({len(metrics)} rows)",
+        "`spiral.csv`: the spiral experiment" if (out / "spiral.csv").exists() else "spiral: not run",
+        f"`figures/`: {len(written)} figures as {', '.join(f.upper() for f in config.formats)}",
+        "`tables/`: LaTeX tables; `provenance.json`: config, versions, checkpoint sha256, seeds, timings",
+        f"config `{config.source.name}` (sha256 {provenance['config_sha256'][:12]}), git commit "
+        f"{git['commit'] or 'unknown'}{' (uncommitted changes)' if git.get('dirty') else ''}",
+    ])
+    return doc

@@ -1,0 +1,588 @@
+"""One pipeline from checkpoint x dataset to the tidy results table.
+
+::
+
+    checkpoint --load--> nn.Module --discover--> capture points
+    dataset --batches--> forward pass --hooks--> sinks (probes.capture.probe)
+    sinks --metrics--> tidy DataFrame (+ details for figures)
+
+The CLI (``bnprobe probe``), the batch report and the dashboard all call :func:`run_study`
+and read the same schema (DESIGN.md "Results schema"); one row per value:
+
+``checkpoint, arch, design, bottleneck_act, expand_ratio, shortcut, seed, dataset, block,
+point, stage, pre, metric, value, reason, n_points, channels, stride, act, block_in,
+block_hidden, block_out, has_residual``
+
+``reason`` is empty for a defined value and says why a value is NaN otherwise (a linear
+output has no dead units; too few points; non-finite activations ...).
+
+Which metric is computed where
+------------------------------
+- spectrum (``rank`` ... ``stable_rank``, ``*_frac``): every point, from its Moments sink.
+- activity (``dead_fraction`` ... ``above_threshold_fraction``): every point *after* an
+  activation; NaN with a reason where the activation has no flat region (linear projection,
+  leaky ReLU). ``lemma2_invertible_fraction``: at ``expand`` points, an exact rank test on the
+  BN-folded expansion weights for the paired reservoir points of the block input.
+- reconstruction (``recon_error_linear``, ``recon_error_knn``, ``recon_r2_*``): every point of
+  a block except ``input``, decoding the block input from the paired reservoir points;
+  ``recon_error_exact`` (active-set inverse) at ``expand`` points.
+- topology (``betti0``, ``betti1``, ``total_persistence_h1``, ``persistence_entropy_h1``,
+  ``bottleneck_to_input_h1``, ``wasserstein_to_input_h1``): every point's reservoir after
+  greedy subsampling to ``topology_points`` points.
+- dimension (``twonn_id``, ``mle_id``), quantisation (``int8_sqnr_db``,
+  ``int8_sqnr_db_per_channel``): every point's reservoir.
+- similarity (``cka_to_input``): every point against its block's input (paired reservoirs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from probes._io import atomic_path, atomic_write_json
+
+__all__ = [
+    "FAMILIES",
+    "SHIPPED_CONFIG",
+    "SCHEMA_COLUMNS",
+    "StudyConfig",
+    "StudyResult",
+    "compute_metrics",
+    "load_inputs",
+    "load_shipped",
+    "load_shipped_metrics",
+    "read_table",
+    "run_study",
+    "shipped_result_path",
+    "shipped_results_dir",
+    "user_cache_dir",
+    "write_table",
+]
+
+#: Metric families, in the order they are computed.
+FAMILIES: tuple[str, ...] = (
+    "spectrum", "activity", "reconstruction", "topology", "dimension", "similarity", "quantization",
+)
+
+#: Columns of the tidy results table, in order.
+SCHEMA_COLUMNS: tuple[str, ...] = (
+    "checkpoint", "arch", "design", "bottleneck_act", "expand_ratio", "shortcut", "seed", "dataset",
+    "block", "point", "stage", "pre", "metric", "value", "reason", "n_points", "channels", "stride",
+    "act", "block_in", "block_hidden", "block_out", "has_residual",
+)
+
+_FLAT_ACTS = ("relu", "relu6", "hswish")
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+    """Settings of one study (everything that changes the numbers).
+
+    Parameters
+    ----------
+    dataset : str
+        ``digits``, ``shapes``, ``natural`` or a path (.npz / image folder).
+    split : str
+        ``train``, ``test`` or ``all`` (built-in datasets).
+    n_images : int or None
+        Use only the first ``n_images`` images.
+    points : str or None
+        Capture points (name or glob); None = all.
+    families : tuple of str
+        Metric families to compute (see :data:`FAMILIES`).
+    sample_unit : str
+        ``position`` (every spatial position is a point) or ``image`` (global average pool).
+    reservoir_size : int
+        Points kept per capture point for the point-cloud metrics.
+    moments : str
+        ``sampled`` (default) or ``exact`` covariance (see :func:`probes.capture.probe`).
+    moment_positions : int
+        Expected positions per image that enter the moments when sampled.
+    seed : int
+        Seeds the reservoir and moment sampling, the decoders' splits and the topology subsample.
+    rtol : float
+        Relative tolerance of the numerical rank.
+    topology_points : int
+        Greedy-permutation subsample size for persistent homology.
+    topology_maxdim : int
+        Highest homology dimension (1 by default; 2 is much slower).
+    gray_to_rgb : bool
+        Repeat a one-channel dataset for an RGB model.
+    batch_size : int
+    """
+
+    dataset: str = "digits"
+    split: str = "test"
+    n_images: int | None = None
+    points: str | None = None
+    families: tuple[str, ...] = FAMILIES
+    sample_unit: str = "position"
+    reservoir_size: int = 1000
+    moments: str = "sampled"
+    moment_positions: int = 16
+    seed: int = 0
+    rtol: float = 1e-6
+    topology_points: int = 200
+    topology_maxdim: int = 1
+    gray_to_rgb: bool = False
+    batch_size: int = 128
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "families", tuple(self.families))
+        unknown = [f for f in self.families if f not in FAMILIES]
+        if unknown:
+            raise ValueError(
+                f"The 'families' parameter of StudyConfig must list names from {list(FAMILIES)}. "
+                f"Got {unknown} instead."
+            )
+        for name, low in (("reservoir_size", 10), ("moment_positions", 1), ("topology_points", 10),
+                          ("batch_size", 1)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < low:
+                raise ValueError(
+                    f"The '{name}' parameter of StudyConfig must be an int >= {low}. Got {v!r} instead."
+                )
+        if self.n_images is not None and (not isinstance(self.n_images, int) or self.n_images < 2):
+            raise ValueError(
+                f"The 'n_images' parameter of StudyConfig must be an int >= 2 or None. "
+                f"Got {self.n_images!r} instead."
+            )
+        if self.topology_maxdim not in (0, 1, 2):
+            raise ValueError(
+                f"The 'topology_maxdim' parameter of StudyConfig must be 0, 1 or 2. "
+                f"Got {self.topology_maxdim!r} instead."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["families"] = list(self.families)
+        return d
+
+    def key(self) -> str:
+        """Short stable hash of the settings (for cache file names)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclasses.dataclass
+class StudyResult:
+    """What :func:`run_study` returns.
+
+    Attributes
+    ----------
+    metrics : DataFrame
+        The tidy results table (:data:`SCHEMA_COLUMNS`).
+    details : dict
+        Per point name: arrays for figures (``eigenvalues``, ``positive_hist``,
+        ``active_fraction``, ``diagram_h0``, ``diagram_h1`` [, ``diagram_h2``]).
+    meta : dict
+        Provenance: checkpoint, arch, sha256, input spec, dataset meta, config, timings.
+    probe : probes.capture.ProbeResult or None
+        The sink states (kept in memory only; not saved).
+    """
+
+    metrics: pd.DataFrame
+    details: dict[str, dict[str, np.ndarray]]
+    meta: dict[str, Any]
+    probe: Any = None
+
+    def save(self, path: str | Path) -> None:
+        """Write ``<path>.parquet`` (metrics), ``<path>.npz`` (details, with meta) atomically."""
+        path = Path(path)
+        write_table(self.metrics, path.with_suffix(".parquet"))
+        arrays = {f"{p}::{k}": v for p, d in self.details.items() for k, v in d.items()}
+        arrays["__meta__"] = np.array(json.dumps(self.meta, sort_keys=True, default=str))
+        with atomic_path(path.with_suffix(".npz")) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "StudyResult":
+        """Inverse of :meth:`save` (``probe`` is None)."""
+        path = Path(path)
+        metrics = read_table(path.with_suffix(".parquet"))
+        details: dict[str, dict[str, np.ndarray]] = {}
+        with np.load(path.with_suffix(".npz"), allow_pickle=False) as z:
+            meta = json.loads(str(z["__meta__"]))
+            for key in z.files:
+                if key == "__meta__":
+                    continue
+                point, name = key.split("::", 1)
+                details.setdefault(point, {})[name] = z[key]
+        return cls(metrics=metrics, details=details, meta=meta)
+
+
+def write_table(df: pd.DataFrame, path: str | Path) -> None:
+    """Write ``df`` as .parquet or .csv by suffix, atomically."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".parquet", ".csv"):
+        raise ValueError(f"Output file {str(path)!r} must end in .parquet or .csv. Got {suffix or 'no suffix'!r}.")
+    with atomic_path(path) as tmp:
+        if suffix == ".parquet":
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_csv(tmp, index=False)
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read a results table written by :func:`write_table`; checks the schema columns."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Results table {str(path)!r} does not exist.")
+    df = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path, keep_default_na=True)
+    missing = [c for c in ("checkpoint", "point", "metric", "value") if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"{str(path)!r} is not a bottleneck-probe results table: columns {missing} are missing."
+        )
+    if "reason" in df.columns:
+        df["reason"] = df["reason"].fillna("")
+    return df
+
+
+def load_inputs(dataset: str, *, split: str = "test", size: int = 32, n_images: int | None = None,
+                seed: int = 0) -> "ImageDataset":
+    """The images for a study: a built-in name, ``natural`` or a user path (see probes.datasets)."""
+    from probes.datasets import load_dataset
+
+    if dataset == "natural":
+        from probes.natural import load_natural
+
+        return load_natural(n_images or 2000, size=size, seed=seed)
+    ds = load_dataset(dataset, split=split, size=size)
+    if n_images is not None:
+        ds = ds.head(n_images)
+    return ds
+
+
+# --------------------------------------------------------------------------------------------
+# metrics of one probe result
+
+
+def _records(metrics: dict[str, Any]) -> list[tuple[str, float, str]]:
+    out = []
+    for name, mv in metrics.items():
+        value, reason = (mv.value, mv.reason) if hasattr(mv, "value") else (mv, None)
+        value = float(value) if value is not None else math.nan
+        out.append((name, value, reason or ("" if math.isfinite(value) else "undefined")))
+    return out
+
+
+def _folded(model: torch.nn.Module, conv_path: str | None, bn_path: str | None) -> tuple[np.ndarray, np.ndarray] | None:
+    from probes.blocks import fold_bn
+
+    if conv_path is None:
+        return None
+    modules = dict(model.named_modules())
+    conv = modules[conv_path]
+    bn = modules.get(bn_path) if bn_path else None
+    w, b = fold_bn(conv, bn)
+    return w.reshape(w.shape[0], -1), b
+
+
+def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[Any],
+                    config: StudyConfig, *, progress: bool = True) -> tuple[list[dict[str, Any]], dict[str, dict[str, np.ndarray]]]:
+    """Metric rows (without design columns) and details for every probed point.
+
+    Parameters
+    ----------
+    probe_result : probes.capture.ProbeResult
+    model : nn.Module
+        The probed model (for BN-folded weights of the Lemma-2 test and the exact inverse).
+    blocks : sequence of probes.blocks.BlockInfo
+        The model's blocks (module paths of the expansion conv and BN).
+    config : StudyConfig
+
+    Returns
+    -------
+    rows : list of dict
+        One dict per value with the point and block columns of the schema.
+    details : dict
+        See :class:`StudyResult`.
+    """
+    fams = set(config.families)
+    points = probe_result.points
+    expand_maps = {b.index: (b.expand_conv, b.expand_bn) for b in blocks}
+    rows: list[dict[str, Any]] = []
+    details: dict[str, dict[str, np.ndarray]] = {}
+    input_diagrams: dict[int, list[np.ndarray]] = {}
+    bar = tqdm(list(points.values()), desc="metrics", disable=not progress, leave=False)
+    for pt in bar:
+        stats = probe_result.stats[pt.name]
+        det: dict[str, np.ndarray] = {}
+        vals: dict[str, Any] = {}
+        res = stats.reservoir
+        cloud = None if res is None or len(res) == 0 else np.asarray(res.values, dtype=np.float64)
+        n_res = 0 if cloud is None else int(cloud.shape[0])
+        inp_name = f"blocks.{pt.block}.input"
+        paired = None
+        if pt.stage != "input" and inp_name in points and cloud is not None:
+            try:
+                xp, xi, _ = probe_result.paired(pt.name, inp_name)
+                paired = (np.asarray(xp, np.float64), np.asarray(xi, np.float64))
+            except ValueError:
+                paired = None
+        n_moments = int(stats.moments.count) if stats.moments is not None else 0
+
+        if "spectrum" in fams and stats.moments is not None:
+            from analysis.spectrum import covariance_spectrum, spectrum_metrics
+
+            cov = stats.moments.covariance()
+            vals.update({k: (v, n_moments) for k, v in
+                         spectrum_metrics(cov, rtol=config.rtol, n_points=n_moments, point=pt.name).items()})
+            if n_moments >= 2 and np.all(np.isfinite(cov)):
+                det["eigenvalues"] = covariance_spectrum(cov)
+
+        if "activity" in fams and not pt.pre and pt.stage in ("expand", "depthwise", "project"):
+            from analysis.activity import activity_metrics
+
+            act = stats.activity
+            kw: dict[str, Any] = {}
+            if pt.stage == "expand" and act is not None and paired is not None:
+                folded = _folded(model, *expand_maps.get(pt.block, (None, None)))
+                if folded is not None:
+                    kw = {"weight": folded[0], "bias": folded[1], "inputs": paired[1]}
+            if act is not None:
+                m = activity_metrics(act.active_counts, n_points=int(act.n_points), histogram=act.histogram,
+                                     activation=act.kind, saturated_counts=act.saturated_counts,
+                                     threshold=pt.block_in, point=pt.name, **kw)
+                det["positive_hist"] = np.asarray(act.histogram, dtype=np.int64)
+                det["active_fraction"] = np.asarray(act.active_fraction(), dtype=np.float64)
+                vals.update({k: (v, int(act.n_points)) for k, v in m.items()})
+            else:
+                m = activity_metrics(np.zeros(pt.channels), n_points=0, histogram=np.zeros(pt.channels + 1),
+                                     activation=pt.act if pt.act in ("linear", "leaky_relu") else "linear",
+                                     point=pt.name)
+                vals.update({k: (v, 0) for k, v in m.items()})
+
+        if "reconstruction" in fams and paired is not None:
+            from analysis.reconstruction import reconstruction_metrics
+
+            kw = {}
+            if pt.stage == "expand":
+                folded = _folded(model, *expand_maps.get(pt.block, (None, None)))
+                if folded is not None:
+                    kw = {"weight": folded[0], "bias": folded[1],
+                          "activation": pt.act if not pt.pre else "linear"}
+            m = reconstruction_metrics(paired[0], paired[1], seed=config.seed, point=pt.name, **kw)
+            vals.update({k: (v, n_res) for k, v in m.items()})
+
+        if "topology" in fams and cloud is not None:
+            from analysis.topology import topology_metrics
+
+            ref = input_diagrams.get(pt.block) if pt.stage != "input" else None
+            tr = topology_metrics(cloud, n_points=config.topology_points, maxdim=config.topology_maxdim,
+                                  seed=config.seed, reference=ref)
+            if pt.stage == "input":
+                input_diagrams[pt.block] = tr.diagrams
+            for dim, dgm in enumerate(tr.diagrams):
+                det[f"diagram_h{dim}"] = np.asarray(dgm, dtype=np.float64)
+            for k, v in tr.metrics.items():
+                vals[k] = ((v, tr.reasons.get(k)), min(n_res, config.topology_points))
+
+        if "dimension" in fams and cloud is not None:
+            from analysis.dimension import dimension_metrics
+
+            m, reasons = dimension_metrics(cloud)
+            vals.update({k: ((v, reasons.get(k)), n_res) for k, v in m.items()})
+
+        if "similarity" in fams and paired is not None:
+            from analysis.similarity import linear_cka
+
+            vals["cka_to_input"] = (linear_cka(paired[0], paired[1]), n_res)
+
+        if "quantization" in fams and cloud is not None:
+            from analysis.quantization import quantization_metrics
+
+            m = quantization_metrics(cloud, point=pt.name)
+            vals.update({k: (v, n_res) for k, v in m.items()})
+
+        for metric, (mv, n) in vals.items():
+            value, reason = _value_reason(mv)
+            rows.append({
+                "block": pt.block, "point": pt.name, "stage": pt.stage, "pre": pt.pre,
+                "metric": metric, "value": value, "reason": reason, "n_points": int(n),
+                "channels": pt.channels, "stride": pt.stride, "act": pt.act, "block_in": pt.block_in,
+                "block_hidden": pt.block_hidden, "block_out": pt.block_out, "has_residual": pt.has_residual,
+            })
+        if det:
+            details[pt.name] = det
+    return rows, details
+
+
+def _value_reason(mv: Any) -> tuple[float, str]:
+    if isinstance(mv, tuple) and len(mv) == 2 and not hasattr(mv, "value"):
+        value, reason = mv
+    elif hasattr(mv, "value"):
+        value, reason = mv.value, mv.reason
+    else:
+        value, reason = mv, None
+    value = math.nan if value is None else float(value)
+    if reason is None:
+        reason = "" if math.isfinite(value) else "undefined"
+    return value, reason
+
+
+def _cache_path(cache_dir: Path, identity: str, config: StudyConfig) -> Path:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v = version("bottleneck-probe")
+    except PackageNotFoundError:
+        v = "dev"
+    key = hashlib.sha256(f"{identity}|{config.key()}|{v}".encode()).hexdigest()[:20]
+    return cache_dir / f"study-{key}"
+
+
+def run_study(checkpoint: Any, config: StudyConfig | None = None, *, arch: str | None = None,
+              mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+              size: int | None = None, cache_dir: str | Path | None = None, progress: bool = True,
+              device: str | None = None) -> StudyResult:
+    """Probe one checkpoint on one dataset and compute every requested metric family.
+
+    Parameters
+    ----------
+    checkpoint : str, path or probes.loading.LoadedModel
+        A zoo name, a weights file, or an already loaded model.
+    config : StudyConfig, optional
+    arch, mean, std, size
+        Passed to :func:`probes.loading.load_checkpoint` (third-party files, user factories).
+    cache_dir : path, optional
+        If given, the result is cached there (keyed by the weights' sha256, the config and the
+        package version) and a second call returns it without recomputing.
+    progress : bool
+        Show progress bars.
+    device : str, optional
+        Device of the forward pass (default: cuda when available).
+
+    Returns
+    -------
+    StudyResult
+    """
+    from probes.blocks import find_blocks
+    from probes.capture import probe
+    from probes.loading import LoadedModel, load_checkpoint
+    from probes.preprocess import prepare
+
+    config = config or StudyConfig()
+    loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load_checkpoint(
+        checkpoint, arch=arch, mean=mean, std=std, size=size)
+    identity = f"{loaded.source}|{loaded.arch}|{loaded.sha256}|{json.dumps(loaded.input_spec.to_dict(), sort_keys=True)}"
+    cache = None
+    if cache_dir is not None and loaded.sha256 is not None:
+        cache = _cache_path(Path(cache_dir), identity, config)
+        if cache.with_suffix(".parquet").exists() and cache.with_suffix(".npz").exists():
+            return StudyResult.load(cache)
+
+    spec = loaded.input_spec
+    t0 = time.perf_counter()
+    data_size = spec.size if config.dataset == "natural" else 32
+    ds = load_inputs(config.dataset, split=config.split, size=data_size, n_images=config.n_images,
+                     seed=config.seed)
+    if config.gray_to_rgb and ds.x.shape[1] == 1 and spec.channels == 3:
+        ds = dataclasses.replace(ds, x=np.repeat(ds.x, 3, axis=1))
+    example = prepare(ds.x[:1], spec, name=f"dataset {ds.name!r}")
+    model = loaded.model
+    blocks = find_blocks(model, example)
+    pr = probe(model, ds, input_spec=spec, points=config.points, batch_size=config.batch_size,
+               device=device, sample_unit=config.sample_unit, reservoir_size=config.reservoir_size,
+               seed=config.seed, moments=config.moments, moment_positions=config.moment_positions,
+               progress=progress)
+    t_probe = time.perf_counter() - t0
+    rows, details = compute_metrics(pr, model, blocks, config, progress=progress)
+    t_metrics = time.perf_counter() - t0 - t_probe
+
+    design = loaded.design or {}
+    act = design.get("bottleneck_act")
+    fixed = {
+        "checkpoint": loaded.name, "arch": loaded.arch, "design": design.get("design") or loaded.arch,
+        "bottleneck_act": act if isinstance(act, str) or act is None else "schedule",
+        "expand_ratio": design.get("expand_ratio"), "shortcut": design.get("shortcut"),
+        "seed": design.get("seed"), "dataset": ds.name,
+    }
+    df = pd.DataFrame([{**fixed, **r} for r in rows], columns=list(SCHEMA_COLUMNS))
+    df = df.astype({"block": "int64", "n_points": "int64", "pre": "bool", "has_residual": "bool",
+                    "value": "float64"})
+    meta = {
+        "checkpoint": loaded.name, "source": str(loaded.source), "arch": loaded.arch,
+        "sha256": loaded.sha256, "design": design, "input_spec": spec.to_dict(),
+        "dataset": {"name": ds.name, **{k: v for k, v in ds.meta.items() if k != "factor_ranges"}},
+        "config": config.to_dict(), "n_images": int(pr.n_images), "n_blocks": len(blocks),
+        "seconds": {"probe": round(t_probe, 2), "metrics": round(t_metrics, 2)},
+    }
+    result = StudyResult(metrics=df, details=details, meta=meta, probe=pr)
+    if cache is not None:
+        result.save(cache)
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# precomputed results of the shipped checkpoints (checkpoints/results/)
+
+#: Study settings of the precomputed results that ship with the checkpoints.
+SHIPPED_CONFIG = StudyConfig()
+
+
+def shipped_results_dir() -> Path:
+    """``checkpoints/results``: precomputed studies of the shipped checkpoints."""
+    from checkpoints import CHECKPOINT_DIR
+
+    return CHECKPOINT_DIR / "results"
+
+
+def shipped_result_path(checkpoint: str, dataset: str) -> Path:
+    """Stem (no suffix) of the precomputed study of ``checkpoint`` on ``dataset``."""
+    return shipped_results_dir() / f"{checkpoint}--{dataset}"
+
+
+def load_shipped(checkpoint: str, dataset: str | None = None, *, compute: bool = True,
+                 progress: bool = False) -> StudyResult:
+    """The study of a shipped checkpoint on ``dataset`` (default: the one it was trained on).
+
+    Read from ``checkpoints/results/`` when precomputed with :data:`SHIPPED_CONFIG`; otherwise
+    computed (if ``compute``) and cached in the user cache directory.
+    """
+    from probes.loading import list_zoo
+
+    cards = {c["name"]: c for c in list_zoo()}
+    if checkpoint not in cards:
+        raise ValueError(f"Unknown zoo checkpoint {checkpoint!r}; available: {sorted(cards)}.")
+    dataset = dataset or cards[checkpoint]["dataset"]["name"]
+    stem = shipped_result_path(checkpoint, dataset)
+    if stem.with_suffix(".parquet").exists() and stem.with_suffix(".npz").exists():
+        result = StudyResult.load(stem)
+        if result.meta.get("sha256") == cards[checkpoint]["sha256"]:
+            return result
+    if not compute:
+        raise FileNotFoundError(f"No precomputed results for {checkpoint!r} on {dataset!r} in {stem.parent}.")
+    return run_study(checkpoint, dataclasses.replace(SHIPPED_CONFIG, dataset=dataset),
+                     cache_dir=user_cache_dir(), progress=progress)
+
+
+def load_shipped_metrics(dataset: str | None = None) -> pd.DataFrame:
+    """Concatenated tidy metrics of every precomputed shipped study (optionally one dataset)."""
+    frames = [read_table(p) for p in sorted(shipped_results_dir().glob("*.parquet"))]
+    if not frames:
+        return pd.DataFrame(columns=list(SCHEMA_COLUMNS))
+    df = pd.concat(frames, ignore_index=True)
+    return df if dataset is None else df[df["dataset"] == dataset].reset_index(drop=True)
+
+
+def user_cache_dir() -> Path:
+    """Cache folder for computed studies: ``$BNPROBE_CACHE`` or ``~/.cache/bottleneck-probe``."""
+    import os
+
+    root = os.environ.get("BNPROBE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "bottleneck-probe"
+    return Path(root)

@@ -1,0 +1,351 @@
+"""Cached data access for the dashboard pages.
+
+Every number the pages show comes from ``analysis/`` (the study pipeline and its tidy results
+schema); this module only finds, loads and caches it:
+
+- ``st.cache_resource`` for models (shared between sessions, never mutated);
+- ``st.cache_data`` for tables and arrays (keyed by file path *and* modification time, so a
+  recomputed result is picked up without restarting the app).
+
+Where results come from
+-----------------------
+Precomputed studies ``<checkpoint>--<dataset>.parquet`` + ``.npz`` (written by
+:meth:`analysis.study.StudyResult.save`) in :func:`results_dir`: ``$BNPROBE_RESULTS_DIR`` when
+set (tests point it at a small fixture), else the shipped ``checkpoints/results/``. Without that
+variable, studies computed from the dashboard ("Compute missing results") are saved to
+:func:`computed_dir` and read from there too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from analysis.study import SCHEMA_COLUMNS, StudyResult, read_table, shipped_results_dir, user_cache_dir
+
+__all__ = [
+    "DATASETS",
+    "MAX_UPLOAD_MB",
+    "RESULTS_ENV",
+    "StudyView",
+    "computed_dir",
+    "current_dataset",
+    "dataset_cards",
+    "dataset_metrics",
+    "dataset_studies",
+    "embed_points",
+    "load_report",
+    "missing_checkpoints",
+    "model_points",
+    "point_cloud",
+    "progress_steps",
+    "compute_shipped",
+    "results_dir",
+    "search_dirs",
+    "study",
+    "zoo_cards",
+    "zoo_model",
+]
+
+#: Environment variable naming a folder of precomputed ``<checkpoint>--<dataset>`` results.
+RESULTS_ENV = "BNPROBE_RESULTS_DIR"
+
+#: Built-in datasets offered by the sidebar picker.
+DATASETS: tuple[str, ...] = ("digits", "shapes")
+
+#: Largest checkpoint file the "Probe a checkpoint" page accepts (also ``.streamlit/config.toml``).
+MAX_UPLOAD_MB = 200
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyView:
+    """What a page needs of one study: the tidy metrics, per-point arrays and provenance."""
+
+    metrics: pd.DataFrame
+    details: dict[str, dict[str, np.ndarray]]
+    meta: dict[str, Any]
+
+
+def results_dir() -> Path:
+    """Folder of precomputed results: ``$BNPROBE_RESULTS_DIR`` or ``checkpoints/results``."""
+    env = os.environ.get(RESULTS_ENV)
+    return Path(env) if env else shipped_results_dir()
+
+
+def computed_dir() -> Path:
+    """Where studies computed from the dashboard are saved (the user cache folder)."""
+    return user_cache_dir() / "dashboard-results"
+
+
+def search_dirs() -> list[Path]:
+    """Folders searched for ``<checkpoint>--<dataset>`` results, in order of preference."""
+    return [results_dir()] if os.environ.get(RESULTS_ENV) else [results_dir(), computed_dir()]
+
+
+def current_dataset() -> str:
+    """The dataset chosen in the sidebar (shared by all pages through ``st.session_state``)."""
+    value = st.session_state.get("dataset")
+    return value if value in DATASETS else DATASETS[0]
+
+
+def _stem(checkpoint: str, dataset: str) -> Path | None:
+    for folder in search_dirs():
+        stem = folder / f"{checkpoint}--{dataset}"
+        if stem.with_suffix(".parquet").is_file() and stem.with_suffix(".npz").is_file():
+            return stem
+    return None
+
+
+def _mtime(stem: Path) -> float:
+    return max(stem.with_suffix(s).stat().st_mtime for s in (".parquet", ".npz"))
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+
+@st.cache_data(show_spinner=False)
+def zoo_cards() -> pd.DataFrame:
+    """One row per shipped checkpoint card.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``checkpoint, design, dataset, seed, test_accuracy, bottleneck_act,
+        expand_ratio, shortcut, n_params`` (``test_accuracy`` a fraction in [0, 1]).
+    """
+    from probes.loading import list_zoo
+
+    rows = []
+    for card in list_zoo():
+        cfg = card.get("architecture", {}).get("config", {})
+        rows.append({
+            "checkpoint": card["name"], "design": str(card.get("design", cfg.get("bottleneck_act"))),
+            "dataset": card.get("dataset", {}).get("name"), "seed": card.get("seed"),
+            "test_accuracy": card.get("test_accuracy"), "bottleneck_act": cfg.get("bottleneck_act"),
+            "expand_ratio": cfg.get("expand_ratio"), "shortcut": cfg.get("shortcut"),
+            "n_params": card.get("n_params"),
+        })
+    columns = ["checkpoint", "design", "dataset", "seed", "test_accuracy", "bottleneck_act",
+               "expand_ratio", "shortcut", "n_params"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def dataset_cards(dataset: str) -> pd.DataFrame:
+    """Cards of the checkpoints trained on ``dataset`` (see :func:`zoo_cards`)."""
+    cards = zoo_cards()
+    return cards[cards["dataset"] == dataset].reset_index(drop=True)
+
+
+def dataset_studies(dataset: str) -> list[str]:
+    """Checkpoints with a study on ``dataset`` in :func:`search_dirs`, sorted by name.
+
+    Shipped checkpoints come first (in card order), then any other ``<name>--<dataset>`` found.
+    """
+    names: dict[str, None] = {}
+    for name in zoo_cards()["checkpoint"]:
+        if _stem(name, dataset) is not None:
+            names[name] = None
+    for folder in search_dirs():
+        for path in sorted(folder.glob(f"*--{dataset}.parquet")):
+            name = path.name[: -len(f"--{dataset}.parquet")]
+            if name not in names and _stem(name, dataset) is not None:
+                names[name] = None
+    return list(names)
+
+
+def missing_checkpoints(dataset: str) -> list[str]:
+    """Shipped checkpoints trained on ``dataset`` that have no study on it yet."""
+    have = set(dataset_studies(dataset))
+    return [c for c in dataset_cards(dataset)["checkpoint"] if c not in have]
+
+
+@st.cache_resource(show_spinner=False)
+def zoo_model(name: str) -> Any:
+    """The shipped checkpoint ``name`` loaded once per server (a ``LoadedModel``; do not mutate)."""
+    from probes.loading import load_checkpoint
+
+    return load_checkpoint(name)
+
+
+@st.cache_data(show_spinner=False)
+def model_points(name: str) -> list[str]:
+    """Capture-point names of the shipped checkpoint ``name``, in execution order."""
+    import torch
+
+    from probes.blocks import capture_points
+
+    loaded = zoo_model(name)
+    spec = loaded.input_spec
+    gen = torch.Generator().manual_seed(0)
+    example = torch.randn(1, spec.channels, spec.size, spec.size, generator=gen)
+    return [p.name for p in capture_points(loaded.model, example)]
+
+
+# ---------------------------------------------------------------------------------- studies
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _load_study(stem: str, mtime: float) -> StudyView:
+    result = StudyResult.load(stem)
+    return StudyView(metrics=result.metrics, details=result.details, meta=result.meta)
+
+
+def study(checkpoint: str, dataset: str) -> StudyView | None:
+    """The stored study of ``checkpoint`` on ``dataset``, or None when there is none."""
+    stem = _stem(checkpoint, dataset)
+    return None if stem is None else _load_study(str(stem), _mtime(stem))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _concat(stems: tuple[str, ...], mtimes: tuple[float, ...]) -> pd.DataFrame:
+    frames = [_load_study(s, m).metrics for s, m in zip(stems, mtimes)]
+    if not frames:
+        return pd.DataFrame(columns=list(SCHEMA_COLUMNS))
+    return pd.concat(frames, ignore_index=True)
+
+
+def dataset_metrics(dataset: str) -> pd.DataFrame:
+    """Tidy metrics of every stored study on ``dataset`` (all checkpoints, all seeds)."""
+    stems = [s for s in (_stem(c, dataset) for c in dataset_studies(dataset)) if s is not None]
+    return _concat(tuple(str(s) for s in stems), tuple(_mtime(s) for s in stems))
+
+
+def compute_shipped(checkpoint: str, dataset: str) -> StudyView:
+    """Compute the study of a shipped checkpoint with the shipped settings and store it.
+
+    Slow (about a minute per checkpoint on a CPU); :func:`analysis.study.load_shipped` also
+    caches it in the user cache, so a second call is quick.
+    """
+    from analysis.study import load_shipped
+
+    result = load_shipped(checkpoint, dataset, compute=True, progress=False)
+    target = (results_dir() if os.environ.get(RESULTS_ENV) else computed_dir()) / f"{checkpoint}--{dataset}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    result.save(target)
+    return StudyView(metrics=result.metrics, details=result.details, meta=result.meta)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _read_report(path: str, mtime: float) -> pd.DataFrame:
+    return read_table(path)
+
+
+def load_report(directory: str | Path) -> pd.DataFrame:
+    """The ``metrics.parquet`` (or ``metrics.csv``) of a report directory.
+
+    Raises
+    ------
+    ValueError
+        If ``directory`` is not a folder or holds no metrics table (the message says which
+        files were looked for), or the table is not in the results schema.
+    """
+    folder = Path(str(directory)).expanduser()
+    if not folder.is_dir():
+        raise ValueError(f"Report directory {str(folder)!r} does not exist or is not a folder.")
+    for name in ("metrics.parquet", "metrics.csv"):
+        path = folder / name
+        if path.is_file():
+            return _read_report(str(path), path.stat().st_mtime)
+    raise ValueError(f"Report directory {str(folder)!r} holds no metrics.parquet or metrics.csv.")
+
+
+# ------------------------------------------------------------------------------- embeddings
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def point_cloud(checkpoint: str, dataset: str, point: str, *, n_images: int = 200,
+                reservoir_size: int = 1500, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Reservoir of one capture point, probed live on the first ``n_images`` test images.
+
+    Only ``point`` is hooked (``points=point``) and only the reservoir sink is filled, so this
+    takes a second or two for the small zoo models. The reservoir sample depends only on
+    ``seed`` and the sample ids, so two models with the same spatial layout get the same inputs.
+
+    Returns
+    -------
+    labels : DataFrame
+        One row per sampled point: ``image, y, x, class`` (class name) and one column per
+        ``shapes`` factor when the dataset has them.
+    values : ndarray of shape (n_points, C)
+        The activations.
+    """
+    from analysis.study import load_inputs
+    from probes.capture import probe
+
+    loaded = zoo_model(checkpoint)
+    ds = load_inputs(dataset, n_images=n_images, seed=seed)
+    result = probe(loaded.model, ds, input_spec=loaded.input_spec, points=point,
+                   reservoir_size=reservoir_size, seed=seed, sinks=("reservoir",), progress=False,
+                   device="cpu")
+    if point not in result.stats:
+        raise ValueError(f"Capture point {point!r} does not exist in {checkpoint!r}; "
+                         f"it has {sorted(result.points)[:8]} ...")
+    res = result.stats[point].reservoir
+    ids = np.asarray(res.ids)
+    img = ids[:, 0]
+    out = pd.DataFrame({"image": img, "y": ids[:, 1], "x": ids[:, 2]})
+    if ds.y is not None:
+        names = ds.class_names or [str(i) for i in range(int(ds.y.max()) + 1)]
+        out["class"] = [names[int(c)] for c in ds.y[img]]
+    for name, values in (ds.factors or {}).items():
+        out[name] = np.asarray(values)[img]
+    return out, np.asarray(res.values, dtype=np.float64)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def embed_points(values: np.ndarray, method: str, *, seed: int = 0,
+                 n_neighbors: int = 15) -> tuple[np.ndarray, str, str]:
+    """2-D embedding of a point cloud for display.
+
+    Parameters
+    ----------
+    values : ndarray of shape (n_points, n_channels)
+    method : {"UMAP", "PCA"}
+        UMAP (umap-learn, ``random_state=seed``: deterministic) or PCA (scikit-learn).
+    seed : int
+    n_neighbors : int
+        UMAP neighbourhood size.
+
+    Returns
+    -------
+    xy : ndarray of shape (n_points, 2)
+    x_title, y_title : str
+        Axis titles ("PC 1 (34 % var.)", "UMAP 1").
+    """
+    if method not in ("UMAP", "PCA"):
+        raise ValueError(f"The 'method' parameter of embed_points must be 'UMAP' or 'PCA'. "
+                         f"Got {method!r} instead.")
+    x = np.asarray(values, dtype=np.float64)
+    if method == "PCA":
+        from sklearn.decomposition import PCA
+
+        pca = PCA(n_components=2, random_state=seed).fit(x)
+        ratio = pca.explained_variance_ratio_
+        return (pca.transform(x), f"PC 1 ({100 * ratio[0]:.0f} % var.)",
+                f"PC 2 ({100 * ratio[1]:.0f} % var.)")
+    import umap
+
+    reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, len(x) - 1), random_state=seed,
+                        n_jobs=1)
+    return reducer.fit_transform(x), "UMAP 1", "UMAP 2"
+
+
+# ------------------------------------------------------------------------- helpers for pages
+
+
+def progress_steps(items: Sequence[str], work: Callable[[str], Any], *, label: str) -> list[Any]:
+    """Run ``work(item)`` for each item under a Streamlit progress bar; return the results."""
+    bar = st.progress(0.0, text=label)
+    out = []
+    for i, item in enumerate(items):
+        bar.progress(i / max(len(items), 1), text=f"{label}: {item} ({i + 1} of {len(items)})")
+        out.append(work(item))
+    bar.progress(1.0, text=f"{label}: done")
+    return out

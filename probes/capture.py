@@ -1,0 +1,922 @@
+"""Capture activations at the capture points of a network into streaming sinks.
+
+Two entry points:
+
+- :func:`capture`, a context manager that registers forward hooks on the selected
+  :class:`~probes.blocks.CapturePoint` s and removes them in ``finally`` (also after an
+  exception). Every forward pass of the model inside the ``with`` feeds the sinks::
+
+      with capture(model, "blocks.*.project*", example_input=x[:1]) as cap:
+          model(x)
+      stats = cap.stats()           # {name: PointStats}
+
+- :func:`probe`, which runs a whole dataset through the model (eval mode, ``torch.no_grad()``,
+  on ``cuda`` when available, with a progress bar) and returns a :class:`ProbeResult` that
+  merges with other shards and saves to one ``.npz`` file.
+
+Sample unit (DESIGN.md "Sample unit")
+-------------------------------------
+``sample_unit="position"`` (default): every spatial position of a [B, C, H, W] tensor is a
+sample, its channel vector the point ([B, C, H, W] -> [B*H*W, C]); ids are (image, y, x).
+``sample_unit="image"``: one point per image, the global average over positions; ids are
+(image, 0, 0). The image index is global: the first image of a run is ``image_offset``.
+
+What each hook computes (inside the hook, before an in-place activation can overwrite the
+tensor; statistics stay on the tensor's device until :meth:`Capture.stats`):
+
+- **Moments** (float64). ``moments="exact"`` puts every sample into the moments.
+  ``moments="sampled"`` (default) keeps each position independently with probability
+  ``rate = min(1, moment_positions / (H * W))`` (``moment_positions`` per image on average),
+  decided by a hash of (seed, image, y, x) that does not depend on the batch split. Every
+  position has the same inclusion probability, so the sampled mean and covariance are unbiased
+  estimates of those over all positions (the covariance of an i.i.d. sample, ddof=1); the
+  rate of each point is recorded in ``config["moment_rates"]``. The per-batch centred Gram
+  matrix is computed in float64: float32 would put a noise floor near 1e-7 of the largest
+  eigenvalue, above the default rank tolerance. Exact covariance at every position costs
+  several times a forward pass on the small networks of the zoo (see
+  ``benchmarks/capture.py``); the sampled default keeps the overhead near half a forward pass.
+- **Activity** (points whose activation is relu / relu6 / hswish): counted at *every* sample.
+- **Reservoir**: bottom-K sample by hash priority (:class:`~probes.sinks.Reservoir`). All
+  points of one block draw positions in the block's *output* frame (image, y_out, x_out) with
+  the same hash; points before the block's stride (input, expand.pre, expand: their spatial
+  size is s times the output's) read the position (s*y_out, s*x_out). So the reservoirs of all
+  points of a block hold the same samples in the same order and can be paired row by row
+  (e.g. for a decoder from a point back to ``input``). Ids are stored in each point's own frame;
+  ``Reservoir.stride`` is the step to the block frame and ``Reservoir.block_ids()`` gives the
+  shared ids (see :meth:`ProbeResult.paired`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fnmatch
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from probes._io import atomic_path
+from probes.blocks import CapturePoint, capture_points
+from probes.datasets import ImageDataset
+from probes.preprocess import InputSpec, prepare
+from probes.sinks import ACTIVITY_KINDS, Activity, Moments, Reservoir, position_hash
+
+__all__ = [
+    "DEFAULT_ACTIVITY_POSITIONS",
+    "DEFAULT_MOMENT_POSITIONS",
+    "DEFAULT_RESERVOIR_SIZE",
+    "MOMENT_MODES",
+    "SAMPLE_UNITS",
+    "SINKS",
+    "Capture",
+    "PointStats",
+    "ProbeResult",
+    "capture",
+    "probe",
+    "select_points",
+]
+
+SAMPLE_UNITS: tuple[str, ...] = ("position", "image")
+MOMENT_MODES: tuple[str, ...] = ("sampled", "exact")
+SINKS: tuple[str, ...] = ("moments", "activity", "reservoir")
+#: Reservoir capacity K (points per capture point).
+DEFAULT_RESERVOIR_SIZE = 2048
+#: Expected number of positions per image that enter the moments in ``moments="sampled"``.
+DEFAULT_MOMENT_POSITIONS = 1
+#: Expected number of positions per image that enter the activity counts in ``moments="sampled"``.
+DEFAULT_ACTIVITY_POSITIONS = 16
+
+_MOMENT_SALT = 0x40E7
+_FORMAT = "bottleneck-probe/probe-result"
+_FORMAT_VERSION = 1
+#: Settings that must agree for two results to merge.
+_MERGE_KEYS = ("sample_unit", "moments", "moment_positions", "activity_positions", "reservoir_size",
+               "seed", "sinks")
+PointSpec = str | Sequence[str] | Callable[[CapturePoint], bool] | None
+
+
+@dataclasses.dataclass
+class PointStats:
+    """The sinks of one capture point; a sink that was not requested (or, for ``activity``,
+    is not defined at a linear/leaky point) is None."""
+
+    moments: Moments | None
+    activity: Activity | None
+    reservoir: Reservoir | None
+
+    def merge(self, other: "PointStats") -> "PointStats":
+        def m(a: Any, b: Any, field: str) -> Any:
+            if (a is None) != (b is None):
+                raise ValueError(f"Cannot merge point stats where only one side has '{field}'.")
+            return None if a is None else a.merge(b)
+
+        return PointStats(m(self.moments, other.moments, "moments"),
+                          m(self.activity, other.activity, "activity"),
+                          m(self.reservoir, other.reservoir, "reservoir"))
+
+
+def _check_choice(value: Any, name: str, func: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(
+            f"The '{name}' parameter of {func} must be one of {list(choices)}. Got {value!r} instead."
+        )
+
+
+def select_points(points: Sequence[CapturePoint], spec: PointSpec = None) -> list[CapturePoint]:
+    """The points of ``points`` (in their order) that ``spec`` selects.
+
+    Parameters
+    ----------
+    points : sequence of CapturePoint
+    spec : None, str, sequence of str or callable
+        None: all points. A string: an exact name or a glob (``"blocks.*.project*"``,
+        ``fnmatch`` rules, case-sensitive). A sequence: the union of its names/globs. A callable:
+        ``spec(point) -> bool``.
+
+    Raises ValueError when a name or glob matches nothing, or when nothing is selected.
+    """
+    if spec is None:
+        chosen = list(points)
+    elif callable(spec):
+        chosen = [p for p in points if spec(p)]
+    else:
+        patterns = [spec] if isinstance(spec, str) else list(spec)
+        if not patterns or not all(isinstance(s, str) for s in patterns):
+            raise ValueError(
+                "The 'points' parameter must be None, a name or glob, a list of those, or a "
+                f"predicate. Got {spec!r} instead."
+            )
+        names = [p.name for p in points]
+        for pat in patterns:
+            if not fnmatch.filter(names, pat):
+                raise ValueError(
+                    f"The 'points' pattern {pat!r} matches no capture point. Available points "
+                    f"look like {names[:4] + (['...'] if len(names) > 4 else [])} ({len(names)} in all)."
+                )
+        chosen = [p for p in points if any(fnmatch.fnmatchcase(p.name, pat) for pat in patterns)]
+    if not chosen:
+        raise ValueError(f"The 'points' parameter {spec!r} selects no capture point.")
+    return chosen
+
+
+class _Batch:
+    """Per-forward-pass state shared by the hooks: image offset, batch size, cached indices."""
+
+    def __init__(self, offset: int) -> None:
+        self.offset = offset
+        self.size: int | None = None
+        self.cache: dict[Any, Any] = {}
+        self.calls: dict[str, int] = {}
+
+
+class _Group:
+    """Reservoir bookkeeping shared by the points of one block (one frame of sample ids).
+
+    Priorities and the choice of candidates depend only on ids, so they are computed once per
+    batch for the whole block; every member point gathers the same rows from its own tensor.
+    """
+
+    def __init__(self, k: int, seed: int, out_hw: tuple[int, int]) -> None:
+        self.k, self.seed, self.out_hw = k, seed, out_hw
+        self.ids = np.zeros((0, 3), dtype=np.int64)     # block-frame ids of the rows held
+        self.priority = np.zeros(0, dtype=np.uint64)
+        self.n_seen = 0
+        self.members: list[_PointState] = []
+
+    def threshold(self) -> np.uint64 | None:
+        if len(self.priority) < self.k:
+            return None
+        return np.partition(self.priority, self.k - 1)[self.k - 1]
+
+    def compact(self) -> None:
+        """Keep only the k smallest priorities, in order, in the group and in every member."""
+        order = np.lexsort((self.ids[:, 2], self.ids[:, 1], self.ids[:, 0], self.priority))[: self.k]
+        for m in self.members:
+            m.compact_rows(order, expected=len(self.priority))
+        self.ids, self.priority = self.ids[order], self.priority[order]
+
+    def candidates(self, batch: _Batch, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """(b, y_out, x_out) index tensors of this batch's candidate samples (cached per batch)."""
+        key = ("group", id(self))
+        if key in batch.cache:
+            return batch.cache[key]
+        if len(self.priority) > 4 * max(self.k, 1):
+            self.compact()
+        h, w = self.out_hw
+        n = batch.size
+        img = batch.offset + np.arange(n)
+        prio = position_hash(self.seed, img[:, None, None], np.arange(h)[:, None], np.arange(w),
+                             salt=Reservoir.SALT).ravel()
+        self.n_seen += prio.size
+        thr = self.threshold()
+        sel = np.arange(prio.size) if thr is None else np.flatnonzero(prio < thr)
+        if len(sel) > self.k:
+            sel = sel[np.argsort(prio[sel], kind="stable")[: self.k]]
+        b, rem = np.divmod(sel, h * w)
+        y, x = np.divmod(rem, w)
+        self.ids = np.concatenate([self.ids, np.stack([img[b], y, x], axis=1)])
+        self.priority = np.concatenate([self.priority, prio[sel]])
+        out = tuple(torch.as_tensor(a, device=device) for a in (b, y, x))
+        batch.cache[key] = out
+        return out
+
+
+class _PointState:
+    """Device-side accumulators of one hooked tensor (one canonical capture point)."""
+
+    def __init__(self, point: CapturePoint, *, channels: int, hw: tuple[int, int], step: int,
+                 group: _Group | None, sinks: Sequence[str], moment_rate: float,
+                 activity_rate: float, seed: int) -> None:
+        self.point, self.channels, self.hw, self.step, self.group = point, channels, hw, step, group
+        self.want_moments = "moments" in sinks
+        self.activity_kind = point.act if ("activity" in sinks and point.act in ACTIVITY_KINDS) else None
+        self.moment_rate, self.seed = moment_rate, seed
+        # Rows are drawn once at the larger rate; the moments take the nested subset (same hash).
+        self.sample_rate = max(moment_rate if self.want_moments else 0.0,
+                               activity_rate if self.activity_kind else 0.0)
+        self.count = 0
+        self.mean: torch.Tensor | None = None
+        self.m2: torch.Tensor | None = None
+        self.n_points = 0
+        self.active: torch.Tensor | None = None
+        self.saturated: torch.Tensor | None = None
+        self.hist: torch.Tensor | None = None
+        self.rows: list[torch.Tensor] = []
+        if group is not None:
+            group.members.append(self)
+
+    # -- sampled positions -----------------------------------------------------------------
+    def _sample_index(self, batch: _Batch, device: torch.device) -> tuple[Any, ...]:
+        """(b, y, x, moment_subset) of this batch's sampled positions, shared by equal frames.
+
+        Position (image, y, x) is sampled when ``u < rate`` with ``u = hash / 2^64``; the moment
+        rows are those with ``u < moment_rate`` among them (None: all of them).
+        """
+        key = ("sample", self.hw, self.sample_rate, self.moment_rate)
+        if key not in batch.cache:
+            h, w = self.hw
+            img = batch.offset + np.arange(batch.size)
+            u = position_hash(self.seed, img[:, None, None], np.arange(h)[:, None], np.arange(w),
+                              salt=_MOMENT_SALT).ravel()
+            keep = np.flatnonzero(u < np.uint64(self.sample_rate * 2.0**64))
+            b, rem = np.divmod(keep, h * w)
+            y, x = np.divmod(rem, w)
+            sub = None
+            if self.want_moments and self.moment_rate < self.sample_rate:
+                sub = torch.as_tensor(np.flatnonzero(u[keep] < np.uint64(self.moment_rate * 2.0**64)),
+                                      device=device)
+            batch.cache[key] = (*(torch.as_tensor(a, device=device) for a in (b, y, x)), sub)
+        return batch.cache[key]
+
+    # -- moments ---------------------------------------------------------------------------
+    def _add_moments(self, rows: torch.Tensor) -> None:
+        nb = rows.shape[0]
+        if nb == 0:
+            return
+        r = rows.to(torch.float64)
+        mb = r.mean(0)
+        r = r - mb
+        if self.count == 0:
+            self.mean, self.m2, self.count = mb, r.T @ r, nb
+            return
+        n = self.count + nb
+        delta = mb - self.mean
+        self.m2.addmm_(r.T, r).addr_(delta, delta, alpha=self.count * nb / n)
+        self.mean.add_(delta, alpha=nb / n)
+        self.count = n
+
+    # -- activity --------------------------------------------------------------------------
+    def _add_activity(self, rows: torch.Tensor) -> None:
+        kind = self.activity_kind
+        if kind == "relu":
+            act = rows > 0
+        elif kind == "relu6":
+            act = (rows > 0) & (rows < 6)
+        else:
+            act = rows > -3 if self.point.pre else rows != 0
+        per_channel = act.sum(0)
+        hist = torch.bincount(act.sum(1), minlength=self.channels + 1)
+        if self.active is None:
+            self.active, self.hist = per_channel, hist
+            self.saturated = torch.zeros_like(per_channel)
+        else:
+            self.active += per_channel
+            self.hist += hist
+        if kind == "relu6":
+            self.saturated += (rows >= 6).sum(0)
+        self.n_points += rows.shape[0]
+
+    # -- reservoir -------------------------------------------------------------------------
+    def compact_rows(self, order: np.ndarray, *, expected: int) -> None:
+        if not self.rows and expected == 0:
+            return
+        rows = torch.cat(self.rows) if len(self.rows) != 1 else self.rows[0]
+        if rows.shape[0] != expected:
+            raise RuntimeError(
+                f"Capture point {self.point.name} missed a forward pass of its block; its reservoir "
+                "can no longer be paired with the other points of the block."
+            )
+        self.rows = [rows[torch.as_tensor(order, device=rows.device)]]
+
+    # -- hook ------------------------------------------------------------------------------
+    def reduce(self, value: Any, batch: _Batch, sample_unit: str) -> None:
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(
+                f"Capture point {self.point.name} expected a tensor from {self.point.module_path} "
+                f"({self.point.hook}). Got {type(value).__name__} instead."
+            )
+        t = value.detach()
+        if t.ndim == 2:
+            t = t[:, :, None, None]
+        if t.ndim != 4 or t.shape[1] != self.channels or tuple(t.shape[2:]) != self.hw:
+            raise ValueError(
+                f"Capture point {self.point.name} expected a tensor of shape (B, {self.channels}, "
+                f"{self.hw[0]}, {self.hw[1]}) as in example_input. Got shape {tuple(t.shape)} "
+                "instead; run inputs of the example's size."
+            )
+        if batch.size is None:
+            batch.size = int(t.shape[0])
+        elif t.shape[0] != batch.size:
+            raise ValueError(
+                f"Capture point {self.point.name} saw a batch of {t.shape[0]} images in a forward "
+                f"pass of {batch.size}."
+            )
+        if sample_unit == "image":
+            rows = t.mean((2, 3))
+            moment_rows = rows
+        elif self.sample_rate >= 1.0:
+            rows = moment_rows = t.permute(0, 2, 3, 1).reshape(-1, self.channels)
+        elif self.sample_rate > 0.0:
+            b, y, x, sub = self._sample_index(batch, t.device)
+            rows = t[b, :, y, x]
+            moment_rows = rows if sub is None else rows[sub]
+        if self.want_moments:
+            self._add_moments(moment_rows)
+        if self.activity_kind is not None:
+            self._add_activity(rows)
+        if self.group is not None:
+            b, y, x = self.group.candidates(batch, t.device)
+            if sample_unit == "image":
+                self.rows.append(rows[b].float())
+            else:
+                self.rows.append(t[b, :, y * self.step, x * self.step].float())
+
+    def to_stats(self) -> PointStats:
+        mom = act = res = None
+        if self.want_moments:
+            mom = Moments(self.channels)
+            if self.count:
+                mom.add_stats(self.count, self.mean.cpu().numpy(), self.m2.cpu().numpy())
+        if self.activity_kind is not None:
+            act = Activity(self.channels, self.activity_kind, pre=self.point.pre)
+            if self.n_points:
+                act.add_counts(self.n_points, self.active.cpu().numpy(), self.saturated.cpu().numpy(),
+                               self.hist.cpu().numpy())
+        if self.group is not None:
+            g = self.group
+            res = Reservoir(self.channels, g.k, seed=g.seed, stride=self.step)
+            res.n_seen = g.n_seen
+            if len(g.priority):
+                rows = self.rows[0]
+                ids = g.ids.copy()
+                ids[:, 1:] *= self.step
+                res.values = rows.cpu().numpy().astype(np.float32, copy=False)
+                res.ids, res.priority = ids, g.priority.copy()
+        return PointStats(mom, act, res)
+
+
+class Capture:
+    """Live capture session yielded by :func:`capture`.
+
+    Attributes
+    ----------
+    points : dict of str to CapturePoint
+        The selected points, in execution order.
+    image_offset : int
+        Global index of the first image of the next forward pass (advanced after each pass).
+    config : dict
+        The settings (sample unit, moment mode and per-point rates, reservoir size, seed, sinks).
+    """
+
+    def __init__(self, points: list[CapturePoint], states: dict[str, _PointState],
+                 canonical: dict[str, str], groups: list[_Group], *, image_offset: int,
+                 config: dict[str, Any]) -> None:
+        self.points = {p.name: p for p in points}
+        self._states, self._canonical, self._groups = states, canonical, groups
+        self.image_offset = image_offset
+        self.first_image = image_offset
+        self.config = config
+        self._batch: _Batch | None = None
+
+    @property
+    def n_images(self) -> int:
+        """Images seen so far."""
+        return self.image_offset - self.first_image
+
+    def stats(self) -> dict[str, PointStats]:
+        """Snapshot of every selected point's sinks as float64 numpy sinks on the CPU.
+
+        Aliases (a point that is the same tensor as another, e.g. a linear ``project`` and its
+        ``project.pre``) share one :class:`PointStats` object.
+        """
+        for g in self._groups:
+            g.compact()
+        done = {key: st.to_stats() for key, st in self._states.items()}
+        return {name: done[self._canonical[name]] for name in self.points}
+
+    def result(self) -> "ProbeResult":
+        """The current state as a :class:`ProbeResult`."""
+        config = dict(self.config)
+        config["image_ranges"] = [[self.first_image, self.image_offset]] if self.n_images else []
+        return ProbeResult(dict(self.points), self.stats(), self.n_images, config)
+
+
+def _record_shapes(model: nn.Module, points: Sequence[CapturePoint], example_input: Any
+                   ) -> dict[str, tuple[int, ...]]:
+    """Shape of the tensor at every point for ``example_input`` (temporary hooks)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    calls: dict[str, int] = {}
+    handles = []
+
+    def record(p: CapturePoint) -> Callable[[Any], None]:
+        def fn(v: Any) -> None:
+            if isinstance(v, torch.Tensor):
+                shapes[p.name] = tuple(v.shape)
+        return fn
+
+    try:
+        for p in points:
+            if p.alias_of is None:
+                handles.append(_register(model, p, record(p), lambda: calls))
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        for h in handles:
+            h.remove()
+    return shapes
+
+
+def _register(model: nn.Module, point: CapturePoint, fn: Callable[[Any], None],
+              calls: Callable[[], dict[str, int] | None]) -> torch.utils.hooks.RemovableHandle:
+    """Hook ``point`` so that ``fn(value)`` runs at the ``point.call_index``-th call of its module
+    in each forward pass; ``calls()`` returns the per-pass call counter."""
+    try:
+        module = model.get_submodule(point.module_path) if point.module_path else model
+    except AttributeError as e:
+        raise ValueError(
+            f"Capture point {point.name} names module {point.module_path!r}, which the model "
+            "does not have."
+        ) from e
+    want = getattr(point, "call_index", 0)
+
+    def on_value(value: Any) -> None:
+        counter = calls()
+        if counter is not None:
+            n = counter.get(point.name, 0)
+            counter[point.name] = n + 1
+            if n != want:
+                return
+        fn(value)
+
+    if point.hook == "input":
+        return module.register_forward_pre_hook(lambda _m, args: on_value(args[0] if args else None))
+    if point.hook == "output":
+        return module.register_forward_hook(lambda _m, _args, out: on_value(out))
+    raise ValueError(
+        f"The 'hook' of capture point {point.name} must be 'input' or 'output'. Got {point.hook!r} instead."
+    )
+
+
+def _frame_step(point: CapturePoint, hw: tuple[int, int], out_hw: tuple[int, int]) -> int:
+    """Step from the block's output frame to this point's frame (1, or the block stride)."""
+    if hw == out_hw:
+        return 1
+    s = point.stride
+    if s > 1 and all(s * (o - 1) < i <= s * o for i, o in zip(hw, out_hw)):
+        return s
+    raise ValueError(
+        f"Capture point {point.name} has spatial size {hw}, which does not map onto its block's "
+        f"output size {out_hw} with stride {s}; its samples cannot be paired with the block."
+    )
+
+
+def _check_int(value: Any, name: str, func: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(
+            f"The '{name}' parameter of {func} must be an int >= {low}. Got {value!r} instead."
+        )
+    return int(value)
+
+
+@contextlib.contextmanager
+def capture(
+    model: nn.Module,
+    points: PointSpec = None,
+    *,
+    example_input: torch.Tensor,
+    sinks: Iterable[str] = SINKS,
+    sample_unit: str = "position",
+    moments: str = "sampled",
+    moment_positions: int = DEFAULT_MOMENT_POSITIONS,
+    activity_positions: int = DEFAULT_ACTIVITY_POSITIONS,
+    reservoir_size: int = DEFAULT_RESERVOIR_SIZE,
+    seed: int = 0,
+    image_offset: int = 0,
+) -> Iterator[Capture]:
+    """Hook the selected capture points of ``model`` and stream every forward pass into sinks.
+
+    Parameters
+    ----------
+    model : nn.Module
+    points : None, str, sequence of str or callable
+        Which points (see :func:`select_points`); None means all.
+    example_input : Tensor of shape (n, C, H, W)
+        One small batch shaped like the real inputs, used to discover the capture points and
+        their spatial sizes (one forward pass, no statistics).
+    sinks : iterable of str
+        Any of ``"moments"``, ``"activity"``, ``"reservoir"``.
+    sample_unit : {"position", "image"}
+        Every spatial position is a sample, or one globally pooled vector per image.
+    moments : {"sampled", "exact"}
+        ``"exact"``: every position enters the moments and the activity counts.
+        ``"sampled"``: a hash-selected uniform sample of positions (see the module docstring).
+    moment_positions : int
+        Expected positions per image entering the moments when ``moments="sampled"``.
+    activity_positions : int
+        Expected positions per image entering the activity counts when ``moments="sampled"``.
+    reservoir_size : int
+        K, the most points a reservoir keeps (0 disables the reservoir).
+    seed : int
+        Seed of the reservoir priorities and of the moment sampling.
+    image_offset : int
+        Global index of the first image (so that shards over different images merge).
+
+    Yields
+    ------
+    Capture
+        Each call ``model(batch)`` inside the ``with`` feeds the sinks; the images of a batch get
+        the next ``len(batch)`` global indices. ``Capture.stats()`` / ``Capture.result()`` read
+        them out. Every hook is removed on exit, also after an exception.
+    """
+    sinks = tuple(sinks)
+    for s in sinks:
+        _check_choice(s, "sinks", "capture", SINKS)
+    _check_choice(sample_unit, "sample_unit", "capture", SAMPLE_UNITS)
+    _check_choice(moments, "moments", "capture", MOMENT_MODES)
+    moment_positions = _check_int(moment_positions, "moment_positions", "capture", 1)
+    activity_positions = _check_int(activity_positions, "activity_positions", "capture", 1)
+    reservoir_size = _check_int(reservoir_size, "reservoir_size", "capture", 0)
+    seed = _check_int(seed, "seed", "capture", 0)
+    image_offset = _check_int(image_offset, "image_offset", "capture", 0)
+
+    all_points = list(capture_points(model, example_input))
+    chosen = select_points(all_points, points)
+    by_name = {p.name: p for p in all_points}
+    shapes = _record_shapes(model, all_points, example_input)
+
+    canonical = {p.name: p.alias_of or p.name for p in chosen}
+    want_reservoir = "reservoir" in sinks and reservoir_size > 0
+    groups: dict[Any, _Group] = {}
+    states: dict[str, _PointState] = {}
+    rates: dict[str, tuple[float, float]] = {}
+    for p in chosen:
+        key = canonical[p.name]
+        if key in states:
+            continue
+        target = by_name[key]
+        if key not in shapes:
+            raise ValueError(f"Capture point {key} was not reached by a forward pass of example_input.")
+        shape = shapes[key]
+        if len(shape) not in (2, 4):
+            raise ValueError(
+                f"Capture point {key} holds a tensor of shape {shape}; expected (B, C, H, W) or (B, C)."
+            )
+        hw = tuple(shape[2:]) if len(shape) == 4 else (1, 1)
+        channels = int(shape[1])
+        if sample_unit == "image":
+            gkey, out_hw, step = "image", (1, 1), 1
+        else:
+            post = [shapes[q.name] for q in all_points
+                    if q.block == target.block and q.stage in ("depthwise", "project", "output")
+                    and q.name in shapes]
+            out_hw = tuple(post[-1][2:]) if post and len(post[-1]) == 4 else hw
+            gkey, step = target.block, _frame_step(target, hw, out_hw)
+        group = None
+        if want_reservoir:
+            if gkey not in groups:
+                hw_g = (1, 1) if sample_unit == "image" else out_hw
+                groups[gkey] = _Group(reservoir_size, seed, hw_g)
+            group = groups[gkey]
+        if moments == "exact" or sample_unit == "image":
+            rates[key] = (1.0, 1.0)
+        else:
+            rates[key] = (min(1.0, moment_positions / (hw[0] * hw[1])),
+                          min(1.0, activity_positions / (hw[0] * hw[1])))
+        states[key] = _PointState(target, channels=channels, hw=hw, step=step, group=group, sinks=sinks,
+                                  moment_rate=rates[key][0], activity_rate=rates[key][1], seed=seed)
+
+    config = {
+        "sample_unit": sample_unit,
+        "moments": moments,
+        "moment_positions": moment_positions,
+        "activity_positions": activity_positions,
+        "moment_rates": {n: rates[canonical[n]][0] for n in canonical} if "moments" in sinks else {},
+        "activity_rates": ({n: rates[canonical[n]][1] for n in canonical
+                            if states[canonical[n]].activity_kind} if "activity" in sinks else {}),
+        "reservoir_size": reservoir_size,
+        "seed": seed,
+        "sinks": list(sinks),
+    }
+    cap = Capture(chosen, states, canonical, list(groups.values()), image_offset=image_offset,
+                  config=config)
+
+    def start(_m: nn.Module, _args: Any) -> None:
+        cap._batch = _Batch(cap.image_offset)
+
+    def finish(_m: nn.Module, _args: Any, _out: Any) -> None:
+        if cap._batch is not None and cap._batch.size is not None:
+            cap.image_offset += cap._batch.size
+        cap._batch = None
+
+    def make_hook(state: _PointState) -> Callable[[Any], None]:
+        def hook(value: Any) -> None:
+            if cap._batch is None:
+                raise RuntimeError(
+                    f"Capture point {state.point.name} ran outside a forward pass of the captured "
+                    "model; call the model itself inside the capture."
+                )
+            state.reduce(value, cap._batch, sample_unit)
+        return hook
+
+    handles: list[torch.utils.hooks.RemovableHandle] = []
+    try:
+        handles.append(model.register_forward_pre_hook(start))
+        for key, st in states.items():
+            handles.append(_register(model, by_name[key], make_hook(st),
+                                     lambda: None if cap._batch is None else cap._batch.calls))
+        handles.append(model.register_forward_hook(finish))
+        yield cap
+    finally:
+        for h in handles:
+            h.remove()
+        cap._batch = None
+
+
+@dataclasses.dataclass
+class ProbeResult:
+    """Sink states of a probe run.
+
+    Attributes
+    ----------
+    points : dict of str to CapturePoint
+        Probed points in execution order.
+    stats : dict of str to PointStats
+        Aliased points share one object.
+    n_images : int
+    config : dict
+        Settings of the run; ``image_ranges`` lists the global [start, stop) image ranges.
+    """
+
+    points: dict[str, CapturePoint]
+    stats: dict[str, PointStats]
+    n_images: int
+    config: dict[str, Any]
+
+    def merge(self, other: "ProbeResult") -> "ProbeResult":
+        """The result of one run over the images of both (which must not overlap)."""
+        for key in _MERGE_KEYS:
+            if self.config.get(key) != other.config.get(key):
+                raise ValueError(
+                    f"Cannot merge probe results with different '{key}': "
+                    f"{self.config.get(key)!r} and {other.config.get(key)!r}."
+                )
+        if list(self.points) != list(other.points):
+            raise ValueError(
+                "Cannot merge probe results over different capture points: "
+                f"{sorted(set(self.points) ^ set(other.points))[:6]} differ."
+            )
+        ranges = sorted(self.config.get("image_ranges", []) + other.config.get("image_ranges", []))
+        for (a0, a1), (b0, b1) in zip(ranges, ranges[1:]):
+            if b0 < a1:
+                raise ValueError(
+                    f"Cannot merge probe results over overlapping images: [{a0}, {a1}) and [{b0}, {b1})."
+                )
+        merged: dict[int, PointStats] = {}
+        stats = {}
+        for name, st in self.stats.items():
+            if id(st) not in merged:
+                merged[id(st)] = st.merge(other.stats[name])
+            stats[name] = merged[id(st)]
+        config = dict(self.config)
+        config["image_ranges"] = _join_ranges(ranges)
+        return ProbeResult(dict(self.points), stats, self.n_images + other.n_images, config)
+
+    def paired(self, a: str, b: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Reservoir rows of points ``a`` and ``b`` of one block, paired sample by sample.
+
+        Returns
+        -------
+        xa : ndarray of shape (n, C_a)
+        xb : ndarray of shape (n, C_b)
+        ids : ndarray of shape (n, 3)
+            (image, y, x) in the block's output frame.
+        """
+        ra, rb = (self.stats[n].reservoir for n in (a, b))
+        if ra is None or rb is None:
+            raise ValueError("paired() needs reservoirs; this result was probed without them.")
+        ia, ib = ra.block_ids(), rb.block_ids()
+        if ia.shape != ib.shape or not np.array_equal(ia, ib):
+            raise ValueError(
+                f"Points {a} and {b} do not hold the same samples (different blocks or seeds)."
+            )
+        return ra.values, rb.values, ia
+
+    def save(self, path: str | Path) -> None:
+        """Write one ``.npz`` (arrays plus JSON metadata under ``__meta__``), atomically."""
+        arrays: dict[str, np.ndarray] = {}
+        keys: dict[str, str] = {}
+        seen: dict[int, str] = {}
+        for name, st in self.stats.items():
+            if id(st) in seen:
+                keys[name] = seen[id(st)]
+                continue
+            seen[id(st)] = keys[name] = name
+            for sink in SINKS:
+                obj = getattr(st, sink)
+                if obj is None:
+                    continue
+                for field, value in obj.state_dict().items():
+                    arrays[f"{name}/{sink}/{field}"] = np.asarray(value)
+        meta = {
+            "format": _FORMAT,
+            "version": _FORMAT_VERSION,
+            "n_images": self.n_images,
+            "config": self.config,
+            "points": [dataclasses.asdict(p) for p in self.points.values()],
+            "stats_key": keys,
+        }
+        arrays["__meta__"] = np.asarray(json.dumps(meta, sort_keys=True))
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ProbeResult":
+        """Read a file written by :meth:`save` (no pickles are loaded)."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                data = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path} is not a probe result (.npz written by ProbeResult.save): {e}") from e
+        if "__meta__" not in data:
+            raise ValueError(f"{path} is not a probe result: it has no '__meta__' entry.")
+        meta = json.loads(str(data.pop("__meta__")))
+        if meta.get("format") != _FORMAT or meta.get("version") != _FORMAT_VERSION:
+            raise ValueError(
+                f"{path} is not a probe result of format {_FORMAT} v{_FORMAT_VERSION}. "
+                f"Got {meta.get('format')!r} v{meta.get('version')!r} instead."
+            )
+        fields = {f.name for f in dataclasses.fields(CapturePoint)}
+        points = {}
+        for d in meta["points"]:
+            points[d["name"]] = CapturePoint(**{k: v for k, v in d.items() if k in fields})
+        loaders = {"moments": Moments, "activity": Activity, "reservoir": Reservoir}
+        by_key: dict[str, PointStats] = {}
+        stats = {}
+        for name, key in meta["stats_key"].items():
+            if key not in by_key:
+                parts: dict[str, Any] = {}
+                for sink, cls_ in loaders.items():
+                    prefix = f"{key}/{sink}/"
+                    state = {k[len(prefix):]: v for k, v in data.items() if k.startswith(prefix)}
+                    parts[sink] = cls_.from_state_dict(state) if state else None
+                by_key[key] = PointStats(**parts)
+            stats[name] = by_key[key]
+        return cls(points, stats, int(meta["n_images"]), meta["config"])
+
+
+def _join_ranges(ranges: list[list[int]]) -> list[list[int]]:
+    out: list[list[int]] = []
+    for a, b in ranges:
+        if out and out[-1][1] == a:
+            out[-1][1] = b
+        else:
+            out.append([a, b])
+    return out
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def probe(
+    model: nn.Module,
+    data: ImageDataset | torch.Tensor | np.ndarray,
+    *,
+    input_spec: InputSpec | None = None,
+    points: PointSpec = None,
+    batch_size: int = 64,
+    device: str | torch.device | None = None,
+    sample_unit: str = "position",
+    reservoir_size: int = DEFAULT_RESERVOIR_SIZE,
+    seed: int = 0,
+    moments: str = "sampled",
+    moment_positions: int = DEFAULT_MOMENT_POSITIONS,
+    activity_positions: int = DEFAULT_ACTIVITY_POSITIONS,
+    sinks: Iterable[str] = SINKS,
+    image_offset: int = 0,
+    progress: bool = True,
+) -> ProbeResult:
+    """Run ``data`` through ``model`` and collect the sinks of the selected capture points.
+
+    The model runs in eval mode under ``torch.no_grad()`` on ``device`` (default ``cuda`` when
+    available, else ``cpu``); its training flag and device are restored afterwards. Statistics
+    are reduced on the device and stored as float64 sinks on the CPU.
+
+    Parameters
+    ----------
+    model : nn.Module
+    data : ImageDataset, or Tensor / ndarray of shape (n_images, C, H, W)
+        An ImageDataset is prepared batch by batch with :func:`probes.preprocess.prepare` and
+        ``input_spec`` (default: the data's own size and channels, mean 0, std 1, i.e. no
+        change). A tensor or array is taken as already prepared.
+    input_spec : InputSpec, optional
+    points, sinks, sample_unit, moments, moment_positions, activity_positions, reservoir_size, seed,
+    image_offset
+        As in :func:`capture`.
+    batch_size : int
+    device : str or torch.device, optional
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    ProbeResult
+
+    Examples
+    --------
+    >>> res = probe(model, load_dataset("digits", split="test"), input_spec=spec)  # doctest: +SKIP
+    >>> res.stats["blocks.3.expand"].activity.positive_mean  # doctest: +SKIP
+    """
+    from tqdm.auto import tqdm
+
+    batch_size = _check_int(batch_size, "batch_size", "probe", 1)
+    if isinstance(data, ImageDataset):
+        if input_spec is None:
+            c, h, _ = data.shape
+            input_spec = InputSpec(size=h, channels=c, mean=(0.0,) * c, std=(1.0,) * c,
+                                   source="identity (probe default)")
+        name = data.name
+
+        def get(i: int, j: int) -> torch.Tensor:
+            return prepare(data.x[i:j], input_spec, name=name)
+
+        n = len(data)
+    elif isinstance(data, (torch.Tensor, np.ndarray)):
+        if data.ndim != 4:
+            raise ValueError(
+                f"The 'data' parameter of probe must have shape (n_images, C, H, W). "
+                f"Got shape {tuple(data.shape)} instead."
+            )
+        tensor = torch.as_tensor(data, dtype=torch.float32)
+
+        def get(i: int, j: int) -> torch.Tensor:
+            return tensor[i:j]
+
+        n = int(tensor.shape[0])
+    else:
+        raise ValueError(
+            "The 'data' parameter of probe must be an ImageDataset, a Tensor or an ndarray. "
+            f"Got {type(data).__name__} instead."
+        )
+    if n == 0:
+        raise ValueError("The 'data' parameter of probe holds no images.")
+    dev = torch.device(device) if device is not None else _default_device()
+    param = next(iter(model.parameters()), None)
+    old_device = param.device if param is not None else None
+    was_training = model.training
+    try:
+        model.eval().to(dev)
+        with torch.no_grad(), capture(
+            model, points, example_input=get(0, 1).to(dev), sinks=sinks, sample_unit=sample_unit,
+            moments=moments, moment_positions=moment_positions,
+            activity_positions=activity_positions, reservoir_size=reservoir_size,
+            seed=seed, image_offset=image_offset,
+        ) as cap:
+            for i in tqdm(range(0, n, batch_size), disable=not progress, desc="probe", unit="batch"):
+                model(get(i, min(i + batch_size, n)).to(dev, non_blocking=True))
+            result = cap.result()
+    finally:
+        model.train(was_training)
+        if old_device is not None:
+            model.to(old_device)
+    result.config.update({
+        "batch_size": batch_size,
+        "device": str(dev),
+        "input_spec": input_spec.to_dict() if input_spec is not None else None,
+    })
+    return result

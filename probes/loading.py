@@ -1,0 +1,755 @@
+"""Safe loading of any checkpoint, its input preprocessing, and a prediction sanity check.
+
+What can be loaded (:func:`load_checkpoint`)
+--------------------------------------------
+- **Our zoo by name** (``digits-linear-s0``): the JSON card in :data:`checkpoints.CHECKPOINT_DIR`
+  gives the architecture and the input spec; the weights' sha256 is checked against the card.
+  A weights file anywhere with our card beside it (same stem, ``.json``) loads the same way.
+- **Weights files**: ``.safetensors`` (preferred) and ``.pt`` / ``.pth`` / ``.bin`` through
+  ``torch.load(weights_only=True)`` only. A pickle that would import or call anything beyond
+  tensors and plain containers is refused before any of it runs. State dicts may be wrapped as
+  ``{"state_dict": ...}``, ``{"model_state_dict": ...}`` or ``{"model": ...}``; the
+  ``module.`` (DataParallel) and ``_orig_mod.`` (``torch.compile``) prefixes are stripped.
+  A whole pickled ``nn.Module`` is refused (save its ``state_dict`` instead). TorchScript
+  archives run code from the file and load only with ``allow_torchscript=True``.
+- **Architectures** for a bare state dict (``arch``): ``torchvision:NAME`` (e.g.
+  ``torchvision:mobilenet_v2``), ``timm:NAME`` (e.g. ``timm:efficientnet_b0``), or the user's
+  own factory ``package.module:build`` / ``path/to/model.py:build`` (code the user names
+  explicitly, imported and called without arguments). The number of classes of torchvision and
+  timm models is read from the classifier weight in the state dict. Without a file
+  (``load_checkpoint("torchvision:mobilenet_v2")``) the architecture gets seeded random weights.
+
+Input specs (preprocessing presets)
+-----------------------------------
+Every :class:`LoadedModel` carries an :class:`~probes.preprocess.InputSpec`: torchvision
+architectures take it from their default weights' metadata (``weights.transforms()``: crop size,
+mean, std, interpolation; ships with torchvision, nothing downloaded), timm from
+``timm.data.resolve_data_config`` (the model's pretrained config), our zoo from the card, a
+user factory from ``mean``/``std``/``size`` with ImageNet defaults (mean 0.485 0.456 0.406, std
+0.229 0.224 0.225, 224 px). ``mean``/``std``/``size`` also override a preset; ``input_spec``
+replaces it. ``LoadedModel.preset`` keeps the library's evaluation resize (``resize_size``:
+shorter side before the centre crop), which :func:`predict` applies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import importlib.util
+import json
+import math
+import pickle
+import re
+import sys
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from probes._io import sha256_file
+from probes.preprocess import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, InputSpec
+
+__all__ = [
+    "ARCH_FORMS",
+    "LoadedModel",
+    "format_predictions",
+    "imagenet_class_names",
+    "list_zoo",
+    "load_checkpoint",
+    "load_images",
+    "predict",
+    "read_weights",
+]
+
+#: The accepted forms of ``arch``, quoted in error messages and ``--help``.
+ARCH_FORMS = ("'zoo', 'torchvision:NAME' (e.g. 'torchvision:mobilenet_v2'), 'timm:NAME' "
+              "(e.g. 'timm:efficientnet_b0'), 'package.module:FACTORY' or 'path/to/model.py:FACTORY'")
+
+SAFETENSORS_SUFFIXES = (".safetensors",)
+TORCH_SUFFIXES = (".pt", ".pth", ".bin")
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")
+_PREFIXES = ("module.", "_orig_mod.")
+
+# Designs of known third-party families: all use linear bottlenecks with residuals between
+# bottlenecks, except ShuffleNetV2 whose branch ends in a ReLU after the last 1x1 conv.
+_KNOWN_DESIGNS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("mobilenet_v2", {"bottleneck_act": "linear", "expand_ratio": 6, "shortcut": "bottleneck"}),
+    ("mobilenetv2", {"bottleneck_act": "linear", "expand_ratio": 6, "shortcut": "bottleneck"}),
+    ("mobilenet_v3", {"bottleneck_act": "linear", "expand_ratio": None, "shortcut": "bottleneck"}),
+    ("mobilenetv3", {"bottleneck_act": "linear", "expand_ratio": None, "shortcut": "bottleneck"}),
+    ("efficientnet", {"bottleneck_act": "linear", "expand_ratio": 6, "shortcut": "bottleneck"}),
+    ("mnasnet", {"bottleneck_act": "linear", "expand_ratio": None, "shortcut": "bottleneck"}),
+    ("shufflenet_v2", {"bottleneck_act": "relu", "expand_ratio": 1, "shortcut": "none"}),
+)
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A model ready to probe, with where it came from and how to feed it.
+
+    Attributes
+    ----------
+    model : nn.Module
+        In eval mode, on the CPU.
+    name : str
+        Zoo name, file stem, or the architecture name for random weights.
+    source : str
+        ``"zoo"``, the absolute path of the weights file, or ``"torchvision:NAME (random
+        weights)"`` when no file was given.
+    arch : str
+        ``"zoo"``, ``"torchvision:NAME"``, ``"timm:NAME"``, ``"factory:SPEC"``, ``"torchscript"``.
+    input_spec : InputSpec
+    design : dict
+        ``bottleneck_act``, ``expand_ratio``, ``shortcut``, ``seed``, ``design``; from the card
+        for our zoo, best effort (``"unknown"`` / None) otherwise.
+    card : dict or None
+        The zoo JSON card.
+    sha256 : str or None
+        Of the weights file.
+    class_names : list of str or None
+    preset : dict
+        The library's evaluation transform: ``library``, ``resize_size`` (shorter side before
+        the centre crop of ``input_spec.size``), ``crop_pct`` and, for torchvision/timm, the
+        weights or pretrained-config tag it came from.
+    """
+
+    model: nn.Module
+    name: str
+    source: str
+    arch: str
+    input_spec: InputSpec
+    design: dict[str, Any]
+    card: dict[str, Any] | None = None
+    sha256: str | None = None
+    class_names: list[str] | None = None
+    preset: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# zoo
+
+
+def _checkpoint_dir() -> Path:
+    from checkpoints import CHECKPOINT_DIR
+
+    return CHECKPOINT_DIR
+
+
+def _is_zoo_card(card: Any) -> bool:
+    return (isinstance(card, dict) and isinstance(card.get("architecture"), dict)
+            and card["architecture"].get("family") == "zoo" and "config" in card["architecture"])
+
+
+def list_zoo() -> list[dict[str, Any]]:
+    """Cards of the shipped checkpoints (``CHECKPOINT_DIR/*.json``), sorted by name."""
+    cards = []
+    for path in sorted(_checkpoint_dir().glob("*.json")):
+        try:
+            card = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if _is_zoo_card(card):
+            cards.append(card)
+    return sorted(cards, key=lambda c: c.get("name", ""))
+
+
+def _zoo_class_names(card: dict[str, Any], num_classes: int) -> list[str] | None:
+    names = card.get("class_names")
+    if names is None:
+        from probes.datasets import SHAPE_NAMES
+
+        names = {"digits": [str(i) for i in range(10)], "shapes": list(SHAPE_NAMES)}.get(
+            (card.get("dataset") or {}).get("name"))
+    return list(names) if names is not None and len(names) == num_classes else None
+
+
+def _load_zoo(card: dict[str, Any], weights: Path, card_path: Path, *, source: str) -> LoadedModel:
+    from probes.zoo import ZooConfig, build_model
+
+    if not weights.is_file():
+        raise ValueError(f"The weights file {weights} named by the card {card_path} does not exist.")
+    digest = sha256_file(weights)
+    if card.get("sha256") and digest != card["sha256"]:
+        raise ValueError(
+            f"The weights file {weights} does not match its card {card_path}: sha256 {digest} "
+            f"instead of {card['sha256']}. The file is corrupt or was replaced; re-download or "
+            f"retrain it (bnprobe train {card.get('name', weights.stem)})."
+        )
+    config = ZooConfig.from_dict(card["architecture"]["config"])
+    model = build_model(config)
+    _load_into(model, _read_safetensors(weights) if weights.suffix == ".safetensors"
+               else _read_torch(weights, allow_torchscript=False), weights)
+    spec = InputSpec.from_dict(card["input"], source=f"checkpoint card {card_path.name}") \
+        if "input" in card else InputSpec(size=config.input_size, channels=config.in_channels,
+                                          mean=(0.5,) * config.in_channels,
+                                          std=(0.5,) * config.in_channels,
+                                          source=f"zoo config (card {card_path.name} has no input)")
+    cfg = card["architecture"]["config"]
+    design = {"bottleneck_act": cfg.get("bottleneck_act", "linear"),
+              "expand_ratio": cfg.get("expand_ratio", 6), "shortcut": cfg.get("shortcut", "bottleneck"),
+              "seed": card.get("seed"), "design": card.get("design", "unknown")}
+    return LoadedModel(model=model.eval(), name=card.get("name", weights.stem), source=source,
+                       arch="zoo", input_spec=spec, design=design, card=card, sha256=digest,
+                       class_names=_zoo_class_names(card, config.num_classes),
+                       preset={"library": "zoo", "resize_size": spec.size, "crop_pct": 1.0})
+
+
+# --------------------------------------------------------------------------------------------
+# reading weights files
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"Cannot read {path} as a safetensors file: {e}") from e
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
+
+
+def _refusal(path: Path, err: Exception) -> ValueError:
+    m = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+    glob = m.group(1) if m else None
+    if glob and glob.startswith("torch.nn.modules."):
+        return ValueError(
+            f"Refused to load {path}: it is a whole pickled model ({glob}); loading it would run "
+            f"code from the file. Save its weights instead: torch.save(model.state_dict(), ...) "
+            f"or safetensors.torch.save_file(model.state_dict(), ...), and load them with --arch."
+        )
+    what = f"it would import or call {glob!r}" if glob else (
+        "it contains pickle instructions beyond tensors and plain containers")
+    return ValueError(
+        f"Refused to load {path}: {what}, which weights-only loading does not allow (nothing "
+        f"from the file was executed). Only tensors and plain containers are accepted; convert "
+        f"the checkpoint to a state dict or to .safetensors in an environment you trust."
+    )
+
+
+def _read_torch(path: Path, *, allow_torchscript: bool) -> dict[str, torch.Tensor] | nn.Module:
+    if _is_torchscript(path):
+        if not allow_torchscript:
+            raise ValueError(
+                f"Refused to load {path}: it is a TorchScript archive, whose code runs when "
+                f"loaded. If you trust it, opt in with allow_torchscript=True "
+                f"(CLI: --allow-torchscript); otherwise ask for a state dict or .safetensors."
+            )
+        return torch.jit.load(str(path), map_location="cpu")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise _refusal(path, e) from None
+    except Exception as e:  # noqa: BLE001 - any other failure: not a torch file
+        raise ValueError(
+            f"Cannot read {path} as a PyTorch checkpoint ({type(e).__name__}: {e}). Expected a "
+            f"state dict saved with torch.save."
+        ) from e
+    return obj
+
+
+def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, nn.Module):
+        return obj.state_dict()
+    if isinstance(obj, Mapping):
+        for key in _WRAPPER_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, nn.Module):
+                return inner.state_dict()
+            if isinstance(inner, Mapping) and inner and all(
+                    isinstance(v, torch.Tensor) for v in inner.values()):
+                obj = inner
+                break
+        tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors:
+            for prefix in _PREFIXES:
+                if all(k.startswith(prefix) for k in tensors):
+                    tensors = {k[len(prefix):]: v for k, v in tensors.items()}
+            return tensors
+        found = sorted(map(str, obj))[:8]
+        raise ValueError(
+            f"{path} holds no tensors at the top level nor under {list(_WRAPPER_KEYS)}; found "
+            f"keys {found}. Expected a state dict (name -> tensor)."
+        )
+    raise ValueError(f"{path} holds a {type(obj).__name__}; expected a state dict (name -> tensor).")
+
+
+def read_weights(path: str | Path, *, allow_torchscript: bool = False) -> dict[str, torch.Tensor] | nn.Module:
+    """Read a weights file safely: a state dict, or a TorchScript module on opt-in.
+
+    Parameters
+    ----------
+    path : path
+        ``.safetensors``, or ``.pt`` / ``.pth`` / ``.bin`` read with
+        ``torch.load(weights_only=True)``.
+    allow_torchscript : bool
+        Load a TorchScript archive (runs code from the file) instead of refusing it.
+
+    Returns
+    -------
+    dict of str to Tensor (wrappers removed, ``module.`` prefixes stripped), or the
+    ``torch.jit.ScriptModule``.
+
+    Raises
+    ------
+    ValueError
+        Naming the file: missing, unknown suffix, unreadable, a pickle that would run code, a
+        whole pickled module, an unrequested TorchScript archive.
+    """
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise ValueError(f"Checkpoint file {path} does not exist.")
+    suffix = path.suffix.lower()
+    if suffix in SAFETENSORS_SUFFIXES:
+        return _read_safetensors(path)
+    if suffix in TORCH_SUFFIXES:
+        obj = _read_torch(path, allow_torchscript=allow_torchscript)
+        return obj if isinstance(obj, torch.jit.ScriptModule) else _unwrap(obj, path)
+    raise ValueError(
+        f"Unknown checkpoint file type {path.name!r}; expected one of "
+        f"{list(SAFETENSORS_SUFFIXES + TORCH_SUFFIXES)}."
+    )
+
+
+def _load_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path | str) -> None:
+    """``model.load_state_dict(state)`` with an error that lists every kind of misfit."""
+    own = model.state_dict()
+    # BatchNorm step counters do not affect the forward pass; old checkpoints lack them.
+    missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                  for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        def show(label: str, items: list[str]) -> str:
+            more = f", ... ({len(items) - 5} more)" if len(items) > 5 else ""
+            return f"{len(items)} {label}" + (f" [{', '.join(items[:5])}{more}]" if items else "")
+
+        raise ValueError(
+            f"The state dict in {path} does not fit the architecture: "
+            f"{show('missing keys', missing)}; {show('unexpected keys', unexpected)}; "
+            f"{show('shape mismatches', mismatched)}. Check --arch (and the number of classes)."
+        )
+    model.load_state_dict(state, strict=False)
+
+
+# --------------------------------------------------------------------------------------------
+# architectures and presets
+
+
+def _classifier_key(model: nn.Module) -> tuple[str, int] | None:
+    """Key of the final classifier's weight and its number of outputs."""
+    head = None
+    if hasattr(model, "get_classifier"):
+        clf = model.get_classifier()
+        head = next((n for n, m in model.named_modules() if m is clf and isinstance(m, nn.Linear)), None)
+    if head is None:
+        head = next((n for n, m in reversed(list(model.named_modules())) if isinstance(m, nn.Linear)), None)
+    if head is None:
+        return None
+    return f"{head}.weight", model.get_submodule(head).out_features
+
+
+def _num_classes(builder: Any, state: dict[str, torch.Tensor] | None) -> tuple[nn.Module, int | None]:
+    """Build the model with as many classes as the state dict's classifier has."""
+    # A skeleton on the meta device finds the classifier without allocating or initialising.
+    with torch.device("meta"):
+        found = _classifier_key(builder(None))
+    if state is None or found is None or found[0] not in state:
+        return builder(None), found[1] if found else None
+    n = int(state[found[0]].shape[0])
+    return builder(n), n
+
+
+def _parse_arch(arch: str) -> tuple[str, str]:
+    if not isinstance(arch, str) or ":" not in arch and arch != "zoo":
+        raise ValueError(f"The 'arch' parameter must be one of {ARCH_FORMS}. Got {arch!r} instead.")
+    if arch == "zoo":
+        return "zoo", ""
+    kind, _, name = arch.rpartition(":") if arch.count(":") > 1 else arch.partition(":")
+    if kind in ("torchvision", "timm"):
+        if not name:
+            raise ValueError(f"The 'arch' parameter must be one of {ARCH_FORMS}. Got {arch!r} instead.")
+        return kind, name
+    if not kind or not name.isidentifier():
+        raise ValueError(f"The 'arch' parameter must be one of {ARCH_FORMS}. Got {arch!r} instead.")
+    return "factory", arch
+
+
+def _suggest(name: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=3)
+    return f" Did you mean {close}?" if close else ""
+
+
+def _torchvision(name: str, state: dict[str, torch.Tensor] | None) -> tuple[nn.Module, InputSpec, dict[str, Any]]:
+    import torchvision.models as tvm
+
+    known = tvm.list_models(module=tvm)
+    if name not in known:
+        raise ValueError(
+            f"Unknown torchvision classification model {name!r}.{_suggest(name, known)} "
+            f"See torchvision.models.list_models(module=torchvision.models)."
+        )
+
+    def build(n: int | None) -> nn.Module:
+        return tvm.get_model(name, weights=None, **({} if n is None else {"num_classes": n}))
+
+    model, n_classes = _num_classes(build, state)
+    weights = tvm.get_model_weights(name).DEFAULT
+    t = weights.transforms()
+    spec = InputSpec(size=int(t.crop_size[0]), channels=3, mean=t.mean, std=t.std,
+                     interpolation=t.interpolation.value,
+                     source=f"torchvision weights metadata ({weights})")
+    preset = {"library": "torchvision", "weights": str(weights), "resize_size": int(t.resize_size[0]),
+              "crop_pct": t.crop_size[0] / t.resize_size[0], "antialias": bool(t.antialias)}
+    if n_classes == 1000:
+        preset["class_names"] = list(weights.meta["categories"])
+    return model, spec, preset
+
+
+def _timm(name: str, state: dict[str, torch.Tensor] | None) -> tuple[nn.Module, InputSpec, dict[str, Any]]:
+    import timm
+    from timm.data import ImageNetInfo, resolve_data_config
+
+    if not timm.is_model(name):
+        raise ValueError(f"Unknown timm model {name!r}.{_suggest(name, timm.list_models())} "
+                         f"See timm.list_models().")
+
+    def build(n: int | None) -> nn.Module:
+        return timm.create_model(name, pretrained=False, **({} if n is None else {"num_classes": n}))
+
+    model, n_classes = _num_classes(build, state)
+    cfg = resolve_data_config({}, model=model)
+    interp = cfg["interpolation"] if cfg["interpolation"] in INTERPOLATIONS else "bicubic"
+    c, h, _ = cfg["input_size"]
+    tag = getattr(model, "pretrained_cfg", {}).get("tag")
+    spec = InputSpec(size=int(h), channels=int(c), mean=cfg["mean"], std=cfg["std"],
+                     interpolation=interp,
+                     source=f"timm pretrained config ({name}{'.' + tag if tag else ''})")
+    preset = {"library": "timm", "config": f"{name}.{tag}" if tag else name,
+              "resize_size": math.floor(h / cfg["crop_pct"]), "crop_pct": float(cfg["crop_pct"]),
+              "crop_mode": cfg.get("crop_mode", "center")}
+    if n_classes == 1000:
+        info = ImageNetInfo()
+        preset["class_names"] = [info.index_to_description(i) for i in range(1000)]
+    return model, spec, preset
+
+
+def _factory(spec: str) -> nn.Module:
+    target, _, attr = spec.rpartition(":")
+    if target.endswith(".py") or "/" in target or "\\" in target:
+        file = Path(target).expanduser().resolve()
+        if not file.is_file():
+            raise ValueError(f"The factory file {file} named by arch {spec!r} does not exist.")
+        mod_spec = importlib.util.spec_from_file_location(f"_bnprobe_factory_{file.stem}", file)
+        module = importlib.util.module_from_spec(mod_spec)  # type: ignore[arg-type]
+        sys.modules[mod_spec.name] = module  # type: ignore[union-attr]
+        mod_spec.loader.exec_module(module)  # type: ignore[union-attr]
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as e:
+            raise ValueError(f"Cannot import module {target!r} named by arch {spec!r}: {e}.") from e
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ValueError(f"{target!r} has no callable {attr!r} (arch {spec!r}).")
+    model = fn()
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"The factory {spec!r} returned a {type(model).__name__}, not an nn.Module.")
+    return model
+
+
+def _first_conv_channels(model: nn.Module) -> int | None:
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return None if conv is None else int(conv.in_channels)
+
+
+def _factory_spec(model: nn.Module, mean: Sequence[float] | None, std: Sequence[float] | None,
+                  size: int | None) -> InputSpec:
+    channels = len(mean) if mean is not None else _first_conv_channels(model) or 3
+    if mean is None or std is None:
+        if channels != 3:
+            raise ValueError(
+                f"The model's first convolution takes {channels} channels; the ImageNet defaults "
+                f"are for 3. Give --mean and --std with {channels} values each."
+            )
+    return InputSpec(size=size or 224, channels=channels,
+                     mean=IMAGENET_MEAN if mean is None else mean,
+                     std=IMAGENET_STD if std is None else std,
+                     source="flags" if (mean or std or size) else "default (ImageNet)")
+
+
+def _override(spec: InputSpec, preset: dict[str, Any], mean: Sequence[float] | None,
+              std: Sequence[float] | None, size: int | None) -> InputSpec:
+    if mean is None and std is None and size is None:
+        return spec
+    if size is not None and size != spec.size:
+        preset["resize_size"] = math.floor(size / preset.get("crop_pct", 1.0) + 1e-9)
+    changes = {k: v for k, v in (("mean", mean), ("std", std), ("size", size)) if v is not None}
+    return dataclasses.replace(spec, **changes, source=f"{spec.source} + flags {sorted(changes)}")
+
+
+def _design(arch_name: str) -> dict[str, Any]:
+    for prefix, d in _KNOWN_DESIGNS:
+        if arch_name.startswith(prefix):
+            return {**d, "seed": None, "design": arch_name}
+    return {"bottleneck_act": "unknown", "expand_ratio": None, "shortcut": "unknown",
+            "seed": None, "design": arch_name}
+
+
+# --------------------------------------------------------------------------------------------
+# main entry
+
+
+def load_checkpoint(
+    spec: str | Path | None,
+    *,
+    arch: str | None = None,
+    input_spec: InputSpec | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    size: int | None = None,
+    allow_torchscript: bool = False,
+    seed: int = 0,
+) -> LoadedModel:
+    """Load a checkpoint safely (see module docstring) with its input spec.
+
+    Parameters
+    ----------
+    spec : str, path or None
+        A zoo name, a weights file, or (no file) an architecture string such as
+        ``"torchvision:mobilenet_v2"`` for seeded random weights.
+    arch : str, optional
+        Architecture of a bare state dict, one of :data:`ARCH_FORMS`. Not needed for zoo
+        names and for files with a zoo card beside them.
+    input_spec : InputSpec, optional
+        Replaces the preset entirely.
+    mean, std : sequence of float, optional
+        Override the preset's normalisation (one value per channel).
+    size : int, optional
+        Override the preset's input size.
+    allow_torchscript : bool
+        Accept TorchScript archives (they run code from the file).
+    seed : int
+        Seed for random weights (no file) and the random init that a state dict then replaces.
+
+    Returns
+    -------
+    LoadedModel
+
+    Raises
+    ------
+    ValueError
+        Unknown zoo name (lists the available ones), missing or unsafe file, bad ``arch``,
+        sha256 mismatch with the card, a state dict that does not fit (lists missing and
+        unexpected keys and shape mismatches).
+
+    Examples
+    --------
+    >>> lm = load_checkpoint("torchvision:mobilenet_v2")
+    >>> lm.input_spec.size, lm.input_spec.interpolation
+    (224, 'bilinear')
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        loaded = _load(spec, arch=arch, mean=mean, std=std, size=size,
+                       allow_torchscript=allow_torchscript)
+    if input_spec is not None:
+        loaded.input_spec = input_spec
+        loaded.preset["resize_size"] = math.floor(input_spec.size / loaded.preset.get("crop_pct", 1.0) + 1e-9)
+    loaded.model.eval()
+    return loaded
+
+
+def _load(spec: str | Path | None, *, arch: str | None, mean: Sequence[float] | None,
+          std: Sequence[float] | None, size: int | None, allow_torchscript: bool) -> LoadedModel:
+    if spec is None and arch is None:
+        raise ValueError("load_checkpoint needs a checkpoint (a zoo name or a weights file) or, for "
+                         f"random weights, an architecture ({ARCH_FORMS}).")
+    text = "" if spec is None else str(spec)
+    path = Path(text).expanduser() if text else None
+    is_file = path is not None and path.is_file()
+    if not is_file and text and (_checkpoint_dir() / f"{text}.json").is_file():
+        if arch not in (None, "zoo"):
+            raise ValueError(f"{text!r} is a zoo checkpoint; it takes no arch (got {arch!r}).")
+        card_path = _checkpoint_dir() / f"{text}.json"
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+        weights = _checkpoint_dir() / card.get("weights_file", f"{text}.safetensors")
+        loaded = _load_zoo(card, weights, card_path, source="zoo")
+        loaded.input_spec = _override(loaded.input_spec, loaded.preset, mean, std, size)
+        return loaded
+    if not is_file:
+        if text and ":" in text and arch is None and not text.lower().endswith(
+                SAFETENSORS_SUFFIXES + TORCH_SUFFIXES):
+            arch, path = text, None
+        elif text or arch is None:
+            zoo = [c["name"] for c in list_zoo()]
+            raise ValueError(
+                f"{text!r} is neither a zoo checkpoint nor an existing file. Available zoo "
+                f"checkpoints: {zoo}. Files must be .safetensors, .pt, .pth or .bin; for random "
+                f"weights give an architecture ({ARCH_FORMS})."
+            )
+    state: dict[str, torch.Tensor] | None = None
+    if path is not None:
+        path = path.resolve()
+        card_path = path.with_suffix(".json")
+        if arch in (None, "zoo") and card_path.is_file():
+            card = json.loads(card_path.read_text(encoding="utf-8"))
+            if _is_zoo_card(card):
+                loaded = _load_zoo(card, path, card_path, source=str(path))
+                loaded.input_spec = _override(loaded.input_spec, loaded.preset, mean, std, size)
+                return loaded
+        obj = read_weights(path, allow_torchscript=allow_torchscript)
+        if isinstance(obj, torch.jit.ScriptModule):
+            ts_spec = _factory_spec(obj, mean, std, size)
+            return LoadedModel(model=obj, name=path.stem, source=str(path), arch="torchscript",
+                               input_spec=ts_spec, design=_design("torchscript"),
+                               sha256=sha256_file(path),
+                               preset={"library": "flags", "resize_size": ts_spec.size, "crop_pct": 1.0})
+        state = obj
+        if arch is None:
+            raise ValueError(
+                f"{path} is a bare state dict without a zoo card ({card_path.name}) beside it; "
+                f"name its architecture with arch (CLI: --arch), one of {ARCH_FORMS}."
+            )
+    assert arch is not None
+    kind, name = _parse_arch(arch)
+    if kind == "zoo":
+        raise ValueError(f"arch 'zoo' needs a zoo card {path.with_suffix('.json') if path else ''} "
+                         f"beside the weights file, or a zoo name.")
+    if kind == "torchvision":
+        model, in_spec, preset = _torchvision(name, state)
+        arch_str = f"torchvision:{name}"
+    elif kind == "timm":
+        model, in_spec, preset = _timm(name, state)
+        arch_str = f"timm:{name}"
+    else:
+        model = _factory(name)
+        in_spec = _factory_spec(model, mean, std, size)
+        preset = {"library": "flags", "resize_size": in_spec.size, "crop_pct": 1.0}
+        arch_str = f"factory:{name}"
+        name = name.rpartition(":")[2]
+    class_names = preset.pop("class_names", None)
+    if kind != "factory":
+        in_spec = _override(in_spec, preset, mean, std, size)
+    if state is not None:
+        _load_into(model, state, path)  # type: ignore[arg-type]
+    return LoadedModel(
+        model=model.eval(),
+        name=path.stem if path is not None else arch_str,
+        source=str(path) if path is not None else f"{arch_str} (random weights)",
+        arch=arch_str, input_spec=in_spec,
+        design=_design(name if kind != "factory" else "unknown"),
+        sha256=sha256_file(path) if path is not None else None,
+        class_names=class_names, preset=preset,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# prediction sanity check
+
+
+def imagenet_class_names() -> list[str]:
+    """The 1,000 ImageNet-1k class names in index order, from torchvision's weights metadata
+    (shipped with torchvision, nothing downloaded)."""
+    import torchvision.models as tvm
+
+    return list(tvm.MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def load_images(image_paths: Sequence[str | Path], spec: InputSpec, *,
+                resize_size: int | None = None) -> torch.Tensor:
+    """Read image files and apply the evaluation transform of ``spec``.
+
+    Each image is converted to the model's channels (RGB or grayscale), its shorter side
+    resized to ``resize_size`` (default ``spec.size``) with ``spec.interpolation``
+    (antialiased), centre-cropped to ``spec.size``, scaled to [0, 1] and normalised with
+    ``spec.mean`` / ``spec.std`` — the same steps as torchvision's ``weights.transforms()`` and
+    timm's evaluation transform.
+
+    Returns
+    -------
+    Tensor of shape (n_images, spec.channels, spec.size, spec.size), float32.
+
+    Raises
+    ------
+    ValueError
+        Naming the file that is missing or not a readable image.
+    """
+    import torchvision.transforms.functional as TF
+    from PIL import Image, UnidentifiedImageError
+    from torchvision.transforms import InterpolationMode
+
+    if spec.channels not in (1, 3):
+        raise ValueError(f"Image files can feed 1- or 3-channel models; this one takes {spec.channels}.")
+    out = []
+    for p in image_paths:
+        try:
+            with Image.open(p) as img:
+                img = img.convert("RGB" if spec.channels == 3 else "L")
+        except (FileNotFoundError, IsADirectoryError) as e:
+            raise ValueError(f"Image file {p} does not exist.") from e
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+            raise ValueError(f"Cannot read image file {p}: {e}. Expected a PNG, JPEG or other "
+                             f"image format that PIL reads.") from e
+        img = TF.resize(img, resize_size or spec.size, interpolation=InterpolationMode(spec.interpolation),
+                        antialias=True)
+        img = TF.center_crop(img, spec.size)
+        out.append(TF.normalize(TF.to_tensor(img), spec.mean, spec.std))
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def predict(loaded: LoadedModel, image_paths: Sequence[str | Path], *,
+            topk: int = 5) -> list[list[tuple[str, float]]]:
+    """Top-``topk`` classes with softmax probabilities for each image file.
+
+    Class names: the model's own (zoo card, torchvision/timm ImageNet metadata) when they
+    match the number of outputs, else ImageNet names for 1,000 outputs, else the indices.
+
+    Returns
+    -------
+    list (one per image) of lists of (class name, probability), most probable first.
+    """
+    if not isinstance(topk, int) or topk < 1:
+        raise ValueError(f"The 'topk' parameter of predict must be an int >= 1. Got {topk!r} instead.")
+    if not image_paths:
+        raise ValueError("predict needs at least one image file.")
+    x = load_images(image_paths, loaded.input_spec, resize_size=loaded.preset.get("resize_size"))
+    model = loaded.model.eval()
+    logits = torch.cat([model(x[i:i + 32]) for i in range(0, len(x), 32)])
+    if logits.ndim != 2:
+        raise ValueError(f"predict needs a classifier with outputs of shape (N, classes); "
+                         f"{loaded.name} gives {tuple(logits.shape)}.")
+    n_out = logits.shape[1]
+    names = loaded.class_names
+    if names is None or len(names) != n_out:
+        names = imagenet_class_names() if n_out == 1000 else [str(i) for i in range(n_out)]
+    prob, idx = logits.float().softmax(1).topk(min(topk, n_out), dim=1)
+    return [[(names[j], float(p)) for p, j in zip(pr.tolist(), ix.tolist())] for pr, ix in zip(prob, idx)]
+
+
+def format_predictions(loaded: LoadedModel, image_paths: Sequence[str | Path],
+                       predictions: Sequence[Sequence[tuple[str, float]]]) -> str:
+    """Plain-text report of :func:`predict`: a header with the model and its input spec, then
+    the ranked classes of each image."""
+    s = loaded.input_spec
+    lines = [
+        f"model: {loaded.name} (arch {loaded.arch}; weights {loaded.source})",
+        f"input: {s.size} px, {s.channels} channel(s), mean {list(s.mean)}, std {list(s.std)}, "
+        f"{s.interpolation}, resize {loaded.preset.get('resize_size', s.size)} + centre crop "
+        f"(from {s.source})",
+    ]
+    for path, preds in zip(image_paths, predictions):
+        lines.append(f"{path}")
+        lines.extend(f"  {rank}. {prob:7.2%}  {name}" for rank, (name, prob) in enumerate(preds, 1))
+    return "\n".join(lines)

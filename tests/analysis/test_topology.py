@@ -1,0 +1,262 @@
+"""Topology metrics against manifolds with known Betti numbers.
+
+Noise levels are stated per test as the standard deviation of Gaussian noise per native
+coordinate, relative to the manifold's radius (unit circles and sphere; the torus has tube
+radius 1 and ring radius 2).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.spatial.distance import pdist
+
+from analysis.topology import (
+    TopologyResult,
+    betti_numbers,
+    cloud_scale,
+    diagram_distances,
+    persistence_entropy,
+    persistent_homology,
+    total_persistence,
+)
+from probes.manifolds import MANIFOLD_FACTS, MANIFOLDS, make_manifold
+
+
+def _betti(res: TopologyResult) -> tuple[int, ...]:
+    return tuple(int(res.metrics[f"betti{k}"]) for k in range(len(res.diagrams)))
+
+
+# --- known answers -------------------------------------------------------------------------
+
+
+def test_circle_has_one_loop():
+    # noise 0.05 (5 % of the radius)
+    res = persistent_homology(make_manifold("circle", 200, noise=0.05, seed=0))
+    assert _betti(res) == (1, 1)
+    # the loop of a unit circle dies when an inscribed equilateral triangle fills in (sqrt 3)
+    h1 = res.diagrams[1]
+    longest = h1[np.argmax(h1[:, 1] - h1[:, 0])]
+    assert longest[1] == pytest.approx(np.sqrt(3), rel=0.1)
+
+
+def test_two_circles_have_two_components_and_two_loops():
+    # noise 0.05
+    res = persistent_homology(make_manifold("two_circles", 400, noise=0.05, seed=0))
+    assert _betti(res) == (2, 2)
+
+
+def test_sphere_has_one_void():
+    # noise 0.05; greedy subsample of 150 points keeps H2 affordable
+    res = persistent_homology(make_manifold("sphere", 1000, noise=0.05, seed=0), maxdim=2, n_perm=150)
+    assert _betti(res) == MANIFOLD_FACTS["sphere"]["betti"] == (1, 0, 1)
+
+
+@pytest.mark.slow
+def test_torus_has_two_loops_and_one_void():
+    # noise 0.05 (5 % of the tube radius); ~5 s on two busy cores
+    res = persistent_homology(make_manifold("torus", 2000, noise=0.05, seed=0), maxdim=2, n_perm=300)
+    assert _betti(res) == MANIFOLD_FACTS["torus"]["betti"] == (1, 2, 1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_circle_betti_numbers_survive_noise_of_a_tenth_of_the_radius(seed):
+    # noise 0.10: noise bars stay below the 0.25 threshold, the loop stays far above it
+    res = persistent_homology(make_manifold("circle", 300, noise=0.1, seed=seed))
+    assert _betti(res) == (1, 1)
+    bars = np.sort(res.diagrams[1][:, 1] - res.diagrams[1][:, 0])
+    assert bars[-1] > 1.0 > 0.25 > bars[-2]
+
+
+def test_noise_moves_the_diagram_no_more_than_stability_allows():
+    # Rips stability: d_B <= 2 d_GH <= 2 max_i ||noise_i|| for paired points (noise 0.05)
+    clean = make_manifold("circle", 200, seed=3)
+    noisy = make_manifold("circle", 200, noise=0.05, seed=3)
+    bound = 2 * np.max(np.linalg.norm(noisy - clean, axis=1))
+    ref = persistent_homology(clean, normalize=None)
+    res = persistent_homology(noisy, normalize=None, reference=ref)
+    assert 0 < res.metrics["bottleneck_to_input_h1"] <= bound
+
+
+def test_orthogonal_embedding_and_scaling_leave_normalised_diagrams_unchanged():
+    flat = make_manifold("circle", 150, noise=0.05, seed=4)
+    high = 3.0 * make_manifold("circle", 150, noise=0.05, seed=4, ambient_dim=64)
+    a = persistent_homology(flat)
+    b = persistent_homology(high, reference=a)
+    assert b.scale == pytest.approx(3 * a.scale)
+    assert b.metrics["bottleneck_to_input_h1"] < 1e-5
+    for da, db in zip(a.diagrams, b.diagrams):
+        np.testing.assert_allclose(np.sort(db, axis=0), np.sort(da, axis=0), rtol=1e-5, atol=1e-6)
+
+
+def test_different_topology_is_far_from_the_reference():
+    ref = persistent_homology(make_manifold("circle", 200, noise=0.05))
+    same = persistent_homology(make_manifold("circle", 200, noise=0.05, seed=1), reference=ref)
+    other = persistent_homology(make_manifold("spiral", 200, noise=0.01), reference=ref)
+    assert same.metrics["bottleneck_to_input_h1"] < 0.1
+    # the circle's loop (length ~1.7) has to go to the diagonal: at least half of it
+    assert other.metrics["bottleneck_to_input_h1"] > 0.7
+    assert other.metrics["wasserstein_to_input_h1"] > same.metrics["wasserstein_to_input_h1"]
+
+
+# --- subsampling, scale and the threshold -------------------------------------------------
+
+
+def test_greedy_subsample_stays_within_twice_the_cover_radius():
+    x = make_manifold("circle", 250, noise=0.05, seed=5)
+    full = persistent_homology(x)
+    sub = persistent_homology(x, n_perm=60, reference=full)
+    assert len(sub.idx_perm) == 60 and len(np.unique(sub.idx_perm)) == 60
+    assert sub.cover_radius > 0
+    assert sub.threshold == pytest.approx(max(0.25, 2 * sub.cover_radius))
+    assert sub.metrics["bottleneck_to_input_h1"] <= 2 * sub.cover_radius
+    assert _betti(sub) == (1, 1)
+
+
+def test_n_perm_at_least_n_points_uses_every_point():
+    x = make_manifold("circle", 50, seed=6)
+    res = persistent_homology(x, n_perm=80)
+    np.testing.assert_array_equal(res.idx_perm, np.arange(50))
+    assert res.cover_radius == 0.0
+
+
+def test_scales_of_a_unit_circle():
+    x = make_manifold("circle", 2000, seed=7)
+    # rms distance to the centroid is the radius; the median chord subtends pi/2: sqrt 2
+    assert persistent_homology(x[:200]).scale == pytest.approx(1.0, rel=0.02)
+    assert cloud_scale(x) == pytest.approx(1.0, rel=0.01)
+    assert persistent_homology(x[:200], normalize="median").scale == pytest.approx(np.sqrt(2), rel=0.05)
+    assert persistent_homology(x[:200], normalize=None).scale == 1.0
+
+
+def test_infinite_h0_bar_is_counted_but_not_summed():
+    res = persistent_homology(make_manifold("circle", 100, noise=0.05, seed=8))
+    assert np.sum(np.isinf(res.diagrams[0][:, 1])) == 1
+    assert np.all(np.isfinite(res.diagrams[1]))
+    assert res.metrics["betti0"] == 1.0
+
+
+def test_degenerate_cloud_is_a_single_point():
+    res = persistent_homology(np.ones((20, 5)))
+    assert res.scale == 0.0
+    assert _betti(res) == (1, 0)
+    assert res.metrics["total_persistence_h1"] == 0.0
+    assert np.isnan(res.metrics["persistence_entropy_h1"])
+    assert res.reasons == {"persistence_entropy_h1": "no H1 bar with positive persistence"}
+
+
+def test_single_point_and_few_points_in_many_channels():
+    assert _betti(persistent_homology(np.zeros((1, 3)))) == (1, 0)
+    res = persistent_homology(np.random.default_rng(0).normal(size=(10, 64)), maxdim=2)
+    assert len(res.diagrams) == 3 and "betti2" in res.metrics
+
+
+def test_results_are_deterministic():
+    x = make_manifold("two_circles", 300, noise=0.05, seed=9)
+    a, b = persistent_homology(x, n_perm=100), persistent_homology(x, n_perm=100)
+    assert a.metrics == b.metrics
+    np.testing.assert_array_equal(a.idx_perm, b.idx_perm)
+
+
+# --- the small functions ------------------------------------------------------------------
+
+
+def test_betti_numbers_count_bars_above_threshold_including_infinite_ones():
+    dgms = [np.array([[0.0, np.inf], [0.0, 0.3], [0.0, 0.1]]), np.array([[0.2, 0.5], [0.4, 0.5]])]
+    assert betti_numbers(dgms, 0.25) == [2, 1]
+    assert betti_numbers(dgms, 0.0) == [3, 2]
+
+
+def test_total_persistence_and_entropy_of_known_diagrams():
+    dgm = np.array([[0.0, 1.0], [0.5, 0.75], [0.0, np.inf]])
+    assert total_persistence(dgm) == 1.25
+    # p = (0.8, 0.2)
+    assert persistence_entropy(dgm) == pytest.approx(-(0.8 * np.log(0.8) + 0.2 * np.log(0.2)))
+    assert persistence_entropy(np.tile([[0.0, 2.0]], (4, 1))) == pytest.approx(np.log(4))
+    assert np.isnan(persistence_entropy(np.zeros((0, 2))))
+    assert total_persistence(np.zeros((0, 2))) == 0.0
+
+
+def test_diagram_distances_of_known_diagrams():
+    a = np.array([[0.0, 1.0]])
+    b = np.array([[0.0, 1.2]])
+    d = diagram_distances(a, b)
+    assert d["bottleneck"] == pytest.approx(0.2)
+    assert d["wasserstein"] == pytest.approx(0.2)
+    empty = diagram_distances(a, np.zeros((0, 2)))
+    assert empty["bottleneck"] == pytest.approx(0.5)
+    assert empty["wasserstein"] == pytest.approx(1 / np.sqrt(2))
+    # infinite bars are ignored
+    assert diagram_distances(np.array([[0.0, np.inf], [0.0, 1.0]]), a)["bottleneck"] == 0.0
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+
+def test_rejects_non_finite_points():
+    x = make_manifold("circle", 10)
+    x[3, 1] = np.nan
+    with pytest.raises(ValueError, match=r"'points' parameter of persistent_homology must be finite. Got 1 point"):
+        persistent_homology(x)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"maxdim": 0}, r"'maxdim' parameter of persistent_homology must be an int >= 1. Got 0"),
+        ({"n_perm": 0}, r"'n_perm' parameter of persistent_homology must be an int >= 1. Got 0"),
+        ({"normalize": "max"}, r"'normalize' parameter .* 'rms', 'median' or None. Got 'max'"),
+        ({"min_persistence": -1.0}, r"'min_persistence' parameter .* float >= 0. Got -1.0"),
+        ({"reference": np.zeros((3, 3))}, r"'reference' parameter .* shape \(n_bars, 2\). Got shape \(3, 3\)"),
+    ],
+)
+def test_rejects_bad_parameters(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        persistent_homology(make_manifold("circle", 10), **kwargs)
+
+
+@pytest.mark.parametrize("points", [np.zeros(5), np.zeros((0, 3)), np.zeros((4, 0))])
+def test_rejects_bad_shapes(points):
+    with pytest.raises(ValueError, match=r"shape \(n_points, n_channels\)"):
+        persistent_homology(points)
+
+
+# --- the manifold generators --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", MANIFOLDS)
+def test_make_manifold_shapes_and_determinism(name):
+    x = make_manifold(name, 50, noise=0.01, seed=1)
+    assert x.shape == (50, MANIFOLD_FACTS[name]["native_dim"])
+    np.testing.assert_array_equal(x, make_manifold(name, 50, noise=0.01, seed=1))
+    assert not np.array_equal(x, make_manifold(name, 50, noise=0.01, seed=2))
+
+
+@pytest.mark.parametrize("name", ["circle", "torus"])
+def test_make_manifold_embedding_is_an_isometry(name):
+    flat = make_manifold(name, 40, noise=0.02, seed=3)
+    high = make_manifold(name, 40, noise=0.02, seed=3, ambient_dim=32)
+    assert high.shape == (40, 32)
+    np.testing.assert_allclose(pdist(high), pdist(flat), rtol=1e-10)
+
+
+def test_make_manifold_points_lie_on_the_manifold():
+    np.testing.assert_allclose(np.linalg.norm(make_manifold("sphere", 30), axis=1), 1.0)
+    t = make_manifold("torus", 30)
+    ring = np.hypot(t[:, 0], t[:, 1])
+    np.testing.assert_allclose((ring - 2.0) ** 2 + t[:, 2] ** 2, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"name": "klein"}, r"'name' parameter of make_manifold must be one of \['circle'"),
+        ({"n": 0}, r"'n' parameter of make_manifold must be an int >= 1. Got 0"),
+        ({"noise": -0.1}, r"'noise' parameter .* >= 0. Got -0.1"),
+        ({"ambient_dim": 1}, r"'ambient_dim' parameter .* int >= 2 \(the native dimension of 'circle'\). Got 1"),
+    ],
+)
+def test_make_manifold_rejects_bad_parameters(kwargs, match):
+    args = {"name": "circle", "n": 10, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        make_manifold(args.pop("name"), args.pop("n"), **args)
