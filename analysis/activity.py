@@ -88,6 +88,13 @@ def _not_applicable(activation: str) -> str:
     return f"not applicable: {kind} output has no flat region"
 
 
+def _unsupported(activation: str) -> str:
+    return (
+        "not available: activity metrics need a relu, relu6 or hswish output; "
+        f"this point's activation is {activation!r}"
+    )
+
+
 def active_mask(pre: ArrayLike, activation: str) -> NDArray[np.bool_]:
     """Which units are in the activation's non-flat region, from the pre-activation ``z``.
 
@@ -242,13 +249,19 @@ def active_set_solve(
     n_uniq = uniq.shape[0]
     members = np.split(np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse))[:-1])
     k = uniq.sum(axis=1)
+    uniq_f = uniq.astype(np.float64)
     clear_cond = max(1e-8, (10.0 * rtol) ** 2) if rtol is not None else 1e-8
     rank_u = np.zeros(n_uniq, dtype=np.int64)
-    chunk = max(1, _CHUNK_ENTRIES // (h * d))
-    for start in range(0, n_uniq, chunk):
-        stack = uniq[start : start + chunk, :, None] * W[None]  # zero rows: same rank and lstsq
-        ids = np.arange(start, start + stack.shape[0])
-        G = np.swapaxes(stack, 1, 2) @ W  # (u, in, in)
+    # G_u = W[A_u]^T W[A_u] = sum_j m_uj w_j w_j^T: one GEMM of the masks with the outer
+    # products w_j w_j^T, in chunks of units (rows of W) and of active sets.
+    step = max(1, _CHUNK_ENTRIES // (d * d))
+    for start in range(0, n_uniq, step):
+        ids = np.arange(start, min(start + step, n_uniq))
+        G = np.zeros((ids.size, d * d))
+        for j0 in range(0, h, step):
+            Wj = W[j0 : j0 + step]
+            G += uniq_f[ids, j0 : j0 + step] @ (Wj[:, :, None] * Wj[:, None, :]).reshape(-1, d * d)
+        G = G.reshape(-1, d, d)
         ev = np.linalg.eigvalsh(G)
         clear = (k[ids] >= d) & (ev[:, -1] > 0) & (ev[:, 0] > clear_cond * ev[:, -1])
         rank_u[ids[clear]] = d
@@ -256,22 +269,21 @@ def active_set_solve(
             for j, G_inv in zip(np.flatnonzero(clear), np.linalg.inv(G[clear])):
                 pts = members[ids[j]]
                 sol[pts] = B[pts] @ G_inv.T
-        hard = np.flatnonzero(~clear)
-        if hard.size == 0:
-            continue
-        factor = rtol if rtol is not None else np.maximum(k[ids[hard]], d) * np.finfo(np.float64).eps
-        if R is None:
-            S = np.linalg.svd(stack[hard], compute_uv=False)
-        else:
-            U, S, Vt = np.linalg.svd(stack[hard], full_matrices=False)
-        keep = S > S[:, :1] * np.reshape(factor, (-1, 1))
-        rank_u[ids[hard]] = keep.sum(axis=1)
-        if R is not None:
-            inv_s = np.where(keep, 1.0 / np.where(keep, S, 1.0), 0.0)
-            for j in range(hard.size):
-                pts = members[ids[hard[j]]]
-                pinv = (Vt[j].T * inv_s[j]) @ U[j].T  # (in, hidden)
-                sol[pts] = R[pts] @ pinv.T
+        for j in np.flatnonzero(~clear):  # exact rule by SVD, one active set at a time
+            A = W[uniq[ids[j]]]
+            if A.shape[0] == 0:
+                continue  # no active row: rank 0, solution 0
+            factor = rtol if rtol is not None else max(A.shape[0], d) * np.finfo(np.float64).eps
+            if R is None:
+                S = np.linalg.svd(A, compute_uv=False)
+            else:
+                U, S, Vt = np.linalg.svd(A, full_matrices=False)
+            keep = S > S[0] * factor
+            rank_u[ids[j]] = int(keep.sum())
+            if R is not None:
+                pts = members[ids[j]]
+                coef = (R[pts][:, uniq[ids[j]]] @ U[:, keep]) / S[keep]
+                sol[pts] = coef @ Vt[keep]
     rank = rank_u[inverse]
     return rank, sol
 
@@ -343,11 +355,13 @@ def lemma2_invertible_fraction(
 ) -> MetricValue:
     """Fraction of points for which :func:`lemma2_invertible` holds, as a metric value.
 
-    NaN with a reason for a linear / leaky-ReLU activation, no points, or non-finite inputs.
+    NaN with a reason for a linear / leaky-ReLU activation (or a kind other than
+    relu / relu6 / hswish), no points, or non-finite inputs.
     """
-    _check_activation(activation, "lemma2_invertible_fraction")
     if activation in _NO_FLAT_REGION:
         return MetricValue(math.nan, _not_applicable(activation))
+    if activation not in ACTIVATIONS:
+        return MetricValue(math.nan, _unsupported(activation))
     X = np.asarray(inputs, dtype=np.float64)
     if X.ndim == 2 and X.shape[0] == 0:
         return MetricValue(math.nan, "too few points: 0")
@@ -394,9 +408,11 @@ def activity_metrics(
         Number of points the counts were taken over.
     histogram : array-like of shape (C + 1,)
         ``histogram[k]`` = number of points with exactly k active channels; sums to n_points.
-    activation : {"relu", "relu6", "hswish", "leaky_relu", "linear"}
-        The activation at this point. For ``linear`` and ``leaky_relu`` every metric is NaN
-        with reason "not applicable: ... output has no flat region".
+    activation : str
+        The activation at this point: ``relu``, ``relu6`` or ``hswish``. For ``linear`` and
+        ``leaky_relu`` every metric is NaN with reason "not applicable: ... output has no flat
+        region"; for any other kind (``silu``, ``gelu`` ... of third-party networks) NaN with
+        reason "not available: ...".
     saturated_counts : array-like of shape (C,), optional
         Per channel, the number of points at the upper flat region (ReLU6: y = 6).
     threshold : int, optional
@@ -416,7 +432,6 @@ def activity_metrics(
     metrics : dict of str to MetricValue
         Keys :data:`ACTIVITY_METRICS`.
     """
-    _check_activation(activation, "activity_metrics")
     if isinstance(rare_rate, bool) or not isinstance(rare_rate, numbers.Real) or not 0 < rare_rate < 1:
         raise ValueError(
             f"The 'rare_rate' parameter of activity_metrics must be a float in (0, 1). "
@@ -440,6 +455,8 @@ def activity_metrics(
         )
     if activation in _NO_FLAT_REGION:
         return undefined(ACTIVITY_METRICS, _not_applicable(activation))
+    if activation not in ACTIVATIONS:
+        return undefined(ACTIVITY_METRICS, _unsupported(activation))
     if n_points < 1:
         return undefined(ACTIVITY_METRICS, f"too few points: {n_points}")
     for name, arr in (("active counts", a), ("histogram", hist), ("saturated counts", sat)):

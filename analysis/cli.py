@@ -34,6 +34,12 @@ def _write_table(df: "object", out: str) -> None:
     print(f"wrote {out}", file=sys.stderr)
 
 
+def _check_out(out: str | None) -> None:
+    """Fail before any work when the output suffix is not one we can write."""
+    if out is not None and Path(out).suffix.lower() not in (".parquet", ".csv"):
+        raise _UserError(f"output file {out!r} must end in .parquet or .csv")
+
+
 def _cmd_zoo(args: argparse.Namespace) -> int:
     import pandas as pd
 
@@ -69,6 +75,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_probe(args: argparse.Namespace) -> int:
+    _check_out(args.out)
     from analysis.study import StudyConfig, run_study
 
     config = StudyConfig(
@@ -91,6 +98,10 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
 def _cmd_spiral(args: argparse.Namespace) -> int:
     from analysis.spiral import run_spiral, spiral_figure
+
+    _check_out(args.out)
+    if args.figure and Path(args.figure).suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise _UserError(f"figure file {args.figure!r} must end in .png, .svg or .pdf")
 
     table, recon = run_spiral(tuple(args.dims), activation=args.activation, seeds=tuple(args.seeds))
     if args.out:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import re
 import textwrap
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -297,6 +297,8 @@ def _reasons(rows: pd.DataFrame) -> str:
 
 def _seed_note(n: pd.Series) -> str:
     lo, hi = int(n.min()), int(n.max())
+    if hi <= 1:
+        return "One seed per line: no spread over seeds"
     count = f"n = {lo}" if lo == hi else f"n = {lo}\u2013{hi}"
     return f"Mean \u00b1 std over seeds ({count})"
 
@@ -410,9 +412,10 @@ def depth_curve(
 
     with the band drawn from ``mean - std`` to ``mean + std`` (zero width for one seed, whose
     std is NaN in the data), clipped to the metric's range ([0, 1] for fractions and CKA,
-    >= 0 for metrics with no negative value) so it never shows impossible values. Non-finite values are skipped; a design whose values are all
-    missing is named, with its ``reason``, in the subtitle; if no value is finite the chart is a
-    :func:`message_chart` "not applicable: <reason>".
+    >= 0 for metrics with no negative value) so it never shows impossible values. Non-finite
+    values are skipped; a design whose values are all missing is named, with its ``reason``, in
+    the subtitle; if no value is finite the chart is a :func:`message_chart`
+    "not applicable: <reason>"; if the stage has no rows at all, one that says so.
 
     Parameters
     ----------
@@ -914,7 +917,7 @@ def accuracy_chart(
         base = alt.Chart(a).encode(y=y, color=color)
         err = base.mark_rule(strokeWidth=2).encode(
             x=alt.X("lo:Q", title=x_title, scale=scale), x2="hi:Q")
-        tick = base.mark_tick(thickness=4, size=22).encode(
+        tick = base.mark_tick(thickness=4, size=22, opacity=1).encode(
             x=alt.X("mean:Q", title=x_title, scale=scale), tooltip=tooltip)
         seeds = alt.Chart(d).mark_point(size=50, filled=False, strokeWidth=1.5, opacity=0.9).encode(
             x=alt.X("value:Q", title=x_title, scale=scale), y=y, color=color,

@@ -160,7 +160,7 @@ class CheckpointSpec:
     size: int | None = None
     gray_to_rgb: bool | None = None
     sha256: str | None = None
-    card: dict[str, Any] | None = dataclasses.field(default=None, compare=False, hash=False)
+    card: dict[str, Any] | None = dataclasses.field(default=None, compare=False, hash=False, repr=False)
 
     @property
     def trained_on(self) -> str | None:
@@ -325,9 +325,20 @@ def _resolve_checkpoints(ck: _Checker, table: dict[str, Any], base: Path) -> tup
             from probes.loading import ARCH_FORMS, _parse_arch
 
             try:
-                _parse_arch(arch)
+                kind, arch_name = _parse_arch(arch)
             except ValueError:
                 raise ck.fail(f"{key}.arch", f"an architecture, one of {ARCH_FORMS}", arch) from None
+            if kind == "torchvision":
+                import torchvision.models as tvm
+
+                if arch_name not in tvm.list_models():
+                    raise ck.fail(f"{key}.arch", "a torchvision model name (torchvision.models.list_models())",
+                                  arch)
+            elif kind == "timm":
+                import timm
+
+                if not timm.is_model(arch_name):
+                    raise ck.fail(f"{key}.arch", "a timm model name (timm.list_models())", arch)
         mean = ck.float_list(f"{key}.mean", entry["mean"]) if "mean" in entry else None
         std = ck.float_list(f"{key}.std", entry["std"]) if "std" in entry else None
         size = ck.int_(f"{key}.size", entry["size"], 8) if "size" in entry else None
@@ -510,16 +521,16 @@ def load_config(path: str | Path) -> ReportConfig:
     table_stages = ck.str_list("tables.stages", tab.get("stages", list(depth_stages)), STAGE_ORDER)
     table_designs = ck.str_list("tables.designs", tab.get("designs", []))
 
-    sp = sec["spiral"]
-    spiral = None
-    if ck.bool_("spiral.enabled", sp.get("enabled", True)):
-        from probes.zoo import ACTIVATIONS
+    from probes.zoo import ACTIVATIONS
 
-        spiral = {
-            "dims": ck.int_list("spiral.dims", sp.get("dims", [2, 3, 5, 15, 30]), 2),
-            "activation": ck.choice("spiral.activation", sp.get("activation", "relu"), ACTIVATIONS),
-            "seeds": ck.int_list("spiral.seeds", sp.get("seeds", [0, 1, 2]), 0),
-        }
+    sp = sec["spiral"]
+    spiral: dict[str, Any] | None = {
+        "dims": ck.int_list("spiral.dims", sp.get("dims", [2, 3, 5, 15, 30]), 2),
+        "activation": ck.choice("spiral.activation", sp.get("activation", "relu"), ACTIVATIONS),
+        "seeds": ck.int_list("spiral.seeds", sp.get("seeds", [0, 1, 2]), 0),
+    }
+    if not ck.bool_("spiral.enabled", sp.get("enabled", True)):
+        spiral = None
 
     checkpoints, notes = _resolve_checkpoints(ck, sec["checkpoints"], base)
     return ReportConfig(
@@ -549,7 +560,8 @@ class Job:
 
 
 def _safe(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "x"
+    """A file-name part without dots (stems get suffixes appended with Path.with_suffix)."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "x"
 
 
 def plan_jobs(config: ReportConfig) -> tuple[list[Job], list[str]]:
@@ -585,9 +597,12 @@ def plan_jobs(config: ReportConfig) -> tuple[list[Job], list[str]]:
 def _run_job(job: Job) -> dict[str, Any]:
     """Run one job (in a worker); return its result or its error, never raise.
 
-    torch runs on one thread while the job runs: the numbers then do not depend on the executor.
+    torch and the BLAS/OpenMP pools (numpy, scipy, scikit-learn) run on one thread while the
+    job runs: the numbers then do not depend on the executor, and parallel jobs do not
+    oversubscribe the cores (multi-threaded BLAS on small matrices is several times slower).
     """
     import torch
+    from threadpoolctl import threadpool_limits
 
     from analysis.study import run_study
 
@@ -596,8 +611,9 @@ def _run_job(job: Job) -> dict[str, Any]:
     try:
         torch.set_num_threads(1)
         c = job.checkpoint
-        result = run_study(c.spec, job.study, arch=c.arch, mean=c.mean, std=c.std, size=c.size,
-                           progress=False, device="cpu")
+        with threadpool_limits(limits=1):
+            result = run_study(c.spec, job.study, arch=c.arch, mean=c.mean, std=c.std, size=c.size,
+                               progress=False, device="cpu")
         return {"status": "ok", "metrics": result.metrics, "details": result.details,
                 "meta": result.meta, "seconds": time.perf_counter() - t0}
     except Exception as exc:  # noqa: BLE001 - a failing job is reported, the others go on
@@ -613,26 +629,40 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _execute(jobs: Sequence[Job], *, scheduler: str | None, workers: int | None
+def _connect(scheduler: str) -> Any:
+    """A ``dask.distributed.Client`` for ``scheduler``; ValueError when it cannot connect."""
+    from dask.distributed import Client
+
+    try:
+        return Client(scheduler, timeout="20s")
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ValueError(f"Cannot connect to the Dask scheduler at {scheduler!r}: {exc}") from None
+
+
+def _failure(exc: BaseException) -> dict[str, Any]:
+    return {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "seconds": 0.0}
+
+
+def _execute(jobs: Sequence[Job], *, client: Any = None, workers: int | None = None
              ) -> Iterator[tuple[Job, dict[str, Any]]]:
-    """Yield ``(job, outcome)`` as jobs finish, on the chosen executor."""
+    """Yield ``(job, outcome)`` as jobs finish: on a Dask ``client``, in local spawned processes,
+    or in this process (one worker)."""
     if not jobs:
         return
-    if scheduler is not None:
-        from dask.distributed import Client, as_completed
+    if client is not None:
+        from dask.distributed import as_completed
 
-        client = Client(scheduler)
+        futures = {client.submit(_run_job, job, pure=False, key=f"bnprobe-{job.job_id}"): job
+                   for job in jobs}
         try:
-            futures = {client.submit(_run_job, job, pure=False, key=f"bnprobe-{job.job_id}"): job
-                       for job in jobs}
             for fut in as_completed(futures):
                 try:
                     outcome = fut.result()
                 except Exception as exc:  # noqa: BLE001 - worker lost, deserialisation ...
-                    outcome = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "seconds": 0.0}
+                    outcome = _failure(exc)
                 yield futures[fut], outcome
         finally:
-            client.close()
+            client.cancel(list(futures))
         return
     n = min(len(jobs), workers or os.cpu_count() or 1)
     if n <= 1:
@@ -650,10 +680,12 @@ def _execute(jobs: Sequence[Job], *, scheduler: str | None, workers: int | None
             try:
                 outcome = fut.result()
             except Exception as exc:  # noqa: BLE001 - a crashed worker (BrokenProcessPool)
-                outcome = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "seconds": 0.0}
+                outcome = _failure(exc)
             yield futures[fut], outcome
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def _job_done(stem: Path) -> bool:
@@ -716,7 +748,9 @@ def metrics_table(df: pd.DataFrame, *, metrics: Sequence[str], stages: Sequence[
     dorder = {d: i for i, d in enumerate(list(designs) or _design_order(agg["design"]))}
     agg["_k"] = [(order[(s, m)], dorder.get(d, len(dorder))) for s, m, d in
                  zip(agg["stage"], agg["metric"], agg["design"])]
-    return agg.sort_values("_k", kind="stable").drop(columns="_k").reset_index(drop=True)[cols]
+    out = agg.sort_values("_k", kind="stable").drop(columns="_k").reset_index(drop=True)[cols]
+    out.attrs["designs"] = sorted(set(out["design"]), key=lambda d: dorder.get(d, len(dorder)))
+    return out
 
 
 def accuracy_table(cards: pd.DataFrame) -> pd.DataFrame:
@@ -730,7 +764,9 @@ def accuracy_table(cards: pd.DataFrame) -> pd.DataFrame:
     agg = agg.rename(columns={"dataset": "stage"}).assign(metric="test_accuracy")
     dorder = {d: i for i, d in enumerate(_design_order(agg["design"]))}
     agg["_k"] = agg["design"].map(dorder)
-    return agg.sort_values(["stage", "_k"], kind="stable").drop(columns="_k").reset_index(drop=True)[cols]
+    out = agg.sort_values(["stage", "_k"], kind="stable").drop(columns="_k").reset_index(drop=True)[cols]
+    out.attrs["designs"] = list(dorder)
+    return out
 
 
 def _decimals(means: Sequence[float]) -> int:
@@ -747,9 +783,9 @@ def _latex_escape(text: str) -> str:
     return "".join(repl.get(ch, ch) for ch in str(text))
 
 
-def _table_rows(summary: pd.DataFrame, row_title: str) -> tuple[list[str], list[tuple[str, str, list[tuple[str, bool]]]]]:
+def _table_rows(summary: pd.DataFrame) -> tuple[list[str], list[tuple[str, str, list[tuple[str, bool]]]]]:
     """Designs (columns) and rows of formatted cells ``(text, is_best)`` (plain text, +- sign)."""
-    designs = list(dict.fromkeys(summary["design"]))
+    designs = list(summary.attrs.get("designs") or _design_order(summary["design"]))
     rows = []
     for (stage, metric), part in summary.groupby(["stage", "metric"], sort=False):
         cells = {d: (m, s, n) for d, m, s, n in zip(part["design"], part["mean"], part["std"], part["n"])}
@@ -784,7 +820,7 @@ def table_to_latex(summary: pd.DataFrame, *, row_title: str = "Stage", caption: 
         lines += [f"% {line}" for line in caption.splitlines()]
     if summary.empty:
         return "\n".join(lines + ["% (no values)"]) + "\n"
-    designs, rows = _table_rows(summary, row_title)
+    designs, rows = _table_rows(summary)
     lines.append("\\begin{tabular}{ll" + "c" * len(designs) + "}")
     lines.append("\\toprule")
     lines.append(" & ".join([_latex_escape(row_title), "Metric", *(_latex_escape(d) for d in designs)]) + " \\\\")
@@ -810,7 +846,7 @@ def table_to_markdown(summary: pd.DataFrame, *, row_title: str = "Stage") -> str
     """The same table as :func:`table_to_latex` in Markdown (best value per row in bold)."""
     if summary.empty:
         return "_(no values)_\n"
-    designs, rows = _table_rows(summary, row_title)
+    designs, rows = _table_rows(summary)
     lines = ["| " + " | ".join([row_title, "Metric", *designs]) + " |",
              "|" + "---|" * (2 + len(designs))]
     for stage, metric, cells in rows:
@@ -893,7 +929,7 @@ def report_figures(metrics: pd.DataFrame, details: dict[str, dict[str, dict[str,
         index = (metrics[["checkpoint", "design", "dataset", "seed"]].drop_duplicates()
                  .assign(seed=lambda d: pd.to_numeric(d["seed"], errors="coerce"))
                  .sort_values(["dataset", "design", "seed", "checkpoint"], na_position="last"))
-        job_of = {(str(r.checkpoint), str(r.dataset)): jid for jid, r in _job_keys(metrics).items()}
+        job_of = {key: jid for jid, key in _job_keys(metrics).items()}
         for ds in sorted(index["dataset"].astype(str).unique()):
             rows = index[index["dataset"].astype(str) == ds]
             for point in config.diagram_points:
@@ -924,13 +960,13 @@ def _job_keys(metrics: pd.DataFrame) -> dict[str, Any]:
     if "_job" not in metrics.columns:
         return {}
     keys = metrics[["_job", "checkpoint", "dataset"]].drop_duplicates("_job")
-    return {str(r._job): r for r in keys.itertuples(index=False)}
+    return {str(j): (str(c), str(d)) for j, c, d in zip(keys["_job"], keys["checkpoint"], keys["dataset"])}
 
 
 def _save_figure(chart: Any, stem: Path, formats: Sequence[str]) -> list[Path]:
     from analysis.figures import save_chart
 
-    return [save_chart(chart, stem.with_suffix(f".{fmt}")) for fmt in formats]
+    return [save_chart(chart, stem.parent / f"{stem.name}.{fmt}") for fmt in formats]
 
 
 # ============================================================================================
@@ -996,7 +1032,8 @@ body{font-family:system-ui,-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;m
 margin:2em auto;padding:0 1.5em;color:#1d1d1d;line-height:1.45}
 h1{font-size:1.7em;border-bottom:2px solid #0072B2;padding-bottom:.2em}
 h2{font-size:1.3em;margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.15em}
-figure{margin:1.2em 0 2em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}
+figure{margin:1.2em 0 2em 0}figure img{max-width:100%;height:auto}
+.grid{display:grid;gap:0 1.5em}.grid figure img{width:100%}
 figcaption{font-size:.92em;color:#444;margin-top:.35em}
 table{border-collapse:collapse;margin:.6em 0 1.4em 0;font-size:.92em}
 th,td{border-top:1px solid #ccc;border-bottom:1px solid #ccc;padding:.25em .7em;text-align:left}
@@ -1004,6 +1041,9 @@ thead th{border-bottom:2px solid #333}code{background:#f4f4f4;padding:0 .2em;bor
 .failed{color:#D55E00;font-weight:600}.note{color:#555}
 pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:.85em}
 """
+
+
+_SVG_INLINE_MAX = 1_000_000
 
 
 class _Doc:
@@ -1029,8 +1069,9 @@ class _Doc:
     def code(self, text: str) -> None:
         self.blocks.append(("code", text))
 
-    def figure(self, files: dict[str, Path], caption: str) -> None:
-        self.blocks.append(("figure", (files, caption)))
+    def figures(self, figures: Sequence[tuple[dict[str, Path], str]], *, columns: int = 1) -> None:
+        """Figures ``(files by format, caption)``; HTML lays them out in ``columns`` columns."""
+        self.blocks.append(("figures", (list(figures), columns)))
 
     def markdown(self) -> str:
         out = []
@@ -1045,13 +1086,13 @@ class _Doc:
                 out.append(val)
             elif kind == "code":
                 out.append(f"```\n{val}\n```\n")
-            elif kind == "figure":
-                files, caption = val
-                show = files.get("png") or files.get("svg")
-                links = ", ".join(f"[{fmt.upper()}]({p.relative_to(self.out).as_posix()})"
-                                  for fmt, p in files.items())
-                out.append(f"![{caption}]({show.relative_to(self.out).as_posix()})\n\n"
-                           f"*{caption}* ({links})\n")
+            elif kind == "figures":
+                for files, caption in val[0]:
+                    show = files.get("png") or files.get("svg")
+                    links = ", ".join(f"[{fmt.upper()}]({p.relative_to(self.out).as_posix()})"
+                                      for fmt, p in files.items())
+                    out.append(f"![{caption}]({show.relative_to(self.out).as_posix()})\n\n"
+                               f"*{caption}* ({links})\n")
         return "\n".join(out)
 
     def html(self, title: str) -> str:
@@ -1071,14 +1112,23 @@ class _Doc:
                 parts.append(_html_table(val))
             elif kind == "code":
                 parts.append(f"<pre>{html.escape(val)}</pre>")
-            elif kind == "figure":
-                files, caption = val
-                if "svg" in files:
-                    src = "data:image/svg+xml;base64," + base64.b64encode(files["svg"].read_bytes()).decode()
+            elif kind == "figures":
+                figs, columns = val
+                items = []
+                for files, caption in figs:
+                    # Vector SVG unless it is heavy (dense scatter plots), then the 2x PNG.
+                    svg = files.get("svg")
+                    if svg is not None and (svg.stat().st_size <= _SVG_INLINE_MAX or "png" not in files):
+                        src = "data:image/svg+xml;base64," + base64.b64encode(svg.read_bytes()).decode()
+                    else:
+                        src = "data:image/png;base64," + base64.b64encode(files["png"].read_bytes()).decode()
+                    items.append(f"<figure><img src=\"{src}\" alt=\"{html.escape(caption)}\">"
+                                 f"<figcaption>{_inline(caption)}</figcaption></figure>")
+                if columns > 1 and len(items) > 1:
+                    parts.append(f'<div class="grid" style="grid-template-columns:repeat({columns},1fr)">'
+                                 + "".join(items) + "</div>")
                 else:
-                    src = "data:image/png;base64," + base64.b64encode(files["png"].read_bytes()).decode()
-                parts.append(f"<figure><img src=\"{src}\" alt=\"{html.escape(caption)}\">"
-                             f"<figcaption>{_inline(caption)}</figcaption></figure>")
+                    parts.extend(items)
         parts.append("</body></html>\n")
         return "\n".join(parts)
 
@@ -1122,10 +1172,6 @@ def run_report(config_path: str | Path, out_dir: str | Path, *, scheduler: str |
     ValueError
         Bad config or arguments, before any work starts.
     """
-    from tqdm.auto import tqdm
-
-    from analysis.study import SCHEMA_COLUMNS, StudyResult, write_table
-
     t_start = time.perf_counter()
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise ValueError(f"The 'workers' parameter of run_report must be an int >= 1. Got {workers!r} instead.")
@@ -1140,6 +1186,21 @@ def run_report(config_path: str | Path, out_dir: str | Path, *, scheduler: str |
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"The output folder {str(out)!r} exists and is not a folder.")
+    client = _connect(scheduler) if scheduler is not None else None
+    try:
+        return _report(config, jobs, plan_notes, out, client=client, scheduler=scheduler,
+                       workers=workers, progress=progress, t_start=t_start)
+    finally:
+        if client is not None:
+            client.close()
+
+
+def _report(config: ReportConfig, jobs: list[Job], plan_notes: list[str], out: Path, *, client: Any,
+            scheduler: str | None, workers: int | None, progress: bool, t_start: float) -> int:
+    from tqdm.auto import tqdm
+
+    from analysis.study import SCHEMA_COLUMNS, StudyResult, write_table
+
     jobs_dir = out / "jobs"
     jobs_dir.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(out)
@@ -1154,7 +1215,7 @@ def run_report(config_path: str | Path, out_dir: str | Path, *, scheduler: str |
     bar = tqdm(total=len(jobs), initial=len(cached), desc="jobs", unit="job", disable=not progress,
                file=sys.stderr)
     try:
-        for job, outcome in _execute(pending, scheduler=scheduler, workers=workers):
+        for job, outcome in _execute(pending, client=client, workers=workers):
             entry = {"job": job.job_id, "checkpoint": job.checkpoint.name, "dataset": job.dataset,
                      "status": outcome["status"], "seconds": round(float(outcome.get("seconds", 0.0)), 2)}
             if outcome["status"] == "ok":
@@ -1205,8 +1266,8 @@ def run_report(config_path: str | Path, out_dir: str | Path, *, scheduler: str |
     # ---------------------------------------------------------------- figures
     t_fig = time.perf_counter()
     cards = _cards_frame(config)
-    tagged = metrics.assign(_job=[j for j, f in zip([j.job_id for j in jobs if status[j.job_id]["status"] != "failed"],
-                                                    frames) for _ in range(len(f))]) if frames else metrics
+    tagged = (pd.concat([f.assign(_job=jid) for jid, f in zip(details, frames)], ignore_index=True)
+              if frames else metrics)
     try:
         charts, fig_notes = report_figures(tagged, details, cards, config)
     except Exception as exc:  # noqa: BLE001
@@ -1312,22 +1373,20 @@ def _build_doc(out: Path, config: ReportConfig, jobs: Sequence[Job], status: dic
         doc.items(notes, cls="note")
 
     sections = [
-        ("accuracy", "Accuracy per design", ("accuracy",)),
-        ("depth", "Metrics across depth", ("depth-",)),
-        ("positive", "Active channels after each ReLU (Fig. 7)", ("positive-",)),
-        ("spiral", "Spiral through ReLU (Fig. 1)", ("spiral",)),
-        ("diagram", "Persistence diagrams", ("diagram-",)),
+        ("accuracy", "Accuracy per design", 1),
+        ("depth-", "Metrics across depth", len(config.depth_stages)),
+        ("positive-", "Active channels after each ReLU (Fig. 7)", 1),
+        ("spiral", "Spiral through ReLU (Fig. 1)", 1),
+        ("diagram-", "Persistence diagrams", 1),
     ]
-    for _, heading, prefixes in sections:
-        stems = [s for s in written if any(s == p or (p.endswith("-") and s.startswith(p)) for p in prefixes)]
+    for prefix, heading, columns in sections:
+        stems = [s for s in written if s == prefix or (prefix.endswith("-") and s.startswith(prefix))]
         if not stems:
             continue
         doc.h(2, heading)
-        if heading.startswith("Accuracy") and tables and tables[0][0] == "accuracy":
+        if prefix == "accuracy" and tables and tables[0][0] == "accuracy":
             doc.table(tables[0][2])
-        for stem in stems:
-            files, caption = written[stem]
-            doc.figure(files, caption)
+        doc.figures([written[stem] for stem in stems], columns=min(columns, 2))
     metric_tables = [t for t in tables if t[0] != "accuracy"]
     if metric_tables:
         doc.h(2, "Tables")
@@ -1336,14 +1395,15 @@ def _build_doc(out: Path, config: ReportConfig, jobs: Sequence[Job], status: dic
             doc.p(f"**{name}** \u2014 {caption}")
             doc.table(md)
     doc.h(2, "Jobs")
-    rows = ["| checkpoint | dataset | status | seconds |", "|---|---|---|---|"]
+    rows = ["| checkpoint | design | seed | dataset | status | seconds |", "|---|---|---|---|---|---|"]
     for j in jobs:
         s = status[j.job_id]
         sec = s.get("seconds")
         sec_text = f"{sec:.1f}" if isinstance(sec, (int, float)) else (
             f"{sum(sec.values()):.1f}" if isinstance(sec, dict) else "")
-        rows.append(f"| {_md_escape(j.checkpoint.name)} | {_md_escape(Path(j.dataset).name)} | "
-                    f"{s['status']} | {sec_text} |")
+        card = j.checkpoint.card or {}
+        rows.append(f"| {_md_escape(j.checkpoint.name)} | {_md_escape(card.get('design', j.checkpoint.arch or ''))} | "
+                    f"{card.get('seed', '')} | {_md_escape(Path(j.dataset).name)} | {s['status']} | {sec_text} |")
     doc.table("\n".join(rows) + "\n")
     doc.h(2, "Files and provenance")
     git = provenance["git"]

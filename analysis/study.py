@@ -252,15 +252,13 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return df
 
 
-def load_inputs(dataset: str, *, split: str = "test", size: int = 32, n_images: int | None = None,
+def load_inputs(dataset: str, *, split: str = "test", size: int | None = None, n_images: int | None = None,
                 seed: int = 0) -> "ImageDataset":
     """The images for a study: a built-in name, ``natural`` or a user path (see probes.datasets)."""
     from probes.datasets import load_dataset
 
     if dataset == "natural":
-        from probes.natural import load_natural
-
-        return load_natural(n_images or 2000, size=size, seed=seed)
+        return load_dataset("natural", size=size, n=n_images, seed=seed)
     ds = load_dataset(dataset, split=split, size=size)
     if n_images is not None:
         ds = ds.head(n_images)
@@ -317,7 +315,7 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
     expand_maps = {b.index: (b.expand_conv, b.expand_bn) for b in blocks}
     rows: list[dict[str, Any]] = []
     details: dict[str, dict[str, np.ndarray]] = {}
-    input_diagrams: dict[int, list[np.ndarray]] = {}
+    input_topology: dict[int, Any] = {}
     bar = tqdm(list(points.values()), desc="metrics", disable=not progress, leave=False)
     for pt in bar:
         stats = probe_result.stats[pt.name]
@@ -326,6 +324,11 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
         res = stats.reservoir
         cloud = None if res is None or len(res) == 0 else np.asarray(res.values, dtype=np.float64)
         n_res = 0 if cloud is None else int(cloud.shape[0])
+        finite = cloud is not None and bool(np.all(np.isfinite(cloud)))
+        nonfinite = f"non-finite activations at {pt.name}"
+        if cloud is not None and not finite:
+            warnings.warn(f"{pt.name}: the reservoir holds NaN or Inf values; point-cloud metrics are NaN.",
+                          RuntimeWarning, stacklevel=2)
         inp_name = f"blocks.{pt.block}.input"
         paired = None
         if pt.stage != "input" and inp_name in points and cloud is not None:
@@ -355,11 +358,11 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
                 if folded is not None:
                     kw = {"weight": folded[0], "bias": folded[1], "inputs": paired[1]}
             if act is not None:
-                m = activity_metrics(act.active_counts, n_points=int(act.n_points), histogram=act.histogram,
-                                     activation=act.kind, saturated_counts=act.saturated_counts,
+                m = activity_metrics(act.active, n_points=int(act.n_points), histogram=act.histogram,
+                                     activation=act.kind, saturated_counts=act.saturated,
                                      threshold=pt.block_in, point=pt.name, **kw)
                 det["positive_hist"] = np.asarray(act.histogram, dtype=np.int64)
-                det["active_fraction"] = np.asarray(act.active_fraction(), dtype=np.float64)
+                det["active_fraction"] = np.asarray(act.active_fraction, dtype=np.float64)
                 vals.update({k: (v, int(act.n_points)) for k, v in m.items()})
             else:
                 m = activity_metrics(np.zeros(pt.channels), n_points=0, histogram=np.zeros(pt.channels + 1),
@@ -380,28 +383,40 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
             vals.update({k: (v, n_res) for k, v in m.items()})
 
         if "topology" in fams and cloud is not None:
-            from analysis.topology import topology_metrics
+            from analysis.topology import persistent_homology
 
-            ref = input_diagrams.get(pt.block) if pt.stage != "input" else None
-            tr = topology_metrics(cloud, n_points=config.topology_points, maxdim=config.topology_maxdim,
-                                  seed=config.seed, reference=ref)
-            if pt.stage == "input":
-                input_diagrams[pt.block] = tr.diagrams
-            for dim, dgm in enumerate(tr.diagrams):
-                det[f"diagram_h{dim}"] = np.asarray(dgm, dtype=np.float64)
-            for k, v in tr.metrics.items():
-                vals[k] = ((v, tr.reasons.get(k)), min(n_res, config.topology_points))
+            ref = input_topology.get(pt.block) if pt.stage != "input" else None
+            n_topo = min(n_res, config.topology_points)
+            if finite:
+                tr = persistent_homology(cloud, maxdim=config.topology_maxdim, n_perm=config.topology_points,
+                                         reference=ref)
+                if pt.stage == "input":
+                    input_topology[pt.block] = tr
+                for dim, dgm in enumerate(tr.diagrams):
+                    det[f"diagram_h{dim}"] = np.asarray(dgm, dtype=np.float64)
+                vals.update({k: ((v, tr.reasons.get(k)), n_topo) for k, v in tr.metrics.items()})
+            else:
+                names = [f"betti{k}" for k in range(config.topology_maxdim + 1)] + [
+                    "total_persistence_h1", "persistence_entropy_h1"]
+                vals.update({k: ((math.nan, nonfinite), n_topo) for k in names})
 
         if "dimension" in fams and cloud is not None:
-            from analysis.dimension import dimension_metrics
+            from analysis.dimension import intrinsic_dimension
 
-            m, reasons = dimension_metrics(cloud)
-            vals.update({k: ((v, reasons.get(k)), n_res) for k, v in m.items()})
+            if finite:
+                m, reasons = intrinsic_dimension(cloud)
+                vals.update({k: ((v, reasons.get(k)), n_res) for k, v in m.items()})
+            else:
+                vals.update({k: ((math.nan, nonfinite), n_res) for k in ("twonn_id", "mle_id")})
 
         if "similarity" in fams and paired is not None:
-            from analysis.similarity import linear_cka
+            from analysis.similarity import similarity_metrics
 
-            vals["cka_to_input"] = (linear_cka(paired[0], paired[1]), n_res)
+            if finite and np.all(np.isfinite(paired[1])):
+                m, reasons = similarity_metrics(paired[0], paired[1])
+                vals.update({k: ((v, reasons.get(k)), n_res) for k, v in m.items()})
+            else:
+                vals["cka_to_input"] = ((math.nan, nonfinite), n_res)
 
         if "quantization" in fams and cloud is not None:
             from analysis.quantization import quantization_metrics
@@ -488,7 +503,9 @@ def run_study(checkpoint: Any, config: StudyConfig | None = None, *, arch: str |
 
     spec = loaded.input_spec
     t0 = time.perf_counter()
-    data_size = spec.size if config.dataset == "natural" else 32
+    # built-in images are made at their native 32 px (prepare() resizes them for the model);
+    # natural crops are cut at the model's size; user data keeps its own resolution
+    data_size = spec.size if config.dataset == "natural" else (32 if config.dataset in ("digits", "shapes") else None)
     ds = load_inputs(config.dataset, split=config.split, size=data_size, n_images=config.n_images,
                      seed=config.seed)
     if config.gray_to_rgb and ds.x.shape[1] == 1 and spec.channels == 3:

@@ -48,6 +48,9 @@ __all__ = [
     "progress_steps",
     "compute_shipped",
     "results_dir",
+    "chart_spec",
+    "show_chart",
+    "spiral_study",
     "search_dirs",
     "study",
     "zoo_cards",
@@ -335,6 +338,48 @@ def embed_points(values: np.ndarray, method: str, *, seed: int = 0,
     reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, len(x) - 1), random_state=seed,
                         n_jobs=1)
     return reducer.fit_transform(x), "UMAP 1", "UMAP 2"
+
+
+# ------------------------------------------------------------------------------------ charts
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def chart_spec(builder: str, /, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """The Vega-Lite spec of ``analysis.figures.<builder>(*args, **kwargs)``, cached.
+
+    Building and validating an Altair chart costs 0.1-0.5 s; caching the finished spec (keyed
+    by the builder's inputs) is what keeps a widget change under a second.
+    """
+    from analysis import figures
+
+    if builder not in figures.__all__:
+        raise ValueError(f"The 'builder' parameter of chart_spec must name a builder of "
+                         f"analysis.figures. Got {builder!r} instead.")
+    return getattr(figures, builder)(*args, **kwargs).to_dict()
+
+
+def show_chart(builder: str, /, *args: Any, key: str, **kwargs: Any) -> None:
+    """Draw ``analysis.figures.<builder>(*args, **kwargs)`` at its own size (spec cached)."""
+    st.vega_lite_chart(chart_spec(builder, *args, **kwargs), theme=None, width="content", key=key)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def spiral_study(dims: tuple[int, ...], activation: str, seed: int, *, n_points: int = 1000,
+                 radius: float = 1.0, noise: float = 0.0) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """:func:`analysis.spiral.run_spiral` for one seed and its figure's Vega-Lite spec, cached.
+
+    Returns
+    -------
+    table : DataFrame
+        One row per (n, method): ``recon_error``, ``invertible_fraction`` ... (see run_spiral).
+    spec : dict
+        :func:`analysis.spiral.spiral_figure` as a Vega-Lite spec.
+    """
+    from analysis.spiral import run_spiral, spiral_figure
+
+    table, recon = run_spiral(dims, activation=activation, seeds=(seed,), n_points=n_points,
+                              radius=radius, noise=noise)
+    return table, spiral_figure(recon, seed=seed, panel_size=120, max_points=500).to_dict()
 
 
 # ------------------------------------------------------------------------- helpers for pages

@@ -165,7 +165,7 @@ def select_points(points: Sequence[CapturePoint], spec: PointSpec = None) -> lis
 
 
 class _Batch:
-    """Per-forward-pass state shared by the hooks: image offset, batch size, cached indices."""
+    """Per-forward-pass state shared by the hooks: image offset, batch size, cached plans."""
 
     def __init__(self, offset: int) -> None:
         self.offset = offset
@@ -173,72 +173,97 @@ class _Batch:
         self.cache: dict[Any, Any] = {}
         self.calls: dict[str, int] = {}
 
+    def cached(self, key: Any, make: Callable[[], Any]) -> Any:
+        if key not in self.cache:
+            self.cache[key] = make()
+        return self.cache[key]
+
+
+def _hash_grid(batch: _Batch, seed: int, hw: tuple[int, int], salt: int) -> np.ndarray:
+    """Hashes of every position (image, y, x) of the batch, flat in (b, y, x) order."""
+    h, w = hw
+    img = batch.offset + np.arange(batch.size)
+    return position_hash(seed, img[:, None, None], np.arange(h)[:, None], np.arange(w), salt=salt).ravel()
+
+
+def _below(u: np.ndarray, rate: float) -> np.ndarray:
+    """Indices where the hash, read as u = hash / 2^64 in [0, 1), is below ``rate``."""
+    return np.arange(u.size) if rate >= 1.0 else np.flatnonzero(u < np.uint64(rate * 2.0**64))
+
 
 class _Group:
     """Reservoir bookkeeping shared by the points of one block (one frame of sample ids).
 
     Priorities and the choice of candidates depend only on ids, so they are computed once per
-    batch for the whole block; every member point gathers the same rows from its own tensor.
+    batch for the whole block; every member point gathers the same positions from its own
+    tensor, so all members hold rows aligned with ``ids``.
     """
 
-    def __init__(self, k: int, seed: int, out_hw: tuple[int, int]) -> None:
-        self.k, self.seed, self.out_hw = k, seed, out_hw
+    def __init__(self, k: int, seed: int, out_hw: tuple[int, int], cap: np.uint64 | None = None) -> None:
+        self.k, self.seed, self.out_hw, self.cap = k, seed, out_hw, cap
         self.ids = np.zeros((0, 3), dtype=np.int64)     # block-frame ids of the rows held
         self.priority = np.zeros(0, dtype=np.uint64)
         self.n_seen = 0
         self.members: list[_PointState] = []
 
     def threshold(self) -> np.uint64 | None:
+        """Priorities at or above it cannot enter: the running k-th smallest, or the cap."""
         if len(self.priority) < self.k:
-            return None
-        return np.partition(self.priority, self.k - 1)[self.k - 1]
+            return self.cap
+        kth = np.partition(self.priority, self.k - 1)[self.k - 1]
+        return kth if self.cap is None else min(kth, self.cap)
 
     def compact(self) -> None:
         """Keep only the k smallest priorities, in order, in the group and in every member."""
         order = np.lexsort((self.ids[:, 2], self.ids[:, 1], self.ids[:, 0], self.priority))[: self.k]
         for m in self.members:
+            m.flush()
             m.compact_rows(order, expected=len(self.priority))
         self.ids, self.priority = self.ids[order], self.priority[order]
 
-    def candidates(self, batch: _Batch, device: torch.device) -> tuple[torch.Tensor, ...]:
-        """(b, y_out, x_out) index tensors of this batch's candidate samples (cached per batch)."""
-        key = ("group", id(self))
-        if key in batch.cache:
-            return batch.cache[key]
-        if len(self.priority) > 4 * max(self.k, 1):
+    def candidates(self, batch: _Batch) -> tuple[np.ndarray, np.ndarray]:
+        """(b, y_out * W_out + x_out) of this batch's candidates (computed once per batch):
+        the positions whose priority is below :meth:`threshold`, at most k of them."""
+        return batch.cached(("group", id(self)), lambda: self._candidates(batch))
+
+    def _candidates(self, batch: _Batch) -> tuple[np.ndarray, np.ndarray]:
+        if len(self.priority) > 4 * self.k:
             self.compact()
-        h, w = self.out_hw
-        n = batch.size
-        img = batch.offset + np.arange(n)
-        prio = position_hash(self.seed, img[:, None, None], np.arange(h)[:, None], np.arange(w),
-                             salt=Reservoir.SALT).ravel()
+        prio = batch.cached(("priority", self.out_hw),
+                            lambda: _hash_grid(batch, self.seed, self.out_hw, Reservoir.SALT))
         self.n_seen += prio.size
         thr = self.threshold()
         sel = np.arange(prio.size) if thr is None else np.flatnonzero(prio < thr)
         if len(sel) > self.k:
             sel = sel[np.argsort(prio[sel], kind="stable")[: self.k]]
-        b, rem = np.divmod(sel, h * w)
-        y, x = np.divmod(rem, w)
-        self.ids = np.concatenate([self.ids, np.stack([img[b], y, x], axis=1)])
+        b, pos = np.divmod(sel, self.out_hw[0] * self.out_hw[1])
+        y, x = np.divmod(pos, self.out_hw[1])
+        self.ids = np.concatenate([self.ids, np.stack([batch.offset + b, y, x], axis=1)])
         self.priority = np.concatenate([self.priority, prio[sel]])
-        out = tuple(torch.as_tensor(a, device=device) for a in (b, y, x))
-        batch.cache[key] = out
-        return out
+        return b, pos
+
+
+#: Gathered rows are buffered per point and reduced once this many values have accumulated, so
+#: the fixed cost of the reduction ops is paid every few batches instead of at every hook call.
+_FLUSH_ELEMENTS = 1 << 18
 
 
 class _PointState:
-    """Device-side accumulators of one hooked tensor (one canonical capture point)."""
+    """Accumulators of one hooked tensor (one canonical capture point), on the tensor's device.
+
+    Each hook call gathers, in one indexing op, the rows of this batch's *plan*: first the
+    sampled positions (moments and activity), then the reservoir candidates of the block. Plans
+    depend only on the frame, so points with the same spatial size and block share them.
+    """
 
     def __init__(self, point: CapturePoint, *, channels: int, hw: tuple[int, int], step: int,
-                 group: _Group | None, sinks: Sequence[str], moment_rate: float,
-                 activity_rate: float, seed: int) -> None:
+                 group: _Group | None, want_moments: bool, activity_kind: str | None,
+                 sample_rate: float, moment_rate: float, seed: int) -> None:
         self.point, self.channels, self.hw, self.step, self.group = point, channels, hw, step, group
-        self.want_moments = "moments" in sinks
-        self.activity_kind = point.act if ("activity" in sinks and point.act in ACTIVITY_KINDS) else None
-        self.moment_rate, self.seed = moment_rate, seed
-        # Rows are drawn once at the larger rate; the moments take the nested subset (same hash).
-        self.sample_rate = max(moment_rate if self.want_moments else 0.0,
-                               activity_rate if self.activity_kind else 0.0)
+        self.want_moments, self.activity_kind = want_moments, activity_kind
+        self.sample_rate, self.moment_rate, self.seed = sample_rate, moment_rate, seed
+        # Set when the same stage's other side (.pre / post) counts the activity for both.
+        self.activity_from: _PointState | None = None
         self.count = 0
         self.mean: torch.Tensor | None = None
         self.m2: torch.Tensor | None = None
@@ -246,34 +271,98 @@ class _PointState:
         self.active: torch.Tensor | None = None
         self.saturated: torch.Tensor | None = None
         self.hist: torch.Tensor | None = None
+        self.chunks: list[torch.Tensor] = []
+        self.splits: list[int] = []
+        self.masks: list[torch.Tensor] = []
+        self.buffered = 0
         self.rows: list[torch.Tensor] = []
         if group is not None:
             group.members.append(self)
 
-    # -- sampled positions -----------------------------------------------------------------
-    def _sample_index(self, batch: _Batch, device: torch.device) -> tuple[Any, ...]:
-        """(b, y, x, moment_subset) of this batch's sampled positions, shared by equal frames.
+    @property
+    def counts_activity(self) -> bool:
+        return self.activity_kind is not None and self.activity_from is None
 
-        Position (image, y, x) is sampled when ``u < rate`` with ``u = hash / 2^64``; the moment
-        rows are those with ``u < moment_rate`` among them (None: all of them).
+    def _plan(self, batch: _Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int, Any]:
+        """(b, y*W + x, n_sample, moment_mask) of this batch for this point's frame.
+
+        Position (image, y, x) is sampled when ``u < sample_rate`` with ``u = hash / 2^64``; the
+        moment rows are those with ``u < moment_rate`` among them (mask None: all of them).
         """
-        key = ("sample", self.hw, self.sample_rate, self.moment_rate)
-        if key not in batch.cache:
-            h, w = self.hw
-            img = batch.offset + np.arange(batch.size)
-            u = position_hash(self.seed, img[:, None, None], np.arange(h)[:, None], np.arange(w),
-                              salt=_MOMENT_SALT).ravel()
-            keep = np.flatnonzero(u < np.uint64(self.sample_rate * 2.0**64))
-            b, rem = np.divmod(keep, h * w)
-            y, x = np.divmod(rem, w)
-            sub = None
-            if self.want_moments and self.moment_rate < self.sample_rate:
-                sub = torch.as_tensor(np.flatnonzero(u[keep] < np.uint64(self.moment_rate * 2.0**64)),
-                                      device=device)
-            batch.cache[key] = (*(torch.as_tensor(a, device=device) for a in (b, y, x)), sub)
-        return batch.cache[key]
+        def make() -> tuple[torch.Tensor, torch.Tensor, int, Any]:
+            n_pix = self.hw[0] * self.hw[1]
+            sb = sp = np.zeros(0, dtype=np.int64)
+            mask = None
+            if self.sample_rate > 0:
+                u = batch.cached(("sample", self.hw), lambda: _hash_grid(batch, self.seed, self.hw, _MOMENT_SALT))
+                keep = _below(u, self.sample_rate)
+                sb, sp = np.divmod(keep, n_pix)
+                if self.want_moments and self.moment_rate < self.sample_rate:
+                    mask = torch.as_tensor(u[keep] < np.uint64(self.moment_rate * 2.0**64), device=device)
+            rb = rp = np.zeros(0, dtype=np.int64)
+            if self.group is not None:
+                rb, pos = self.group.candidates(batch)
+                y, x = np.divmod(pos, self.group.out_hw[1])
+                rp = (y * self.step) * self.hw[1] + x * self.step
+            bi = torch.as_tensor(np.concatenate([sb, rb]), device=device)
+            pi = torch.as_tensor(np.concatenate([sp, rp]), device=device)
+            return bi, pi, len(sb), mask
 
-    # -- moments ---------------------------------------------------------------------------
+        return batch.cached(("plan", self.hw, id(self.group), self.step), make)
+
+    def reduce(self, value: Any, batch: _Batch, sample_unit: str) -> None:
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(
+                f"Capture point {self.point.name} expected a tensor from {self.point.module_path!r} "
+                f"({self.point.hook}). Got {type(value).__name__} instead."
+            )
+        t = value.detach()
+        if t.ndim == 2:
+            t = t[:, :, None, None]
+        shape = t.shape
+        if sample_unit == "image" and t.ndim == 4:
+            t = t.mean((2, 3), keepdim=True)
+        if t.ndim != 4 or shape[1] != self.channels or (tuple(shape[2:]) != self.hw and sample_unit != "image"):
+            raise ValueError(
+                f"Capture point {self.point.name} expected a tensor of shape (B, {self.channels}, "
+                f"{self.hw[0]}, {self.hw[1]}) as in example_input. Got shape {tuple(shape)} "
+                "instead; run inputs of the example's size."
+            )
+        if batch.size is None:
+            batch.size = int(shape[0])
+        elif shape[0] != batch.size:
+            raise ValueError(
+                f"Capture point {self.point.name} saw a batch of {shape[0]} images in a forward "
+                f"pass of {batch.size}."
+            )
+        bi, pi, n_sample, mask = self._plan(batch, t.device)
+        chunk = t.reshape(shape[0], self.channels, -1)[bi, :, pi]
+        self.chunks.append(chunk)
+        self.splits.append(n_sample)
+        if mask is not None:
+            self.masks.append(mask)
+        self.buffered += chunk.numel()
+        if self.buffered >= _FLUSH_ELEMENTS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Reduce the buffered rows into the moments, activity counts and reservoir rows."""
+        if not self.chunks:
+            return
+        one = len(self.chunks) == 1
+        if self.want_moments or self.counts_activity:
+            parts = [c[:n] for c, n in zip(self.chunks, self.splits)]
+            sample = parts[0] if one else torch.cat(parts)
+            if self.want_moments:
+                self._add_moments(sample[self.masks[0] if one else torch.cat(self.masks)]
+                                  if self.masks else sample)
+            if self.counts_activity:
+                self._add_activity(sample)
+        if self.group is not None:
+            parts = [c[n:] for c, n in zip(self.chunks, self.splits)]
+            self.rows.append((parts[0].clone() if one else torch.cat(parts)).float())
+        self.chunks, self.splits, self.masks, self.buffered = [], [], [], 0
+
     def _add_moments(self, rows: torch.Tensor) -> None:
         nb = rows.shape[0]
         if nb == 0:
@@ -290,13 +379,14 @@ class _PointState:
         self.mean.add_(delta, alpha=nb / n)
         self.count = n
 
-    # -- activity --------------------------------------------------------------------------
     def _add_activity(self, rows: torch.Tensor) -> None:
         kind = self.activity_kind
+        sat = None
         if kind == "relu":
             act = rows > 0
         elif kind == "relu6":
-            act = (rows > 0) & (rows < 6)
+            sat = rows >= 6
+            act = (rows > 0) ^ sat
         else:
             act = rows > -3 if self.point.pre else rows != 0
         per_channel = act.sum(0)
@@ -307,64 +397,21 @@ class _PointState:
         else:
             self.active += per_channel
             self.hist += hist
-        if kind == "relu6":
-            self.saturated += (rows >= 6).sum(0)
+        if sat is not None:
+            self.saturated += sat.sum(0)
         self.n_points += rows.shape[0]
 
-    # -- reservoir -------------------------------------------------------------------------
     def compact_rows(self, order: np.ndarray, *, expected: int) -> None:
-        if not self.rows and expected == 0:
-            return
-        rows = torch.cat(self.rows) if len(self.rows) != 1 else self.rows[0]
-        if rows.shape[0] != expected:
+        """Reorder the (flushed) reservoir rows by ``order``, after checking their count."""
+        n = sum(r.shape[0] for r in self.rows)
+        if n != expected:
             raise RuntimeError(
                 f"Capture point {self.point.name} missed a forward pass of its block; its reservoir "
                 "can no longer be paired with the other points of the block."
             )
-        self.rows = [rows[torch.as_tensor(order, device=rows.device)]]
-
-    # -- hook ------------------------------------------------------------------------------
-    def reduce(self, value: Any, batch: _Batch, sample_unit: str) -> None:
-        if not isinstance(value, torch.Tensor):
-            raise ValueError(
-                f"Capture point {self.point.name} expected a tensor from {self.point.module_path} "
-                f"({self.point.hook}). Got {type(value).__name__} instead."
-            )
-        t = value.detach()
-        if t.ndim == 2:
-            t = t[:, :, None, None]
-        if t.ndim != 4 or t.shape[1] != self.channels or tuple(t.shape[2:]) != self.hw:
-            raise ValueError(
-                f"Capture point {self.point.name} expected a tensor of shape (B, {self.channels}, "
-                f"{self.hw[0]}, {self.hw[1]}) as in example_input. Got shape {tuple(t.shape)} "
-                "instead; run inputs of the example's size."
-            )
-        if batch.size is None:
-            batch.size = int(t.shape[0])
-        elif t.shape[0] != batch.size:
-            raise ValueError(
-                f"Capture point {self.point.name} saw a batch of {t.shape[0]} images in a forward "
-                f"pass of {batch.size}."
-            )
-        if sample_unit == "image":
-            rows = t.mean((2, 3))
-            moment_rows = rows
-        elif self.sample_rate >= 1.0:
-            rows = moment_rows = t.permute(0, 2, 3, 1).reshape(-1, self.channels)
-        elif self.sample_rate > 0.0:
-            b, y, x, sub = self._sample_index(batch, t.device)
-            rows = t[b, :, y, x]
-            moment_rows = rows if sub is None else rows[sub]
-        if self.want_moments:
-            self._add_moments(moment_rows)
-        if self.activity_kind is not None:
-            self._add_activity(rows)
-        if self.group is not None:
-            b, y, x = self.group.candidates(batch, t.device)
-            if sample_unit == "image":
-                self.rows.append(rows[b].float())
-            else:
-                self.rows.append(t[b, :, y * self.step, x * self.step].float())
+        if n:
+            rows = self.rows[0] if len(self.rows) == 1 else torch.cat(self.rows)
+            self.rows = [rows[torch.as_tensor(order, device=rows.device)]]
 
     def to_stats(self) -> PointStats:
         mom = act = res = None
@@ -373,10 +420,11 @@ class _PointState:
             if self.count:
                 mom.add_stats(self.count, self.mean.cpu().numpy(), self.m2.cpu().numpy())
         if self.activity_kind is not None:
+            src = self.activity_from or self
             act = Activity(self.channels, self.activity_kind, pre=self.point.pre)
-            if self.n_points:
-                act.add_counts(self.n_points, self.active.cpu().numpy(), self.saturated.cpu().numpy(),
-                               self.hist.cpu().numpy())
+            if src.n_points:
+                act.add_counts(src.n_points, src.active.cpu().numpy(), src.saturated.cpu().numpy(),
+                               src.hist.cpu().numpy())
         if self.group is not None:
             g = self.group
             res = Reservoir(self.channels, g.k, seed=g.seed, stride=self.step)
@@ -424,6 +472,8 @@ class Capture:
         Aliases (a point that is the same tensor as another, e.g. a linear ``project`` and its
         ``project.pre``) share one :class:`PointStats` object.
         """
+        for st in self._states.values():
+            st.flush()
         for g in self._groups:
             g.compact()
         done = {key: st.to_stats() for key, st in self._states.items()}
@@ -505,6 +555,14 @@ def _frame_step(point: CapturePoint, hw: tuple[int, int], out_hw: tuple[int, int
     )
 
 
+def _check_positive(value: Any, name: str, func: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not value > 0:
+        raise ValueError(
+            f"The '{name}' parameter of {func} must be a number > 0. Got {value!r} instead."
+        )
+    return float(value)
+
+
 def _check_int(value: Any, name: str, func: str, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise ValueError(
@@ -522,11 +580,12 @@ def capture(
     sinks: Iterable[str] = SINKS,
     sample_unit: str = "position",
     moments: str = "sampled",
-    moment_positions: int = DEFAULT_MOMENT_POSITIONS,
-    activity_positions: int = DEFAULT_ACTIVITY_POSITIONS,
+    moment_positions: float = DEFAULT_MOMENT_POSITIONS,
+    activity_positions: float = DEFAULT_ACTIVITY_POSITIONS,
     reservoir_size: int = DEFAULT_RESERVOIR_SIZE,
     seed: int = 0,
     image_offset: int = 0,
+    expected_images: int | None = None,
 ) -> Iterator[Capture]:
     """Hook the selected capture points of ``model`` and stream every forward pass into sinks.
 
@@ -545,9 +604,9 @@ def capture(
     moments : {"sampled", "exact"}
         ``"exact"``: every position enters the moments and the activity counts.
         ``"sampled"``: a hash-selected uniform sample of positions (see the module docstring).
-    moment_positions : int
+    moment_positions : float
         Expected positions per image entering the moments when ``moments="sampled"``.
-    activity_positions : int
+    activity_positions : float
         Expected positions per image entering the activity counts when ``moments="sampled"``.
     reservoir_size : int
         K, the most points a reservoir keeps (0 disables the reservoir).
@@ -555,6 +614,13 @@ def capture(
         Seed of the reservoir priorities and of the moment sampling.
     image_offset : int
         Global index of the first image (so that shards over different images merge).
+    expected_images : int, optional
+        How many images will pass (a hint; :func:`probe` sets it). It lets the reservoirs
+        ignore from the start the positions whose priority is so high that they could only
+        enter if far fewer positions came than announced: with ``N`` positions per block frame,
+        candidates need ``u < (K + 10 sqrt(K) + 20) / N``. The reservoir stays the exact
+        bottom-K sample unless fewer than K of the positions fall below that cap (about ten
+        standard deviations below its mean), in which case it holds all that did.
 
     Yields
     ------
@@ -568,8 +634,10 @@ def capture(
         _check_choice(s, "sinks", "capture", SINKS)
     _check_choice(sample_unit, "sample_unit", "capture", SAMPLE_UNITS)
     _check_choice(moments, "moments", "capture", MOMENT_MODES)
-    moment_positions = _check_int(moment_positions, "moment_positions", "capture", 1)
-    activity_positions = _check_int(activity_positions, "activity_positions", "capture", 1)
+    moment_positions = _check_positive(moment_positions, "moment_positions", "capture")
+    activity_positions = _check_positive(activity_positions, "activity_positions", "capture")
+    if expected_images is not None:
+        expected_images = _check_int(expected_images, "expected_images", "capture", 1)
     reservoir_size = _check_int(reservoir_size, "reservoir_size", "capture", 0)
     seed = _check_int(seed, "seed", "capture", 0)
     image_offset = _check_int(image_offset, "image_offset", "capture", 0)
@@ -610,15 +678,34 @@ def capture(
         if want_reservoir:
             if gkey not in groups:
                 hw_g = (1, 1) if sample_unit == "image" else out_hw
-                groups[gkey] = _Group(reservoir_size, seed, hw_g)
+                cap_ = None
+                if expected_images is not None:
+                    rate = (reservoir_size + 10 * reservoir_size**0.5 + 20) / (expected_images * hw_g[0] * hw_g[1])
+                    cap_ = np.uint64(rate * 2.0**64) if rate < 1 else None
+                groups[gkey] = _Group(reservoir_size, seed, hw_g, cap_)
             group = groups[gkey]
+        n_pix = hw[0] * hw[1]
         if moments == "exact" or sample_unit == "image":
-            rates[key] = (1.0, 1.0)
+            mrate = arate = 1.0
         else:
-            rates[key] = (min(1.0, moment_positions / (hw[0] * hw[1])),
-                          min(1.0, activity_positions / (hw[0] * hw[1])))
-        states[key] = _PointState(target, channels=channels, hw=hw, step=step, group=group, sinks=sinks,
-                                  moment_rate=rates[key][0], activity_rate=rates[key][1], seed=seed)
+            mrate, arate = min(1.0, moment_positions / n_pix), min(1.0, activity_positions / n_pix)
+        want_m, want_a = "moments" in sinks, "activity" in sinks
+        kind = target.act if (want_a and target.act in ACTIVITY_KINDS) else None
+        srate = max(mrate if want_m else 0.0, arate if want_a else 0.0)
+        rates[key] = (mrate, arate)
+        states[key] = _PointState(
+            target, channels=channels, hw=(1, 1) if sample_unit == "image" else hw, step=step,
+            group=group, want_moments=want_m, activity_kind=kind, sample_rate=srate,
+            moment_rate=mrate, seed=seed)
+
+    for st in states.values():
+        # A stage's .pre and post points have the same activity counts (the activation is
+        # monotone and flat on the same inputs): count them once, at the post point.
+        p = st.point
+        post = states.get(f"blocks.{p.block}.{p.stage}")
+        if (p.pre and st.activity_kind is not None and post is not None and post is not st
+                and post.activity_kind == st.activity_kind and post.channels == st.channels):
+            st.activity_from = post
 
     config = {
         "sample_unit": sample_unit,
@@ -825,8 +912,8 @@ def probe(
     reservoir_size: int = DEFAULT_RESERVOIR_SIZE,
     seed: int = 0,
     moments: str = "sampled",
-    moment_positions: int = DEFAULT_MOMENT_POSITIONS,
-    activity_positions: int = DEFAULT_ACTIVITY_POSITIONS,
+    moment_positions: float = DEFAULT_MOMENT_POSITIONS,
+    activity_positions: float = DEFAULT_ACTIVITY_POSITIONS,
     sinks: Iterable[str] = SINKS,
     image_offset: int = 0,
     progress: bool = True,
@@ -905,7 +992,7 @@ def probe(
             model, points, example_input=get(0, 1).to(dev), sinks=sinks, sample_unit=sample_unit,
             moments=moments, moment_positions=moment_positions,
             activity_positions=activity_positions, reservoir_size=reservoir_size,
-            seed=seed, image_offset=image_offset,
+            seed=seed, image_offset=image_offset, expected_images=n,
         ) as cap:
             for i in tqdm(range(0, n, batch_size), disable=not progress, desc="probe", unit="batch"):
                 model(get(i, min(i + batch_size, n)).to(dev, non_blocking=True))

@@ -14,8 +14,12 @@ Built-in datasets
     Procedural 32x32 one-channel images of a circle, square or triangle with five continuous
     factors drawn uniformly: ``x``, ``y`` (centre, in [-0.3, 0.3] of the half-width),
     ``scale`` (radius in [0.25, 0.5] of the half-width), ``rotation`` (radians in [0, pi/2);
-    a circle does not depend on it) and ``intensity`` (in [0.4, 1.0]). Anti-aliased by 4x4
-    supersampling. Deterministic from ``seed``; the test split uses a different seed stream.
+    a circle does not depend on it) and ``intensity`` (in [0.4, 1.0]). ``x`` runs along
+    columns, ``y`` along rows (downwards). With r = scale: the circle has radius r, the square
+    half-side 0.8 r, the triangle is equilateral, inscribed in the circle of radius r, apex up
+    at rotation 0; every shape lies wholly inside the image and its centroid is (x, y). Pixel
+    value = intensity x covered fraction (4x4 supersampling). Deterministic from ``seed``; the
+    test split uses a different seed stream.
 
 User data
 ---------
@@ -57,7 +61,7 @@ __all__ = [
 ]
 
 #: Names that :func:`load_dataset` understands without a path.
-BUILTIN: tuple[str, ...] = ("digits", "shapes")
+BUILTIN: tuple[str, ...] = ("digits", "shapes", "natural")
 
 SPLITS = ("train", "test", "all")
 
@@ -462,7 +466,7 @@ def load_image_folder(path: str | os.PathLike[str], *, size: int = 32,
 
 
 def load_dataset(name: str | os.PathLike[str], *, split: str = "test",
-                 size: int | None = None) -> ImageDataset:
+                 size: int | None = None, n: int | None = None, seed: int = 0) -> ImageDataset:
     """Load a built-in dataset by name (one of :data:`BUILTIN`) or user data by path.
 
     Parameters
@@ -475,7 +479,12 @@ def load_dataset(name: str | os.PathLike[str], *, split: str = "test",
         Split of a built-in dataset. User data has no split: it is ignored (``meta["split"]``
         is ``"all"``).
     size : int, optional
-        Image side. Default: 32 for built-ins and image folders; an .npz keeps its resolution.
+        Image side. Default: 32 for built-ins and image folders, 224 for ``natural``; an .npz
+        keeps its resolution.
+    n : int, optional
+        Number of ``natural`` crops (default 1,000; each 224 px RGB crop takes 0.6 MB).
+    seed : int
+        Seed of the ``natural`` crops (``natural`` has no split: ``split`` is ignored).
 
     Raises
     ------
@@ -487,6 +496,10 @@ def load_dataset(name: str | os.PathLike[str], *, split: str = "test",
     if isinstance(name, str) and name in BUILTIN:
         if name == "digits":
             return load_digits32(split, size=32 if size is None else size)
+        if name == "natural":
+            from probes.natural import load_natural
+
+            return load_natural(1000 if n is None else n, size=224 if size is None else size, seed=seed)
         return _load_shapes(split, 32 if size is None else size)
     path = Path(name)
     if path.suffix.lower() == ".npz":

@@ -13,7 +13,8 @@ Recipe names are ``<dataset>-<design>-s<seed>``, e.g. ``digits-linear-s0``; see
 Shared settings: width 0.35, head 256 channels (to keep 17 checkpoints under 30 MB), 32x32
 one-channel input, SGD (momentum 0.9, Nesterov), one-cycle learning rate peaking at 0.1,
 weight decay 5e-4, batch 64, label smoothing 0.05, random shifts of up to 2 px as the only
-augmentation.
+augmentation; 30 epochs on digits, 15 on shapes (2,400 images: as many steps as
+25 digits epochs; it reaches 100 % test accuracy).
 """
 
 from __future__ import annotations
@@ -99,7 +100,9 @@ def _make_recipes() -> dict[str, Recipe]:
         for design in ("linear", "relu6"):
             for seed in range(3):
                 name = f"{dataset}-{design}-s{seed}"
-                out[name] = Recipe(name, dataset, design, designs[design], seed=seed)
+                # shapes (2,400 images) reaches 100 % test accuracy well within 15 epochs
+                out[name] = Recipe(name, dataset, design, designs[design], seed=seed,
+                                   epochs=30 if dataset == "digits" else 15)
     for design in ("shortcut_expansion", "shortcut_none", "partial", "hswish", "leaky_relu"):
         name = f"digits-{design}-s0"
         out[name] = Recipe(name, "digits", design, designs[design], seed=0)

@@ -114,8 +114,8 @@ def show_block(metrics: pd.DataFrame, details: dict[str, dict[str, np.ndarray]],
         if spectra.empty:
             st.info("No covariance spectra stored for this block.")
         else:
-            st.altair_chart(figures.scree_plot(spectra, title=f"Covariance spectrum, block {block}",
-                                               width=420, height=280), theme=None, key=f"{key}-scree")
+            state.show_chart("scree_plot", spectra, title=f"Covariance spectrum, block {block}",
+                             width=420, height=280, key=f"{key}-scree")
     with right:
         hist_points = [p for p in points if details.get(p, {}).get("positive_hist") is not None]
         if not hist_points:
@@ -125,22 +125,20 @@ def show_block(metrics: pd.DataFrame, details: dict[str, dict[str, np.ndarray]],
                               format_func=lambda p: p.split(".", 2)[2])
             hist = np.asarray(details[chosen]["positive_hist"])
             hist_df = pd.DataFrame({"n_active": np.arange(len(hist)), "count": hist})
-            st.altair_chart(figures.positive_histogram(
-                hist_df, threshold=int(info["block_in"]), width=400, height=220,
-                title=f"Active channels per point at {chosen.split('.', 2)[2]}"),
-                theme=None, key=f"{key}-hist")
+            state.show_chart("positive_histogram", hist_df, threshold=int(info["block_in"]), width=400,
+                             height=220, title=f"Active channels per point at {chosen.split('.', 2)[2]}",
+                             key=f"{key}-hist")
 
     post = {p for p in points if not p.endswith((".pre", ".input", ".output"))}
     act = _activity(details, points, post)
     if not act.empty:
-        st.altair_chart(figures.activity_heatmap(act, title=f"Channel activity, block {block}", width=820,
-                                                 row_height=26), theme=None, key=f"{key}-heatmap")
+        state.show_chart("activity_heatmap", act, title=f"Channel activity, block {block}", width=820,
+                         row_height=26, key=f"{key}-heatmap")
 
     left, right = st.columns([3, 2])
     with left:
         block_rows = metrics[metrics["block"] == block]
-        st.altair_chart(figures.reconstruction_bars(block_rows, width=280, height=220), theme=None,
-                        key=f"{key}-recon")
+        state.show_chart("reconstruction_bars", block_rows, width=280, height=220, key=f"{key}-recon")
     with right:
         lemma = block_rows[(block_rows["metric"] == "lemma2_invertible_fraction")
                            & np.isfinite(block_rows["value"].astype(float))]

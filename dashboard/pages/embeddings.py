@@ -77,7 +77,7 @@ def render() -> None:
             xy, x_title, y_title = state.embed_points(values, method, seed=int(seed))
         emb = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], color: frame[color].to_numpy()})
         with col:
-            st.altair_chart(figures.embedding_scatter(
-                emb, color=color, title=f"{name}: {point}", x_title=x_title, y_title=y_title,
-                width=380, height=380), theme=None, key=f"emb-chart-{side}")
+            state.show_chart("embedding_scatter", emb, color=color, title=f"{name}: {point}",
+                             x_title=x_title, y_title=y_title, width=380, height=380,
+                             key=f"emb-chart-{side}")
             st.caption(f"{len(frame)} points of {values.shape[1]} channels from {frame['image'].nunique()} images.")

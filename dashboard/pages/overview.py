@@ -163,12 +163,12 @@ def show_overview(df: pd.DataFrame, cards: pd.DataFrame | None = None, *, key: s
     datasets = sorted(df["dataset"].astype(str).unique())
     c3.caption(f"{df['checkpoint'].nunique()} checkpoint(s), designs: "
                f"{', '.join(figures.design_colors(df['design'].astype(str)))}; dataset: {', '.join(datasets)}.")
-    chart = figures.depth_curve(df, metric, stage=stage, pre=pre, width=640, height=300)
-    st.altair_chart(chart, theme=None, key=f"{key}-depth")
-    st.markdown(reading(df, metric, stage, pre))
+    rows = df[df["metric"] == metric]
+    state.show_chart("depth_curve", rows, metric, stage=stage, pre=pre, width=640, height=300,
+                     key=f"{key}-depth")
+    st.markdown(reading(rows, metric, stage, pre))
     if cards is not None and not cards.empty and cards["test_accuracy"].notna().any():
-        st.altair_chart(figures.accuracy_chart(cards.dropna(subset=["test_accuracy"])), theme=None,
-                        key=f"{key}-accuracy")
+        state.show_chart("accuracy_chart", cards.dropna(subset=["test_accuracy"]), key=f"{key}-accuracy")
 
 
 def render() -> None:

@@ -49,12 +49,13 @@ def render() -> None:
     st.subheader("One block")
     blocks = sorted(int(b) for b in part["block"].unique())
     block = st.select_slider("Block (execution order)", blocks, value=blocks[len(blocks) // 2], key="report-block")
-    st.altair_chart(figures.reconstruction_bars(part[part["block"] == block], width=280, height=220),
-                    theme=None, key="report-recon")
+    state.show_chart("reconstruction_bars", part[part["block"] == block], width=280, height=220,
+                     key="report-recon")
     designs = list(figures.design_colors(part["design"].astype(str)))
     has_fig7 = part["metric"].isin(["positive_mean"]).any()
     if has_fig7:
         st.subheader("Active channels per point (paper Figure 7)")
         design = st.radio("Design", designs, horizontal=True, key="report-design")
-        st.altair_chart(figures.positive_channels_plot(part, design=design, dataset=dataset, width=330,
-                                                       height=240), theme=None, key="report-fig7")
+        fig7 = part[part["metric"].isin(["positive_min", "positive_mean", "positive_max"])]
+        state.show_chart("positive_channels_plot", fig7, design=design, dataset=dataset, width=330,
+                         height=240, key="report-fig7")

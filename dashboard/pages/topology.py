@@ -78,10 +78,10 @@ def render() -> None:
             for col, suffix in zip(cols, chosen):
                 dgms = diagrams_of(view.details, f"blocks.{block}.{suffix}")
                 with col:
-                    st.altair_chart(figures.persistence_diagram(
-                        dgms, title=suffix, width=230, height=230), theme=None, key=f"topo-dgm-{suffix}")
-                    st.altair_chart(figures.barcode(dgms, title="", width=230, height=120, max_bars=30),
-                                    theme=None, key=f"topo-bar-{suffix}")
+                    state.show_chart("persistence_diagram", dgms, title=suffix, width=230, height=230,
+                                     key=f"topo-dgm-{suffix}")
+                    state.show_chart("barcode", dgms, title="", width=230, height=120, max_bars=30,
+                                     key=f"topo-bar-{suffix}")
         table = distance_table(metrics, block)
         if not table.empty:
             st.markdown(f"**H1 distance of each point's diagram to the block input's diagram, block {block}** "
@@ -98,11 +98,11 @@ def render() -> None:
     default = labels.index("project") if "project" in labels else 0
     choice = st.selectbox("Capture stage", labels, index=default, key="topo-stage")
     stage, pre = options[labels.index(choice)]
-    st.altair_chart(figures.betti_curve(metrics, metrics=betti, stage=stage, pre=pre, width=300, height=220),
-                    theme=None, key="topo-betti")
+    state.show_chart("betti_curve", metrics[metrics["metric"].isin(betti)], metrics=betti, stage=stage,
+                     pre=pre, width=300, height=220, key="topo-betti")
     distances = [m for m in DISTANCE_METRICS if m in set(metrics["metric"])]
     if distances and stage != "input":
         metric = st.radio("Distance to the block input", distances, horizontal=True, key="topo-distance",
                           format_func=lambda m: "bottleneck" if m.startswith("bottleneck") else "Wasserstein-1")
-        st.altair_chart(figures.depth_curve(metrics, metric, stage=stage, pre=pre, width=640, height=260),
-                        theme=None, key="topo-distance-chart")
+        state.show_chart("depth_curve", metrics[metrics["metric"] == metric], metric, stage=stage, pre=pre,
+                         width=640, height=260, key="topo-distance-chart")

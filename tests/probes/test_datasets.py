@@ -174,6 +174,24 @@ def test_square_extent_follows_rotation():
     np.testing.assert_allclose(row_extent, predicted, atol=1.5)
 
 
+def test_shapes_lie_inside_the_image(shapes):
+    border = np.concatenate([shapes.x[:, 0, [0, -1], :], shapes.x[:, 0, :, [0, -1]].transpose(1, 0, 2)], axis=1)
+    assert border.max() == 0.0
+
+
+def test_triangle_apex_up():
+    ds = make_shapes(600, seed=7)
+    pick = np.flatnonzero((ds.y == 2) & (ds.factors["rotation"] < 0.15))
+    assert len(pick) >= 10
+    g = (np.arange(32) + 0.5) / 32 * 2 - 1
+    for i in pick:
+        rows = np.flatnonzero(ds.x[i, 0].max(axis=1) > 0.5 * ds.factors["intensity"][i])
+        r, cy = ds.factors["scale"][i], ds.factors["y"][i]
+        # apex at distance r above the centre (smaller row), base at r / 2 below
+        assert cy - g[rows[0]] == pytest.approx(r, abs=2 / 16)
+        assert g[rows[-1]] - cy == pytest.approx(r / 2, abs=2 / 16)
+
+
 def test_shapes_splits_use_disjoint_seeds():
     train, test = load_dataset("shapes", split="train"), load_dataset("shapes", split="test")
     assert (len(train), len(test)) == (2400, 600)

@@ -1,0 +1,153 @@
+"""Quantization metrics: how well does a capture point survive int8 fake quantization?
+
+Fake quantization with b bits (b = 8) and min-max calibration on the points themselves:
+
+``affine`` (asymmetric, the usual activation scheme)
+    [lo, hi] = [min(min x, 0), max(max x, 0)] (0 is kept exactly representable, as in PyTorch's
+    ``MinMaxObserver``), s = (hi - lo) / (2^b - 1), zero point zp = round(-lo / s) clipped to
+    [0, 2^b - 1], q(x) = (clip(round(x / s) + zp, 0, 2^b - 1) - zp) * s.
+``symmetric``
+    s = max |x| / (2^(b-1) - 1), q(x) = clip(round(x / s), -(2^(b-1) - 1), 2^(b-1) - 1) * s
+    (the restricted signed range -127..127).
+
+Per tensor: one (s, zp) for the whole point; per channel: one per channel (last axis).
+
+SQNR in dB = 10 log10(sum x^2 / sum (x - q(x))^2), sums over all points and channels (also for
+the per-channel scheme: one number per capture point). For data uniform on a full range of
+2^b levels it is 6.02 b dB (48.16 dB for b = 8).
+
+Metrics (:func:`quantization_metrics`):
+
+- ``int8_sqnr_db``: per tensor, affine
+- ``int8_sqnr_db_per_channel``: per channel, affine
+- ``int8_sqnr_db_symmetric``: per tensor, symmetric
+- ``int8_sqnr_db_per_channel_symmetric``: per channel, symmetric
+
+Affine is the headline: symmetric quantization wastes the negative half of the range on a
+ReLU output (about 6 dB), which would bias a linear-vs-ReLU comparison.
+Return values follow the metric convention of :mod:`analysis.spectrum`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from analysis.spectrum import MetricValue, check_finite, undefined
+
+__all__ = ["QUANTIZATION_METRICS", "fake_quantize", "quantization_metrics", "sqnr_db"]
+
+#: Metric identifiers returned by :func:`quantization_metrics`, with (per_channel, symmetric).
+QUANTIZATION_METRICS: dict[str, tuple[bool, bool]] = {
+    "int8_sqnr_db": (False, False),
+    "int8_sqnr_db_per_channel": (True, False),
+    "int8_sqnr_db_symmetric": (False, True),
+    "int8_sqnr_db_per_channel_symmetric": (True, True),
+}
+
+
+def _check_bits(bits: int, func: str) -> int:
+    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or not 2 <= bits <= 16:
+        raise ValueError(f"The 'bits' parameter of {func} must be an int in [2, 16]. Got {bits!r} instead.")
+    return int(bits)
+
+
+def fake_quantize(
+    x: ArrayLike, *, bits: int = 8, per_channel: bool = False, symmetric: bool = False
+) -> NDArray[np.float64]:
+    """Quantize and dequantize ``x`` with min-max calibration (formulas in the module docstring).
+
+    Parameters
+    ----------
+    x : array-like of shape (n_points, C)
+        Points; channels on the last axis.
+    bits : int in [2, 16], default 8
+    per_channel : bool, default False
+        One scale (and zero point) per channel instead of one for the whole array.
+    symmetric : bool, default False
+        Symmetric signed range instead of affine.
+
+    Returns
+    -------
+    q : ndarray of shape (n_points, C)
+        The dequantized values q(x). A channel (or array) that is all zero stays zero.
+    """
+    bits = _check_bits(bits, "fake_quantize")
+    X = np.asarray(x, dtype=np.float64)
+    if X.ndim != 2:
+        raise ValueError(
+            f"The 'x' parameter of fake_quantize must be a 2-D array (n_points, C). "
+            f"Got an array of shape {X.shape} instead."
+        )
+    axis = 0 if per_channel else None
+    if symmetric:
+        qmax = 2 ** (bits - 1) - 1
+        amax = np.max(np.abs(X), axis=axis, keepdims=True)
+        s = np.where(amax > 0, amax / qmax, 1.0)
+        return np.clip(np.round(X / s), -qmax, qmax) * s
+    qmax = 2**bits - 1
+    lo = np.minimum(np.min(X, axis=axis, keepdims=True), 0.0)
+    hi = np.maximum(np.max(X, axis=axis, keepdims=True), 0.0)
+    s = np.where(hi > lo, (hi - lo) / qmax, 1.0)
+    zp = np.clip(np.round(-lo / s), 0, qmax)
+    return (np.clip(np.round(X / s) + zp, 0, qmax) - zp) * s
+
+
+def sqnr_db(x: ArrayLike, q: ArrayLike) -> float:
+    """10 log10(sum x^2 / sum (x - q)^2); +inf if q == x, NaN if x is all zero."""
+    X = np.asarray(x, dtype=np.float64)
+    Q = np.asarray(q, dtype=np.float64)
+    signal = float(np.sum(X**2))
+    noise = float(np.sum((X - Q) ** 2))
+    if signal == 0:
+        return math.nan
+    if noise == 0:
+        return math.inf
+    return 10.0 * math.log10(signal / noise)
+
+
+def quantization_metrics(
+    points: ArrayLike, *, bits: int = 8, point: str | None = None
+) -> dict[str, MetricValue]:
+    """int8 fake-quant SQNR of one capture point, four schemes (see the module docstring).
+
+    Parameters
+    ----------
+    points : array-like of shape (n_points, C)
+        Activations at the capture point (e.g. the reservoir sample).
+    bits : int, default 8
+        Bit width; the metric names say ``int8`` whatever the width.
+    point : str, optional
+        Capture-point name for warnings.
+
+    Returns
+    -------
+    metrics : dict of str to MetricValue
+        Keys of :data:`QUANTIZATION_METRICS`. All-zero points give NaN ("zero signal"); an
+        exact quantization (e.g. a constant cloud) gives +inf with a reason.
+    """
+    bits = _check_bits(bits, "quantization_metrics")
+    X = np.asarray(points, dtype=np.float64)
+    if X.ndim != 2 or X.shape[1] == 0:
+        raise ValueError(
+            "The 'points' parameter of quantization_metrics must be a 2-D array (n_points, C) "
+            f"with C >= 1. Got an array of shape {X.shape} instead."
+        )
+    if X.shape[0] < 1:
+        return undefined(QUANTIZATION_METRICS, "too few points: 0")
+    reason = check_finite(X, name="points", family="quantization", point=point)
+    if reason is not None:
+        return undefined(QUANTIZATION_METRICS, reason)
+    out: dict[str, MetricValue] = {}
+    for name, (per_channel, symmetric) in QUANTIZATION_METRICS.items():
+        value = sqnr_db(X, fake_quantize(X, bits=bits, per_channel=per_channel, symmetric=symmetric))
+        if math.isnan(value):
+            out[name] = MetricValue(value, "not defined: zero signal (all points are 0)")
+        elif math.isinf(value):
+            out[name] = MetricValue(value, "infinite: quantization is exact (zero error)")
+        else:
+            out[name] = MetricValue(value)
+    return out

@@ -1,0 +1,319 @@
+"""The paper's Figure 1: a 2-D spiral through act(T x) and back, for growing n.
+
+A 2-D spiral x (n_points, 2) is embedded by a random matrix T (n x 2, standard Gaussian,
+seeded), passed through an activation, y = act(T x), and mapped back to 2-D by
+
+``pinv``        x_hat = pinv(T) act(T x): the paper's "T^-1". It does not recover x even for
+                large n: for ReLU, act(Tx) = (Tx + |Tx|) / 2 and pinv(T) |Tx| / 2 is not 0.
+``active_set``  least squares on the rows of T whose outputs are in the activation's
+                injective region (see :func:`analysis.reconstruction.active_set_inverse`),
+                the minimum-norm solution where fewer than 2 independent rows are active (the
+                point then collapses, exactly as in the paper's n = 2, 3 panels). Exact iff
+                Lemma 2 holds.
+``learned``     a k-NN regressor (k = 5, distance-weighted) from y to x, 5-fold cross-fitted:
+                every point is predicted by a decoder that never saw it (held out).
+
+For each (n, seed) the table reports, per method, the relative error
+sqrt(sum ||x_hat - x||^2 / sum ||x||^2) over all points, and the Lemma-2 invertible fraction
+(:func:`analysis.activity.lemma2_invertible`). For ReLU and rows with a sign-symmetric
+distribution, Theorem 1 of the paper's appendix gives its expectation over T when the
+spiral's angles are uniform (they are here, with whole turns): the probability that at least
+2 of the n rows are active, sum_{k=0}^{n-2} C(n, k) / 2^n (:func:`expected_invertible_fraction`).
+
+The expected finding (and what the tests check): at n = 2, 3 points collapse (large error for
+every method); at n = 15, 30 the active-set inverse is exact (error ~ 1e-15) and the learned
+decoder is close, while ``pinv`` stays far off.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable, Sequence
+
+import altair as alt
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+from sklearn.model_selection import KFold, cross_val_predict
+from sklearn.neighbors import KNeighborsRegressor
+
+from analysis.activity import ACTIVATIONS, lemma2_invertible
+from analysis.reconstruction import active_set_inverse, relative_error
+
+__all__ = [
+    "METHODS",
+    "METHOD_LABELS",
+    "activate",
+    "expected_invertible_fraction",
+    "make_spiral",
+    "run_spiral",
+    "spiral_figure",
+]
+
+#: Ways back to 2-D, in table / figure order.
+METHODS: tuple[str, ...] = ("pinv", "active_set", "learned")
+#: Row labels of the figure.
+METHOD_LABELS: dict[str, str] = {
+    "pinv": "pinv(T) act(Tx)",
+    "active_set": "active-set inverse",
+    "learned": "learned (k-NN)",
+}
+_LEAKY_SLOPE = 0.1  # the zoo's nn.LeakyReLU(0.1)
+
+
+def activate(z: NDArray[np.float64], activation: str) -> NDArray[np.float64]:
+    """The activation on an array: relu, relu6, leaky_relu (slope 0.1), hswish or linear."""
+    if activation == "relu":
+        return np.maximum(z, 0.0)
+    if activation == "relu6":
+        return np.clip(z, 0.0, 6.0)
+    if activation == "leaky_relu":
+        return np.where(z >= 0, z, _LEAKY_SLOPE * z)
+    if activation == "hswish":
+        return z * np.clip(z + 3.0, 0.0, 6.0) / 6.0
+    if activation == "linear":
+        return np.asarray(z, dtype=np.float64)
+    raise ValueError(
+        f"The 'activation' parameter of activate must be one of {list(ACTIVATIONS)}. "
+        f"Got {activation!r} instead."
+    )
+
+
+def make_spiral(
+    n_points: int = 1000,
+    *,
+    turns: int = 2,
+    radius: float = 1.0,
+    noise: float = 0.0,
+    seed: int = 0,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """A 2-D Archimedean spiral centred at the origin.
+
+    Points at s_i = i / (n_points - 1): angle 2 pi turns s, radius radius * (0.1 + 0.9 s), plus
+    Gaussian noise of standard deviation ``noise * radius`` (seeded).
+
+    Returns
+    -------
+    X : ndarray of shape (n_points, 2)
+    s : ndarray of shape (n_points,)
+        Position along the spiral in [0, 1] (for colouring).
+    """
+    if isinstance(n_points, bool) or not isinstance(n_points, numbers.Integral) or n_points < 20:
+        raise ValueError(f"The 'n_points' parameter of make_spiral must be an int >= 20. Got {n_points!r} instead.")
+    if isinstance(turns, bool) or not isinstance(turns, numbers.Integral) or turns < 1:
+        raise ValueError(f"The 'turns' parameter of make_spiral must be an int >= 1. Got {turns!r} instead.")
+    if not isinstance(radius, numbers.Real) or not radius > 0:
+        raise ValueError(f"The 'radius' parameter of make_spiral must be a float > 0. Got {radius!r} instead.")
+    if not isinstance(noise, numbers.Real) or not noise >= 0:
+        raise ValueError(f"The 'noise' parameter of make_spiral must be a float >= 0. Got {noise!r} instead.")
+    s = np.linspace(0.0, 1.0, n_points)
+    theta = 2 * np.pi * turns * s
+    r = radius * (0.1 + 0.9 * s)
+    X = np.column_stack([r * np.cos(theta), r * np.sin(theta)])
+    if noise > 0:
+        X = X + np.random.default_rng(seed).normal(scale=noise * radius, size=X.shape)
+    return X, s
+
+
+def expected_invertible_fraction(m: int, n: int = 2) -> float:
+    """Theorem 1 (MobileNetV2 appendix): sum_{k=0}^{m-n} C(m, k) / 2^m.
+
+    The probability that at least n of m sign-symmetric random rows are active at a fixed
+    direction, i.e. the expected Lemma-2 invertible fraction of ReLU(T x) for T of size m x n.
+    """
+    if m < n:
+        return 0.0
+    return sum(math.comb(m, k) for k in range(m - n + 1)) / 2**m
+
+
+def _check_int_list(values: Iterable[int], name: str, minimum: int) -> list[int]:
+    out = list(values)
+    if not out or any(
+        isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < minimum for v in out
+    ):
+        raise ValueError(
+            f"The '{name}' parameter of run_spiral must be a non-empty list of ints >= {minimum}. "
+            f"Got {out!r} instead."
+        )
+    return [int(v) for v in out]
+
+
+def run_spiral(
+    dims: Sequence[int] = (2, 3, 5, 15, 30),
+    *,
+    activation: str = "relu",
+    seeds: Sequence[int] = (0, 1, 2),
+    n_points: int = 1000,
+    noise: float = 0.0,
+    turns: int = 2,
+    radius: float = 1.0,
+    n_neighbors: int = 5,
+) -> tuple[pd.DataFrame, dict]:
+    """Figure 1 of the paper as numbers: the three ways back for each n and seed.
+
+    Parameters
+    ----------
+    dims : sequence of int >= 1, default (2, 3, 5, 15, 30)
+        Embedding dimensions n (rows of T).
+    activation : {"relu", "relu6", "leaky_relu", "hswish", "linear"}, default "relu"
+    seeds : sequence of int, default (0, 1, 2)
+        Seeds of T (and of the learned decoder's folds); one row block per seed.
+    n_points : int, default 1000
+        Points on the spiral.
+    noise : float, default 0.0
+        Noise on the spiral (relative to its radius); the spiral is the same for every seed.
+    turns : int, default 2
+    radius : float, default 1.0
+        Outer radius of the spiral; pre-activations scale with it (ReLU6 saturates only
+        when |T x| reaches 6, e.g. radius 4 and up).
+    n_neighbors : int, default 5
+        k of the learned decoder.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        One row per (n, seed, method) with columns ``n, seed, activation, method,
+        recon_error, invertible_fraction, expected_invertible_fraction, n_points``
+        (``expected_invertible_fraction``: Theorem 1, for ``relu`` only, else NaN).
+    reconstructions : dict
+        ``"input"``: the spiral (n_points, 2); ``"s"``: position along it (n_points,);
+        ``"activation"``: the activation; and for each ``(n, seed)`` a dict with the
+        reconstructions ``"pinv"``, ``"active_set"``, ``"learned"`` (each (n_points, 2)) and
+        ``"invertible"`` (bool (n_points,), Lemma 2).
+    """
+    dims = _check_int_list(dims, "dims", 1)
+    seeds = _check_int_list(seeds, "seeds", 0)
+    if activation not in ACTIVATIONS:
+        raise ValueError(
+            f"The 'activation' parameter of run_spiral must be one of {list(ACTIVATIONS)}. "
+            f"Got {activation!r} instead."
+        )
+    X, s = make_spiral(n_points, turns=turns, radius=radius, noise=noise, seed=0)
+    recon: dict = {"input": X, "s": s, "activation": activation}
+    rows = []
+    for n in dims:
+        for seed in seeds:
+            T = np.random.default_rng(seed).normal(size=(n, 2))
+            Y = activate(X @ T.T, activation)
+            invertible = lemma2_invertible(T, None, X, activation=activation)
+            x_set, _ = active_set_inverse(Y, T, activation=activation, negative_slope=_LEAKY_SLOPE)
+            knn = KNeighborsRegressor(n_neighbors=n_neighbors, weights="distance")
+            folds = KFold(n_splits=5, shuffle=True, random_state=seed)
+            estimates = {
+                "pinv": Y @ np.linalg.pinv(T).T,
+                "active_set": x_set,
+                "learned": cross_val_predict(knn, Y, X, cv=folds),
+            }
+            recon[(n, seed)] = {**estimates, "invertible": invertible}
+            expected = expected_invertible_fraction(n, 2) if activation == "relu" else math.nan
+            for method in METHODS:
+                rows.append(
+                    {
+                        "n": n,
+                        "seed": seed,
+                        "activation": activation,
+                        "method": method,
+                        "recon_error": relative_error(estimates[method], X),
+                        "invertible_fraction": float(invertible.mean()),
+                        "expected_invertible_fraction": expected,
+                        "n_points": n_points,
+                    }
+                )
+    return pd.DataFrame(rows), recon
+
+
+def spiral_figure(
+    reconstructions: dict,
+    *,
+    seed: int | None = None,
+    methods: Sequence[str] = METHODS,
+    panel_size: int = 110,
+    max_points: int = 600,
+) -> alt.Chart:
+    """Figure 1 as an Altair chart: the input spiral and, per n, each method's reconstruction.
+
+    A grid with one row per method and one column per panel: ``input`` (the spiral itself,
+    repeated in every row for comparison) then ``n = ...``; points coloured by position along
+    the spiral (viridis, colour-blind safe). Render with
+    ``vl_convert.vegalite_to_png(chart.to_json())``.
+
+    Parameters
+    ----------
+    reconstructions : dict
+        The second value of :func:`run_spiral`.
+    seed : int, optional
+        Which seed's T to show (default: the first one in ``reconstructions``).
+    methods : sequence of str, default all of :data:`METHODS`
+    panel_size : int, default 110
+        Width and height of each panel in pixels.
+    max_points : int, default 600
+        Points drawn per panel (evenly along the spiral) to keep the chart light.
+    """
+    keys = [k for k in reconstructions if isinstance(k, tuple)]
+    if not keys or "input" not in reconstructions:
+        raise ValueError(
+            "The 'reconstructions' parameter of spiral_figure must be the dict returned by "
+            "run_spiral (with 'input' and (n, seed) keys)."
+        )
+    if seed is None:
+        seed = keys[0][1]
+    ns = sorted({n for n, s_ in keys if s_ == seed})
+    if not ns:
+        raise ValueError(
+            f"The 'seed' parameter of spiral_figure must be one of "
+            f"{sorted({s_ for _, s_ in keys})}. Got {seed!r} instead."
+        )
+    for m in methods:
+        if m not in METHODS:
+            raise ValueError(
+                f"The 'methods' parameter of spiral_figure must contain only {list(METHODS)}. "
+                f"Got {m!r} instead."
+            )
+    X = reconstructions["input"]
+    pos = reconstructions["s"]
+    idx = np.unique(np.linspace(0, len(X) - 1, min(max_points, len(X))).round().astype(int))
+    panels = ["input"] + [f"n = {n}" for n in ns]
+    frames = []
+    for m in methods:
+        label = METHOD_LABELS[m]
+        frames.append(pd.DataFrame({"x": X[idx, 0], "y": X[idx, 1], "s": pos[idx], "panel": "input", "method": label}))
+        for n in ns:
+            est = reconstructions[(n, seed)][m]
+            frames.append(
+                pd.DataFrame({"x": est[idx, 0], "y": est[idx, 1], "s": pos[idx], "panel": f"n = {n}", "method": label})
+            )
+    df = pd.concat(frames, ignore_index=True).round({"x": 4, "y": 4, "s": 4})
+    activation = reconstructions.get("activation", "act")
+    # Inline values: the figure is meant to be self-contained (vl_convert, report files), and
+    # its size is bounded by max_points, so Altair's 5,000-row guard does not apply.
+    data = alt.Data(values=df.to_dict(orient="records"))
+    return (
+        alt.Chart(data)
+        .mark_circle(size=9, opacity=0.85)
+        .encode(
+            x=alt.X("x:Q", title=None, axis=alt.Axis(tickCount=3, grid=False)),
+            y=alt.Y("y:Q", title=None, axis=alt.Axis(tickCount=3, grid=False)),
+            color=alt.Color(
+                "s:Q",
+                scale=alt.Scale(scheme="viridis"),
+                title=["position", "along spiral"],
+                legend=alt.Legend(gradientLength=120),
+            ),
+            column=alt.Column("panel:N", sort=panels, title=None, header=alt.Header(labelFontSize=12)),
+            row=alt.Row(
+                "method:N",
+                sort=[METHOD_LABELS[m] for m in methods],
+                title=None,
+                header=alt.Header(labelFontSize=12, labelAngle=-90),
+            ),
+        )
+        .properties(
+            width=panel_size,
+            height=panel_size,
+            title=alt.TitleParams(
+                f"2-D spiral → {activation}(T x), T random n × 2 (seed {seed}) → back to 2-D",
+                subtitle="MobileNetV2 Fig. 1. Columns: embedding dimension n; rows: the way back to 2-D",
+            ),
+        )
+    )

@@ -1,0 +1,79 @@
+"""`bnprobe` command line: every subcommand works, bad input exits 2 with one line."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from analysis.cli import build_parser, main
+from analysis.study import SCHEMA_COLUMNS
+from probes.loading import list_zoo
+
+
+def _need(name: str) -> None:
+    if name not in {c["name"] for c in list_zoo()}:
+        pytest.skip(f"shipped checkpoint {name} is not in checkpoints/")
+
+
+@pytest.mark.parametrize("command", ["zoo", "train", "probe", "spiral", "report", "predict"])
+def test_every_subcommand_has_help(command: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    assert "usage: bnprobe " + command in capsys.readouterr().out
+
+
+def test_zoo_lists_shipped_checkpoints(capsys) -> None:
+    cards = list_zoo()
+    if not cards:
+        pytest.skip("no shipped checkpoints")
+    assert main(["zoo"]) == 0
+    out = capsys.readouterr().out
+    for card in cards:
+        assert card["name"] in out
+        assert f"{card['test_accuracy']:.4f}"[:5] in out
+
+
+def test_probe_writes_tidy_table(tmp_path, capsys) -> None:
+    _need("digits-relu6-s0")
+    out = tmp_path / "m.csv"
+    code = main(["probe", "digits-relu6-s0", "--n-images", "12", "--points", "blocks.2.*",
+                 "--metrics", "spectrum", "activity", "--reservoir", "50", "--out", str(out), "--quiet"])
+    assert code == 0
+    df = pd.read_csv(out, keep_default_na=True)
+    assert list(df.columns) == list(SCHEMA_COLUMNS)
+    assert set(df.point) <= {f"blocks.2.{s}" for s in ("input", "expand.pre", "expand", "depthwise.pre",
+                                                        "depthwise", "project.pre", "project", "output")}
+    assert {"rank", "dead_fraction", "positive_mean"} <= set(df.metric)
+
+
+def test_unknown_checkpoint_is_one_line_listing_names(capsys) -> None:
+    _need("digits-linear-s0")
+    assert main(["probe", "no-such-net"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    assert err.startswith("bnprobe probe: error:") and "digits-linear-s0" in err
+
+
+def test_bad_output_suffix_fails_before_work(tmp_path, capsys) -> None:
+    assert main(["spiral", "--dims", "2", "--seeds", "0", "--out", str(tmp_path / "s.xlsx")]) == 2
+    assert "must end in .parquet or .csv" in capsys.readouterr().err
+
+
+def test_spiral_table(tmp_path) -> None:
+    out = tmp_path / "spiral.csv"
+    assert main(["spiral", "--dims", "2", "30", "--seeds", "0", "--out", str(out)]) == 0
+    df = pd.read_csv(out)
+    active = df[df.method == "active_set"].set_index("n").recon_error
+    assert active[30] < 1e-6 < active[2]
+
+
+def test_unknown_recipe(capsys) -> None:
+    assert main(["train", "digits-magic-s9", "--out", "unused"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown recipe 'digits-magic-s9'" in err and "digits-linear-s0" in err
+
+
+def test_parser_defaults() -> None:
+    args = build_parser().parse_args(["probe", "x"])
+    assert args.dataset == "digits" and args.split == "test" and args.out is None

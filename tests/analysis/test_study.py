@@ -1,0 +1,143 @@
+"""The study pipeline: shipped checkpoint x dataset -> tidy results table."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.study import (
+    SCHEMA_COLUMNS,
+    StudyConfig,
+    StudyResult,
+    read_table,
+    run_study,
+    write_table,
+)
+from probes.loading import list_zoo
+
+SMALL = StudyConfig(n_images=24, reservoir_size=120, topology_points=40, moment_positions=8,
+                    families=("spectrum", "activity", "reconstruction", "similarity", "quantization"))
+
+
+def _zoo(name: str) -> str:
+    if name not in {c["name"] for c in list_zoo()}:
+        pytest.skip(f"shipped checkpoint {name} is not in checkpoints/")
+    return name
+
+
+@pytest.fixture(scope="module")
+def linear() -> StudyResult:
+    return run_study(_zoo("digits-linear-s0"), SMALL, progress=False)
+
+
+@pytest.fixture(scope="module")
+def relu6() -> StudyResult:
+    return run_study(_zoo("digits-relu6-s0"), SMALL, progress=False)
+
+
+def _value(df: pd.DataFrame, point: str, metric: str) -> pd.Series:
+    row = df[(df.point == point) & (df.metric == metric)]
+    assert len(row) == 1, (point, metric, len(row))
+    return row.iloc[0]
+
+
+def test_schema_and_design_columns(linear: StudyResult) -> None:
+    df = linear.metrics
+    assert list(df.columns) == list(SCHEMA_COLUMNS)
+    assert set(df.checkpoint) == {"digits-linear-s0"}
+    assert set(df.design) == {"linear"} and set(df.bottleneck_act) == {"linear"}
+    assert set(df.dataset) == {"digits"}
+    assert sorted(df.block.unique()) == list(range(17))
+    # block 0 has t = 1: no expansion points, exactly as DESIGN.md says
+    assert not df[(df.block == 0) & (df.stage == "expand")].shape[0]
+    assert df[(df.block == 1) & (df.stage == "expand")].shape[0] > 0
+
+
+def test_activity_not_applicable_on_linear_projection(linear: StudyResult, relu6: StudyResult) -> None:
+    row = _value(linear.metrics, "blocks.5.project", "dead_fraction")
+    assert math.isnan(row.value) and row.reason.startswith("not applicable")
+    row = _value(relu6.metrics, "blocks.5.project", "dead_fraction")
+    assert 0.0 <= row.value <= 1.0 and row.reason == ""
+
+
+def test_spectrum_rank_is_bounded_by_channels_and_points(linear: StudyResult) -> None:
+    df = linear.metrics
+    rank = df[df.metric == "rank"]
+    assert (rank.value <= rank.channels).all()
+    assert (rank.value <= rank.n_points).all()
+    frac = df[df.metric == "rank_frac"].set_index("point").value
+    np.testing.assert_allclose(frac.values, (rank.set_index("point").value / rank.set_index("point").channels)
+                               .loc[frac.index].values)
+
+
+def test_exact_inverse_at_expansion_where_lemma2_holds(linear: StudyResult) -> None:
+    df = linear.metrics
+    inv = _value(df, "blocks.1.expand", "lemma2_invertible_fraction")
+    err = _value(df, "blocks.1.expand", "recon_error_exact")
+    # every reservoir point that satisfies Lemma 2 is recovered exactly by the active-set inverse
+    if inv.value > 0:
+        assert err.value < 1e-6
+
+
+def test_cka_of_input_with_itself_is_not_reported_but_others_in_unit_interval(linear: StudyResult) -> None:
+    cka = linear.metrics[linear.metrics.metric == "cka_to_input"]
+    assert "input" not in set(cka.stage)
+    assert ((cka.value >= 0) & (cka.value <= 1 + 1e-9)).all()
+
+
+def test_deterministic(linear: StudyResult) -> None:
+    again = run_study("digits-linear-s0", SMALL, progress=False)
+    pd.testing.assert_frame_equal(linear.metrics, again.metrics)
+
+
+def test_cache_returns_saved_result_without_recomputing(tmp_path, monkeypatch) -> None:
+    cfg = StudyConfig(n_images=8, reservoir_size=40, families=("spectrum",))
+    first = run_study(_zoo("digits-linear-s0"), cfg, cache_dir=tmp_path, progress=False)
+    import probes.capture
+
+    def boom(*args, **kwargs):
+        raise AssertionError("probe() ran again although the result was cached")
+
+    monkeypatch.setattr(probes.capture, "probe", boom)
+    second = run_study("digits-linear-s0", cfg, cache_dir=tmp_path, progress=False)
+    pd.testing.assert_frame_equal(first.metrics, second.metrics)
+    assert second.meta["sha256"] == first.meta["sha256"]
+    np.testing.assert_array_equal(first.details["blocks.3.expand"]["eigenvalues"],
+                                  second.details["blocks.3.expand"]["eigenvalues"])
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_table_round_trip(tmp_path, linear: StudyResult, suffix: str) -> None:
+    path = tmp_path / f"m{suffix}"
+    write_table(linear.metrics, path)
+    back = read_table(path)
+    assert list(back.columns) == list(SCHEMA_COLUMNS)
+    np.testing.assert_allclose(back.value.values, linear.metrics.value.values, equal_nan=True)
+    assert list(back.reason) == list(linear.metrics.reason)
+
+
+def test_table_errors(tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"must end in \.parquet or \.csv"):
+        write_table(pd.DataFrame({"a": [1]}), tmp_path / "m.xlsx")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        read_table(tmp_path / "missing.parquet")
+    pd.DataFrame({"a": [1]}).to_csv(tmp_path / "other.csv")
+    with pytest.raises(ValueError, match="not a bottleneck-probe results table"):
+        read_table(tmp_path / "other.csv")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"families": ("spectrum", "magic")}, r"'families' parameter of StudyConfig .* Got \['magic'\]"),
+        ({"reservoir_size": 3}, r"'reservoir_size' parameter of StudyConfig must be an int >= 10"),
+        ({"n_images": 1}, r"'n_images' parameter of StudyConfig must be an int >= 2 or None"),
+        ({"topology_maxdim": 4}, r"'topology_maxdim' parameter of StudyConfig must be 0, 1 or 2"),
+    ],
+)
+def test_config_validation(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        StudyConfig(**kwargs)
