@@ -49,6 +49,11 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
     cards = list_zoo()
     if not cards:
         raise _UserError("no shipped checkpoints found in the checkpoints/ folder")
+    if args.markdown:
+        from probes.train import zoo_markdown
+
+        print(zoo_markdown(cards), end="")
+        return 0
     per, summary = zoo_tables(cards)
     with pd.option_context("display.max_rows", None, "display.width", 200):
         cols = ["checkpoint", "dataset", "design", "bottleneck_act", "shortcut", "seed", "n_params",
@@ -156,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("zoo", help="list the shipped checkpoints with design, dataset and accuracy")
+    p.add_argument("--markdown", action="store_true", help="print checkpoints/README.md instead")
     p.set_defaults(func=_cmd_zoo)
 
     p = sub.add_parser("train", help="reproduce a shipped checkpoint from its recipe")

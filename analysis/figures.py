@@ -289,7 +289,9 @@ def _title(text: str, subtitle: Sequence[str] = ()) -> alt.TitleParams | str:
 def _reasons(rows: pd.DataFrame) -> str:
     """Distinct non-empty reasons of all-NaN rows, joined; a generic phrase when none given."""
     if "reason" in rows.columns:
-        found = [str(r) for r in pd.unique(rows["reason"].dropna()) if str(r).strip()]
+        # the metric reasons often already start with "not applicable: "; the callers add it
+        found = [str(r).removeprefix("not applicable: ") for r in pd.unique(rows["reason"].dropna())
+                 if str(r).strip()]
         if found:
             return "; ".join(found)
     return "no finite values"

@@ -56,7 +56,7 @@ import sys
 import time
 import tomllib
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,7 @@ import pandas as pd
 from probes._io import atomic_path, atomic_write_json, atomic_write_text, sha256_file
 
 __all__ = [
+    "CheckpointSpec",
     "DEFAULT_CONFIG",
     "FIGURE_FORMATS",
     "HIGHER_IS_BETTER",
@@ -123,9 +124,9 @@ _FAMILY_FUNCTIONS: dict[str, tuple[str, str]] = {
     "spectrum": ("analysis.spectrum", "spectrum_metrics"),
     "activity": ("analysis.activity", "activity_metrics"),
     "reconstruction": ("analysis.reconstruction", "reconstruction_metrics"),
-    "topology": ("analysis.topology", "topology_metrics"),
-    "dimension": ("analysis.dimension", "dimension_metrics"),
-    "similarity": ("analysis.similarity", "linear_cka"),
+    "topology": ("analysis.topology", "persistent_homology"),
+    "dimension": ("analysis.dimension", "intrinsic_dimension"),
+    "similarity": ("analysis.similarity", "similarity_metrics"),
     "quantization": ("analysis.quantization", "quantization_metrics"),
 }
 
@@ -444,7 +445,7 @@ def load_config(path: str | Path) -> ReportConfig:
         p = Path(n).expanduser()
         p = p if p.is_absolute() else base / p
         if not (p.is_dir() or (p.is_file() and p.suffix.lower() == ".npz")):
-            raise ck.fail("datasets.names", f"built-in names {[*BUILTIN, 'natural']} or existing .npz "
+            raise ck.fail("datasets.names", f"built-in names {list(dict.fromkeys([*BUILTIN, 'natural']))} or existing .npz "
                           "files / image folders", n)
         datasets.append(str(p.resolve()))
     pairing = ck.choice("datasets.pairing", ds.get("pairing", "trained"), ("trained", "all"))
@@ -769,12 +770,16 @@ def accuracy_table(cards: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _decimals(means: Sequence[float]) -> int:
+def _decimals(means: Sequence[float], stds: Sequence[float]) -> int:
+    """Decimals of a table row: 3 significant digits of the largest mean, and enough to show
+    the smallest non-zero std with one significant digit (at most 4)."""
     finite = [abs(m) for m in means if np.isfinite(m)]
     top = max(finite) if finite else 1.0
-    if top == 0:
-        return 3
-    return int(min(4, max(0, 2 - math.floor(math.log10(top)))))
+    dec = 3 if top == 0 else 2 - math.floor(math.log10(top))
+    spreads = [s for s in stds if np.isfinite(s) and s > 0]
+    if spreads:
+        dec = max(dec, -math.floor(math.log10(min(spreads))))
+    return int(min(4, max(0, dec)))
 
 
 def _latex_escape(text: str) -> str:
@@ -789,7 +794,7 @@ def _table_rows(summary: pd.DataFrame) -> tuple[list[str], list[tuple[str, str, 
     rows = []
     for (stage, metric), part in summary.groupby(["stage", "metric"], sort=False):
         cells = {d: (m, s, n) for d, m, s, n in zip(part["design"], part["mean"], part["std"], part["n"])}
-        dec = _decimals([c[0] for c in cells.values()])
+        dec = _decimals([c[0] for c in cells.values()], [c[1] for c in cells.values()])
         direction = HIGHER_IS_BETTER.get(metric)
         best = None
         if direction is not None and len(cells) > 1:
@@ -954,6 +959,16 @@ def report_figures(metrics: pd.DataFrame, details: dict[str, dict[str, dict[str,
                 out.append((f"diagram-{_safe(ds)}-{_safe(point)}",
                             f"Persistence diagrams (H0, H1) at {point} on {ds}.", chart))
     return out, notes
+
+
+def _message_of(chart: Any) -> str | None:
+    """The text of an :func:`analysis.figures.message_chart` ("not applicable: ..."), else None."""
+    import altair as alt
+
+    data = getattr(chart, "data", None)
+    if isinstance(chart, alt.Chart) and isinstance(data, pd.DataFrame) and list(data.columns) == ["message"]:
+        return " ".join(str(data["message"].iloc[0]).split())
+    return None
 
 
 def _job_keys(metrics: pd.DataFrame) -> dict[str, Any]:
@@ -1279,6 +1294,10 @@ def _report(config: ReportConfig, jobs: list[Job], plan_notes: list[str], out: P
     fig_dir = out / "figures"
     written: dict[str, tuple[dict[str, Path], str]] = {}
     for stem, caption, chart in charts:
+        message = _message_of(chart)
+        if message is not None:
+            fig_notes.append(f"figure {stem} not drawn: {message}")
+            continue
         try:
             files = _save_figure(chart, fig_dir / stem, config.formats)
             written[stem] = ({p.suffix[1:]: p for p in files}, caption)

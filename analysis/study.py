@@ -198,10 +198,15 @@ class StudyResult:
     probe: Any = None
 
     def save(self, path: str | Path) -> None:
-        """Write ``<path>.parquet`` (metrics), ``<path>.npz`` (details, with meta) atomically."""
+        """Write ``<path>.parquet`` (metrics), ``<path>.npz`` (details, with meta) atomically.
+
+        Details are stored as float32 / int32 (they only feed figures); metrics stay float64.
+        """
         path = Path(path)
         write_table(self.metrics, path.with_suffix(".parquet"))
-        arrays = {f"{p}::{k}": v for p, d in self.details.items() for k, v in d.items()}
+        # details only feed figures: float32 / int32 halve the shipped results' size
+        arrays = {f"{p}::{k}": v.astype(np.float32 if v.dtype.kind == "f" else np.int32)
+                  for p, d in self.details.items() for k, v in d.items()}
         arrays["__meta__"] = np.array(json.dumps(self.meta, sort_keys=True, default=str))
         with atomic_path(path.with_suffix(".npz")) as tmp:
             with open(tmp, "wb") as f:
@@ -248,7 +253,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
             f"{str(path)!r} is not a bottleneck-probe results table: columns {missing} are missing."
         )
     if "reason" in df.columns:
-        df["reason"] = df["reason"].fillna("")
+        df["reason"] = df["reason"].astype("object").where(df["reason"].notna(), "").astype(str)
     return df
 
 

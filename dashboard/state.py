@@ -35,23 +35,25 @@ __all__ = [
     "MAX_UPLOAD_MB",
     "RESULTS_ENV",
     "StudyView",
+    "chart_spec",
+    "compute_shipped",
     "computed_dir",
     "current_dataset",
     "dataset_cards",
     "dataset_metrics",
     "dataset_studies",
+    "default_dataset",
     "embed_points",
+    "fixed_size_spec",
     "load_report",
     "missing_checkpoints",
     "model_points",
     "point_cloud",
     "progress_steps",
-    "compute_shipped",
     "results_dir",
-    "chart_spec",
+    "search_dirs",
     "show_chart",
     "spiral_study",
-    "search_dirs",
     "study",
     "zoo_cards",
     "zoo_model",
@@ -92,10 +94,19 @@ def search_dirs() -> list[Path]:
     return [results_dir()] if os.environ.get(RESULTS_ENV) else [results_dir(), computed_dir()]
 
 
+def default_dataset() -> str:
+    """The first built-in dataset with stored studies, else the first with shipped checkpoints."""
+    for test in (dataset_studies, lambda d: list(dataset_cards(d)["checkpoint"])):
+        found = next((d for d in DATASETS if test(d)), None)
+        if found is not None:
+            return found
+    return DATASETS[0]
+
+
 def current_dataset() -> str:
     """The dataset chosen in the sidebar (shared by all pages through ``st.session_state``)."""
     value = st.session_state.get("dataset")
-    return value if value in DATASETS else DATASETS[0]
+    return value if value in DATASETS else default_dataset()
 
 
 def _stem(checkpoint: str, dataset: str) -> Path | None:
@@ -113,9 +124,8 @@ def _mtime(stem: Path) -> float:
 # ------------------------------------------------------------------------------ checkpoints
 
 
-@st.cache_data(show_spinner=False)
 def zoo_cards() -> pd.DataFrame:
-    """One row per shipped checkpoint card.
+    """One row per shipped checkpoint card (re-read when a card is added or changed).
 
     Returns
     -------
@@ -123,6 +133,14 @@ def zoo_cards() -> pd.DataFrame:
         Columns ``checkpoint, design, dataset, seed, test_accuracy, bottleneck_act,
         expand_ratio, shortcut, n_params`` (``test_accuracy`` a fraction in [0, 1]).
     """
+    from checkpoints import CHECKPOINT_DIR
+
+    stamp = tuple(sorted((p.name, p.stat().st_mtime) for p in CHECKPOINT_DIR.glob("*.json")))
+    return _zoo_cards(stamp)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _zoo_cards(stamp: tuple[tuple[str, float], ...]) -> pd.DataFrame:
     from probes.loading import list_zoo
 
     rows = []
@@ -147,9 +165,10 @@ def dataset_cards(dataset: str) -> pd.DataFrame:
 
 
 def dataset_studies(dataset: str) -> list[str]:
-    """Checkpoints with a study on ``dataset`` in :func:`search_dirs`, sorted by name.
+    """Checkpoints with a study on ``dataset`` in :func:`search_dirs`.
 
-    Shipped checkpoints come first (in card order), then any other ``<name>--<dataset>`` found.
+    Shipped checkpoints come first (in card order), then any other ``<name>--<dataset>`` found
+    (by name).
     """
     names: dict[str, None] = {}
     for name in zoo_cards()["checkpoint"]:
@@ -264,11 +283,14 @@ def load_report(directory: str | Path) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def point_cloud(checkpoint: str, dataset: str, point: str, *, n_images: int = 200,
-                reservoir_size: int = 1500, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+                reservoir_size: int = 1500, seed: int = 0,
+                sample_unit: str = "position") -> tuple[pd.DataFrame, np.ndarray]:
     """Reservoir of one capture point, probed live on the first ``n_images`` test images.
 
     Only ``point`` is hooked (``points=point``) and only the reservoir sink is filled, so this
-    takes a second or two for the small zoo models. The reservoir sample depends only on
+    takes a second or two for the small zoo models. ``sample_unit="position"`` samples spatial
+    positions (the paper's view of an h x w x d tensor as h*w points); ``"image"`` takes one
+    globally average-pooled vector per image. The reservoir sample depends only on
     ``seed`` and the sample ids, so two models with the same spatial layout get the same inputs.
 
     Returns
@@ -286,7 +308,7 @@ def point_cloud(checkpoint: str, dataset: str, point: str, *, n_images: int = 20
     ds = load_inputs(dataset, n_images=n_images, seed=seed)
     result = probe(loaded.model, ds, input_spec=loaded.input_spec, points=point,
                    reservoir_size=reservoir_size, seed=seed, sinks=("reservoir",), progress=False,
-                   device="cpu")
+                   device="cpu", sample_unit=sample_unit)
     if point not in result.stats:
         raise ValueError(f"Capture point {point!r} does not exist in {checkpoint!r}; "
                          f"it has {sorted(result.points)[:8]} ...")
@@ -343,6 +365,25 @@ def embed_points(values: np.ndarray, method: str, *, seed: int = 0,
 # ------------------------------------------------------------------------------------ charts
 
 
+def fixed_size_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """Prepare a fixed-size Vega-Lite spec for Streamlit's renderer.
+
+    - ``autosize: pad``: without it Streamlit fits the chart into the height it measured
+      first, which squeezes short charts (a two-row heatmap draws nothing) and clips titles;
+    - inline top-level ``data.values`` become a named dataset: Streamlit ships unnamed data
+      separately and inserts it after the view is built, which leaves faceted charts (row /
+      column encodings) empty; named datasets are loaded with the spec.
+    """
+    spec = dict(spec)
+    spec["autosize"] = {"type": "pad"}
+    data = spec.get("data")
+    if isinstance(data, dict) and "values" in data:
+        name = f"values-{len(spec.get('datasets', {}))}"
+        spec["datasets"] = {**spec.get("datasets", {}), name: spec.pop("data")["values"]}
+        spec["data"] = {"name": name}
+    return spec
+
+
 @st.cache_data(show_spinner=False, max_entries=256)
 def chart_spec(builder: str, /, *args: Any, **kwargs: Any) -> dict[str, Any]:
     """The Vega-Lite spec of ``analysis.figures.<builder>(*args, **kwargs)``, cached.
@@ -355,7 +396,7 @@ def chart_spec(builder: str, /, *args: Any, **kwargs: Any) -> dict[str, Any]:
     if builder not in figures.__all__:
         raise ValueError(f"The 'builder' parameter of chart_spec must name a builder of "
                          f"analysis.figures. Got {builder!r} instead.")
-    return getattr(figures, builder)(*args, **kwargs).to_dict()
+    return fixed_size_spec(getattr(figures, builder)(*args, **kwargs).to_dict())
 
 
 def show_chart(builder: str, /, *args: Any, key: str, **kwargs: Any) -> None:
@@ -379,7 +420,10 @@ def spiral_study(dims: tuple[int, ...], activation: str, seed: int, *, n_points:
 
     table, recon = run_spiral(dims, activation=activation, seeds=(seed,), n_points=n_points,
                               radius=radius, noise=noise)
-    return table, spiral_figure(recon, seed=seed, panel_size=120, max_points=500).to_dict()
+    # 300 points per panel draw the spiral clearly; the figure's inline data is validated by
+    # Altair point by point, so fewer points keep a new setting near a second.
+    figure = spiral_figure(recon, seed=seed, panel_size=120, max_points=300)
+    return table, fixed_size_spec(figure.to_dict(validate=False))
 
 
 # ------------------------------------------------------------------------- helpers for pages

@@ -32,10 +32,14 @@ tensor; statistics stay on the tensor's device until :meth:`Capture.stats`):
   estimates of those over all positions (the covariance of an i.i.d. sample, ddof=1); the
   rate of each point is recorded in ``config["moment_rates"]``. The per-batch centred Gram
   matrix is computed in float64: float32 would put a noise floor near 1e-7 of the largest
-  eigenvalue, above the default rank tolerance. Exact covariance at every position costs
-  several times a forward pass on the small networks of the zoo (see
-  ``benchmarks/capture.py``); the sampled default keeps the overhead near half a forward pass.
-- **Activity** (points whose activation is relu / relu6 / hswish): counted at *every* sample.
+  eigenvalue, above the default rank tolerance. One sampled position costs C^2 multiply-adds
+  per point, about a quarter of a whole forward pass of the digits networks summed over all
+  points, which is why exact mode costs many forward passes (``benchmarks/capture.py``).
+- **Activity** (points whose activation is relu / relu6 / hswish): counted on a hash sample of
+  ``activity_positions`` positions per image (same hash; the moments take the nested subset
+  below their own rate, and the activity all rows drawn), or at every position in exact mode;
+  ``config["activity_rates"]``. The ``.pre`` point of a stage
+  shares the counts of its post-activation point (the same units are in the flat region).
 - **Reservoir**: bottom-K sample by hash priority (:class:`~probes.sinks.Reservoir`). All
   points of one block draw positions in the block's *output* frame (image, y_out, x_out) with
   the same hash; points before the block's stride (input, expand.pre, expand: their spatial
@@ -52,6 +56,7 @@ import contextlib
 import dataclasses
 import fnmatch
 import json
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -85,11 +90,11 @@ SAMPLE_UNITS: tuple[str, ...] = ("position", "image")
 MOMENT_MODES: tuple[str, ...] = ("sampled", "exact")
 SINKS: tuple[str, ...] = ("moments", "activity", "reservoir")
 #: Reservoir capacity K (points per capture point).
-DEFAULT_RESERVOIR_SIZE = 2048
+DEFAULT_RESERVOIR_SIZE = 1024
 #: Expected number of positions per image that enter the moments in ``moments="sampled"``.
 DEFAULT_MOMENT_POSITIONS = 1
 #: Expected number of positions per image that enter the activity counts in ``moments="sampled"``.
-DEFAULT_ACTIVITY_POSITIONS = 16
+DEFAULT_ACTIVITY_POSITIONS = 2
 
 _MOMENT_SALT = 0x40E7
 _FORMAT = "bottleneck-probe/probe-result"
@@ -217,7 +222,6 @@ class _Group:
         """Keep only the k smallest priorities, in order, in the group and in every member."""
         order = np.lexsort((self.ids[:, 2], self.ids[:, 1], self.ids[:, 0], self.priority))[: self.k]
         for m in self.members:
-            m.flush()
             m.compact_rows(order, expected=len(self.priority))
         self.ids, self.priority = self.ids[order], self.priority[order]
 
@@ -227,7 +231,7 @@ class _Group:
         return batch.cached(("group", id(self)), lambda: self._candidates(batch))
 
     def _candidates(self, batch: _Batch) -> tuple[np.ndarray, np.ndarray]:
-        if len(self.priority) > 4 * self.k:
+        if len(self.priority) > 2 * self.k:
             self.compact()
         prio = batch.cached(("priority", self.out_hw),
                             lambda: _hash_grid(batch, self.seed, self.out_hw, Reservoir.SALT))
@@ -245,7 +249,7 @@ class _Group:
 
 #: Gathered rows are buffered per point and reduced once this many values have accumulated, so
 #: the fixed cost of the reduction ops is paid every few batches instead of at every hook call.
-_FLUSH_ELEMENTS = 1 << 18
+_FLUSH_ELEMENTS = 1 << 16
 
 
 class _PointState:
@@ -256,10 +260,11 @@ class _PointState:
     depend only on the frame, so points with the same spatial size and block share them.
     """
 
-    def __init__(self, point: CapturePoint, *, channels: int, hw: tuple[int, int], step: int,
-                 group: _Group | None, want_moments: bool, activity_kind: str | None,
-                 sample_rate: float, moment_rate: float, seed: int) -> None:
-        self.point, self.channels, self.hw, self.step, self.group = point, channels, hw, step, group
+    def __init__(self, point: CapturePoint, *, channels: int, in_hw: tuple[int, int],
+                 hw: tuple[int, int], step: int, group: _Group | None, want_moments: bool,
+                 activity_kind: str | None, sample_rate: float, moment_rate: float, seed: int) -> None:
+        self.point, self.channels, self.step, self.group = point, channels, step, group
+        self.in_hw, self.hw = in_hw, hw   # spatial size of the hooked tensor / of the sampled frame
         self.want_moments, self.activity_kind = want_moments, activity_kind
         self.sample_rate, self.moment_rate, self.seed = sample_rate, moment_rate, seed
         # Set when the same stage's other side (.pre / post) counts the activity for both.
@@ -272,10 +277,9 @@ class _PointState:
         self.saturated: torch.Tensor | None = None
         self.hist: torch.Tensor | None = None
         self.chunks: list[torch.Tensor] = []
-        self.splits: list[int] = []
         self.masks: list[torch.Tensor] = []
         self.buffered = 0
-        self.rows: list[torch.Tensor] = []
+        self.pending: list[torch.Tensor] = []   # reservoir rows aligned with group.ids
         if group is not None:
             group.members.append(self)
 
@@ -283,32 +287,34 @@ class _PointState:
     def counts_activity(self) -> bool:
         return self.activity_kind is not None and self.activity_from is None
 
-    def _plan(self, batch: _Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int, Any]:
-        """(b, y*W + x, n_sample, moment_mask) of this batch for this point's frame.
+    def _sample_plan(self, batch: _Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """(b, y*W + x, moment_mask) of this batch's sampled positions, shared by equal frames.
 
         Position (image, y, x) is sampled when ``u < sample_rate`` with ``u = hash / 2^64``; the
         moment rows are those with ``u < moment_rate`` among them (mask None: all of them).
         """
-        def make() -> tuple[torch.Tensor, torch.Tensor, int, Any]:
-            n_pix = self.hw[0] * self.hw[1]
-            sb = sp = np.zeros(0, dtype=np.int64)
+        def make() -> tuple[torch.Tensor, torch.Tensor, Any]:
+            u = batch.cached(("hash", self.hw), lambda: _hash_grid(batch, self.seed, self.hw, _MOMENT_SALT))
+            keep = _below(u, self.sample_rate)
+            b, pos = np.divmod(keep, self.hw[0] * self.hw[1])
             mask = None
-            if self.sample_rate > 0:
-                u = batch.cached(("sample", self.hw), lambda: _hash_grid(batch, self.seed, self.hw, _MOMENT_SALT))
-                keep = _below(u, self.sample_rate)
-                sb, sp = np.divmod(keep, n_pix)
-                if self.want_moments and self.moment_rate < self.sample_rate:
-                    mask = torch.as_tensor(u[keep] < np.uint64(self.moment_rate * 2.0**64), device=device)
-            rb = rp = np.zeros(0, dtype=np.int64)
-            if self.group is not None:
-                rb, pos = self.group.candidates(batch)
-                y, x = np.divmod(pos, self.group.out_hw[1])
-                rp = (y * self.step) * self.hw[1] + x * self.step
-            bi = torch.as_tensor(np.concatenate([sb, rb]), device=device)
-            pi = torch.as_tensor(np.concatenate([sp, rp]), device=device)
-            return bi, pi, len(sb), mask
+            if self.want_moments and self.moment_rate < self.sample_rate:
+                mask = torch.as_tensor(u[keep] < np.uint64(self.moment_rate * 2.0**64), device=device)
+            return torch.as_tensor(b, device=device), torch.as_tensor(pos, device=device), mask
 
-        return batch.cached(("plan", self.hw, id(self.group), self.step), make)
+        return batch.cached(("sample", self.hw, self.sample_rate, self.moment_rate), make)
+
+    def _reservoir_plan(self, batch: _Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(b, y*W + x) in this point's frame of the block's candidates; None when there are none."""
+        def make() -> tuple[torch.Tensor, torch.Tensor] | None:
+            b, pos = self.group.candidates(batch)
+            if len(b) == 0:
+                return None
+            y, x = np.divmod(pos, self.group.out_hw[1])
+            p = (y * self.step) * self.hw[1] + x * self.step
+            return torch.as_tensor(b, device=device), torch.as_tensor(p, device=device)
+
+        return batch.cached(("reservoir", id(self.group), self.step), make)
 
     def reduce(self, value: Any, batch: _Batch, sample_unit: str) -> None:
         if not isinstance(value, torch.Tensor):
@@ -320,12 +326,10 @@ class _PointState:
         if t.ndim == 2:
             t = t[:, :, None, None]
         shape = t.shape
-        if sample_unit == "image" and t.ndim == 4:
-            t = t.mean((2, 3), keepdim=True)
-        if t.ndim != 4 or shape[1] != self.channels or (tuple(shape[2:]) != self.hw and sample_unit != "image"):
+        if t.ndim != 4 or shape[1] != self.channels or (tuple(shape[2:]) != self.in_hw and sample_unit != "image"):
             raise ValueError(
                 f"Capture point {self.point.name} expected a tensor of shape (B, {self.channels}, "
-                f"{self.hw[0]}, {self.hw[1]}) as in example_input. Got shape {tuple(shape)} "
+                f"{self.in_hw[0]}, {self.in_hw[1]}) as in example_input. Got shape {tuple(shape)} "
                 "instead; run inputs of the example's size."
             )
         if batch.size is None:
@@ -335,33 +339,37 @@ class _PointState:
                 f"Capture point {self.point.name} saw a batch of {shape[0]} images in a forward "
                 f"pass of {batch.size}."
             )
-        bi, pi, n_sample, mask = self._plan(batch, t.device)
-        chunk = t.reshape(shape[0], self.channels, -1)[bi, :, pi]
-        self.chunks.append(chunk)
-        self.splits.append(n_sample)
+        if sample_unit == "image":
+            t = t.mean((2, 3), keepdim=True, dtype=torch.float64)
+        flat = t.reshape(shape[0], self.channels, -1)
+        if self.sample_rate >= 1.0 and self.moment_rate >= 1.0:
+            self._push(flat.transpose(1, 2).reshape(-1, self.channels), None)
+        elif self.sample_rate > 0.0:
+            b, pos, mask = self._sample_plan(batch, t.device)
+            self._push(flat[b, :, pos], mask)
+        if self.group is not None:
+            plan = self._reservoir_plan(batch, t.device)
+            if plan is not None:
+                self.pending.append(flat[plan[0], :, plan[1]].float())
+
+    def _push(self, rows: torch.Tensor, mask: torch.Tensor | None) -> None:
+        self.chunks.append(rows)
         if mask is not None:
             self.masks.append(mask)
-        self.buffered += chunk.numel()
+        self.buffered += rows.numel()
         if self.buffered >= _FLUSH_ELEMENTS:
             self.flush()
 
     def flush(self) -> None:
-        """Reduce the buffered rows into the moments, activity counts and reservoir rows."""
-        if not self.chunks:
-            return
-        one = len(self.chunks) == 1
-        if self.want_moments or self.counts_activity:
-            parts = [c[:n] for c, n in zip(self.chunks, self.splits)]
-            sample = parts[0] if one else torch.cat(parts)
+        """Reduce the buffered rows into the moments and activity counts."""
+        if self.chunks:
+            sample = self.chunks[0] if len(self.chunks) == 1 else torch.cat(self.chunks)
             if self.want_moments:
-                self._add_moments(sample[self.masks[0] if one else torch.cat(self.masks)]
-                                  if self.masks else sample)
+                mask = None if not self.masks else self.masks[0] if len(self.masks) == 1 else torch.cat(self.masks)
+                self._add_moments(sample if mask is None else sample[mask])
             if self.counts_activity:
                 self._add_activity(sample)
-        if self.group is not None:
-            parts = [c[n:] for c, n in zip(self.chunks, self.splits)]
-            self.rows.append((parts[0].clone() if one else torch.cat(parts)).float())
-        self.chunks, self.splits, self.masks, self.buffered = [], [], [], 0
+            self.chunks, self.masks, self.buffered = [], [], 0
 
     def _add_moments(self, rows: torch.Tensor) -> None:
         nb = rows.shape[0]
@@ -402,16 +410,16 @@ class _PointState:
         self.n_points += rows.shape[0]
 
     def compact_rows(self, order: np.ndarray, *, expected: int) -> None:
-        """Reorder the (flushed) reservoir rows by ``order``, after checking their count."""
-        n = sum(r.shape[0] for r in self.rows)
+        """Keep the reservoir rows at ``order``, after checking they match the group's ids."""
+        n = sum(r.shape[0] for r in self.pending)
         if n != expected:
             raise RuntimeError(
                 f"Capture point {self.point.name} missed a forward pass of its block; its reservoir "
                 "can no longer be paired with the other points of the block."
             )
         if n:
-            rows = self.rows[0] if len(self.rows) == 1 else torch.cat(self.rows)
-            self.rows = [rows[torch.as_tensor(order, device=rows.device)]]
+            rows = self.pending[0] if len(self.pending) == 1 else torch.cat(self.pending)
+            self.pending = [rows[torch.as_tensor(order, device=rows.device)]]
 
     def to_stats(self) -> PointStats:
         mom = act = res = None
@@ -430,7 +438,7 @@ class _PointState:
             res = Reservoir(self.channels, g.k, seed=g.seed, stride=self.step)
             res.n_seen = g.n_seen
             if len(g.priority):
-                rows = self.rows[0]
+                rows = self.pending[0]
                 ids = g.ids.copy()
                 ids[:, 1:] *= self.step
                 res.values = rows.cpu().numpy().astype(np.float32, copy=False)
@@ -460,6 +468,7 @@ class Capture:
         self.first_image = image_offset
         self.config = config
         self._batch: _Batch | None = None
+        self._n_forward = 0
 
     @property
     def n_images(self) -> int:
@@ -694,7 +703,7 @@ def capture(
         srate = max(mrate if want_m else 0.0, arate if want_a else 0.0)
         rates[key] = (mrate, arate)
         states[key] = _PointState(
-            target, channels=channels, hw=(1, 1) if sample_unit == "image" else hw, step=step,
+            target, channels=channels, in_hw=hw, hw=(1, 1) if sample_unit == "image" else hw, step=step,
             group=group, want_moments=want_m, activity_kind=kind, sample_rate=srate,
             moment_rate=mrate, seed=seed)
 
@@ -729,6 +738,9 @@ def capture(
         if cap._batch is not None and cap._batch.size is not None:
             cap.image_offset += cap._batch.size
         cap._batch = None
+        cap._n_forward += 1
+        if cap._n_forward % _TRIM_EVERY == 0:
+            _release_memory()
 
     def make_hook(state: _PointState) -> Callable[[Any], None]:
         def hook(value: Any) -> None:
@@ -896,6 +908,34 @@ def _join_ranges(ranges: list[list[int]]) -> list[list[int]]:
     return out
 
 
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        import ctypes
+        import ctypes.util
+
+        name = ctypes.util.find_library("c")
+        return None if name is None else ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_MALLOC_TRIM = _load_malloc_trim() if sys.platform.startswith("linux") else None
+#: Forward passes between two :func:`_release_memory` calls (a trim costs a few ms).
+_TRIM_EVERY = 8
+
+
+def _release_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+
+    glibc raises its mmap threshold after the first large free, so the forward pass's
+    activations then live on the heap between the sinks' small long-lived buffers; without a
+    trim every few batches the process's resident memory creeps up with the number of batches
+    although the live data stays bounded.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
 def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -921,7 +961,8 @@ def probe(
     """Run ``data`` through ``model`` and collect the sinks of the selected capture points.
 
     The model runs in eval mode under ``torch.no_grad()`` on ``device`` (default ``cuda`` when
-    available, else ``cpu``); its training flag and device are restored afterwards. Statistics
+    available, else ``cpu``); the training flags of its modules and its device are restored
+    afterwards. Statistics
     are reduced on the device and stored as float64 sinks on the CPU.
 
     Parameters
@@ -985,7 +1026,7 @@ def probe(
     dev = torch.device(device) if device is not None else _default_device()
     param = next(iter(model.parameters()), None)
     old_device = param.device if param is not None else None
-    was_training = model.training
+    flags = {m: m.training for m in model.modules()}
     try:
         model.eval().to(dev)
         with torch.no_grad(), capture(
@@ -998,7 +1039,8 @@ def probe(
                 model(get(i, min(i + batch_size, n)).to(dev, non_blocking=True))
             result = cap.result()
     finally:
-        model.train(was_training)
+        for m, flag in flags.items():
+            m.training = flag
         if old_device is not None:
             model.to(old_device)
     result.config.update({

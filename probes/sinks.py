@@ -77,15 +77,14 @@ def position_hash(seed: int, image: Any, y: Any, x: Any, *, salt: int = 0) -> np
     -------
     ndarray of uint64, the broadcast shape of ``image``, ``y`` and ``x``.
     """
-    image, y, x = np.broadcast_arrays(
-        np.asarray(image, dtype=np.int64), np.asarray(y, dtype=np.int64), np.asarray(x, dtype=np.int64)
-    )
-    mask = np.uint64(0xFFFFFFFFFFFFFFFF)
+    mask32 = np.uint64(0xFFFFFFFF)
     with np.errstate(over="ignore"):
         h = _splitmix64(np.asarray(salt & 0xFFFFFFFFFFFFFFFF, dtype=np.uint64))
         h = _splitmix64(h ^ np.uint64(seed & 0xFFFFFFFFFFFFFFFF))
-        h = _splitmix64(h ^ (image.astype(np.uint64) & mask))
-        yx = (y.astype(np.uint64) << np.uint64(32)) ^ (x.astype(np.uint64) & np.uint64(0xFFFFFFFF))
+        # Mix each argument only at its own (unbroadcast) shape; broadcast at the last round.
+        h = _splitmix64(h ^ np.asarray(image, dtype=np.int64).astype(np.uint64))
+        yx = ((np.asarray(y, dtype=np.int64).astype(np.uint64) << np.uint64(32))
+              ^ (np.asarray(x, dtype=np.int64).astype(np.uint64) & mask32))
         return _splitmix64(h ^ yx)
 
 

@@ -496,3 +496,12 @@ def test_resume_after_sigkill(serial_run: tuple[Path, Path, int], tmp_path: Path
     assert not list(out.rglob(".*.tmp"))
     for name in ("metrics.parquet", "metrics.csv"):
         assert (out / name).read_bytes() == (serial_out / name).read_bytes(), name
+
+
+def test_not_applicable_charts_are_recognised() -> None:
+    from analysis import figures as F
+
+    assert rp._message_of(F.message_chart("not applicable: linear output", title="t")) == \
+        "not applicable: linear output"
+    metrics, _ = _synthetic_job()
+    assert rp._message_of(F.depth_curve(metrics, "effective_rank_frac", stage="project")) is None

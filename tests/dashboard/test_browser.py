@@ -33,10 +33,10 @@ ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 #: url path -> (page title, number of charts that must be drawn, seconds to wait for them).
 PAGES = {
     "overview": ("Overview", 2, 120),
-    "block-explorer": ("Block explorer", 4, 120),
+    "block_explorer": ("Block explorer", 4, 120),
     "topology": ("Topology", 3, 120),
     "embeddings": ("Embeddings", 2, 300),
-    "spiral-lab": ("Spiral lab", 1, 180),
+    "spiral_lab": ("Spiral lab", 1, 180),
     "reports": ("Reports", 2, 120),
 }
 
@@ -72,7 +72,7 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(shipped, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``streamlit run dashboard`` from the repository root on a free port; always stopped."""
-    from dashboard.pages.reports import REPORT_ENV
+    from dashboard.views.reports import REPORT_ENV
     from dashboard.state import RESULTS_ENV
 
     work = tmp_path_factory.mktemp("server")
@@ -117,7 +117,8 @@ def browser() -> Iterator[object]:
 
 
 def _open(browser, url: str):
-    page = browser.new_page(viewport={"width": 1440, "height": 1000})
+    # Tall: Streamlit scrolls inside the page, so a full-page screenshot is the viewport.
+    page = browser.new_page(viewport={"width": 1440, "height": 2200})
     page.set_default_timeout(60_000)
     page.goto(url)
     return page
@@ -155,7 +156,7 @@ def test_page_draws_its_charts_without_errors(server: str, browser, screenshots:
 def test_bad_upload_gives_a_readable_message(server: str, browser, screenshots: Path, tmp_path: Path) -> None:
     bad = tmp_path / "broken.pt"
     bad.write_bytes(b"this is not a checkpoint")
-    page = _open(browser, f"{server}/probe-checkpoint")
+    page = _open(browser, f"{server}/probe_checkpoint")
     try:
         page.get_by_role("heading", name="Probe a checkpoint").first.wait_for()
         _settle(page, 60)
@@ -166,7 +167,7 @@ def test_bad_upload_gives_a_readable_message(server: str, browser, screenshots: 
         message = page.locator('[data-testid="stAlertContentError"]').first
         message.wait_for(timeout=60_000)
         _settle(page, 60)
-        page.screenshot(path=str(screenshots / "probe-checkpoint.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "probe_checkpoint.png"), full_page=True)
         assert "Could not load the checkpoint" in message.inner_text()
         assert "broken.pt" in message.inner_text()
         assert page.locator('[data-testid="stException"]').count() == 0

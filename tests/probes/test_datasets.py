@@ -78,13 +78,16 @@ def test_digits_size_option():
 
 
 def test_load_dataset_builtin_names(digits):
-    assert BUILTIN == ("digits", "shapes")
+    assert BUILTIN == ("digits", "shapes", "natural")
     np.testing.assert_array_equal(load_dataset("digits", split="test").x, digits["test"].x)
     assert load_dataset("digits", split="train", size=16).x.shape == (1437, 1, 16, 16)
+    natural = load_dataset("natural", n=3, size=48, seed=1)
+    assert natural.name == "natural" and natural.x.shape == (3, 3, 48, 48)
+    np.testing.assert_array_equal(natural.x, load_dataset("natural", n=3, size=48, seed=1).x)
 
 
 def test_load_dataset_unknown_name_lists_available():
-    with pytest.raises(ValueError, match=r"Unknown dataset 'mnist'; available datasets are \['digits', 'shapes'\]"):
+    with pytest.raises(ValueError, match=r"Unknown dataset 'mnist'; available datasets are \['digits', 'shapes', 'natural'\]"):
         load_dataset("mnist")
 
 
@@ -437,7 +440,7 @@ def test_folder_missing(tmp_path):
 
 
 def test_load_dataset_missing_path_is_unknown(tmp_path):
-    with pytest.raises(ValueError, match=r"Unknown dataset .*available datasets are \['digits', 'shapes'\], or a path"):
+    with pytest.raises(ValueError, match=r"Unknown dataset .*available datasets are \['digits', 'shapes', 'natural'\], or a path"):
         load_dataset(str(tmp_path / "none"))
 
 

@@ -16,8 +16,8 @@ from typing import Any
 import streamlit as st
 
 from dashboard import state
-from dashboard.pages.block_explorer import show_block
-from dashboard.pages.overview import show_overview
+from dashboard.views.block_explorer import show_block
+from dashboard.views.overview import show_overview
 
 __all__ = ["ARCHITECTURES", "load_upload", "render", "run_probe"]
 
@@ -26,7 +26,7 @@ __all__ = ["ARCHITECTURES", "load_upload", "render", "run_probe"]
 ARCHITECTURES = ("torchvision:mobilenet_v2", "torchvision:mobilenet_v3_small", "torchvision:mobilenet_v3_large",
                  "torchvision:efficientnet_b0", "torchvision:mnasnet0_5", "timm:mobilenetv2_100",
                  "timm:efficientnet_b0")
-_CARD = "zoo card uploaded beside the weights"
+_CARD = "from its zoo card (.json, upload it below)"
 _OTHER = "other (type it)"
 _RESULT_KEY = "probe-result"
 
@@ -147,7 +147,8 @@ def render() -> None:
     if result is None:
         return
     view: state.StudyView = result["view"]
-    st.success(f"{result['name']} ({result['arch']}) on {result['dataset']}: {len(view.metrics)} values "
+    arch = f" ({result['arch']})" if result["arch"] != result["name"] else ""
+    st.success(f"{result['name']}{arch} on {result['dataset']}: {len(view.metrics)} values "
                f"at {view.metrics['point'].nunique()} capture points of "
                f"{view.metrics['block'].nunique()} blocks.")
     overview, block = st.tabs(["Overview", "Block explorer"])

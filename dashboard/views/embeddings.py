@@ -9,7 +9,6 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from analysis import figures
 from dashboard import state
 
 __all__ = ["default_point", "render"]
@@ -21,10 +20,11 @@ def default_point(points: list[str]) -> str:
     return projections[len(projections) // 2] if projections else points[0]
 
 
-def _pair_defaults(names: list[str]) -> tuple[int, int]:
-    left = next((i for i, n in enumerate(names) if "linear" in n), 0)
-    right = next((i for i, n in enumerate(names) if "linear" not in n and i != left),
-                 (left + 1) % max(len(names), 1))
+def _pair_defaults(designs: list[str]) -> tuple[int, int]:
+    """Indices of the first linear and the first relu6 checkpoint (the paper's comparison)."""
+    left = next((i for i, d in enumerate(designs) if d == "linear"), 0)
+    right = next((i for i, d in enumerate(designs) if d == "relu6"),
+                 next((i for i in range(len(designs)) if i != left), left))
     return left, right
 
 
@@ -34,11 +34,12 @@ def render() -> None:
     st.title("Embeddings")
     st.caption("The same sampled positions of the same test images, seen through two checkpoints "
                "at one capture point. UMAP is seeded (random_state = seed), so the picture is reproducible.")
-    names = list(state.dataset_cards(dataset)["checkpoint"])
+    cards = state.dataset_cards(dataset)
+    names = list(cards["checkpoint"])
     if not names:
         st.info(f"No shipped checkpoint is trained on **{dataset}**; pick another dataset in the sidebar.")
         return
-    left_i, right_i = _pair_defaults(names)
+    left_i, right_i = _pair_defaults(list(cards["design"]))
     c1, c2, c3 = st.columns([2, 2, 3])
     left = c1.selectbox("Left checkpoint", names, index=left_i, key="emb-left")
     right = c2.selectbox("Right checkpoint", names, index=right_i, key="emb-right")
@@ -52,8 +53,12 @@ def render() -> None:
         st.error(f"{left} and {right} share no capture point.")
         return
     point = c3.selectbox("Capture point", common, index=common.index(default_point(common)), key="emb-point")
-    c4, c5, c6, c7 = st.columns([2, 2, 2, 1])
+    c4, c8, c5, c6, c7 = st.columns([2, 3, 2, 2, 1])
     method = c4.radio("Projection", ["UMAP", "PCA"], horizontal=True, key="emb-method")
+    unit = c8.radio("One point per", ["position", "image"], horizontal=True, key="emb-unit",
+                    format_func=lambda u: "spatial position" if u == "position" else "image (average-pooled)",
+                    help="position: every pixel of the feature map is a point (the paper's view); "
+                         "image: one global-average-pooled vector per image.")
     n_images = c6.select_slider("Test images", [50, 100, 200, 400], value=100, key="emb-images")
     seed = c7.number_input("Seed", min_value=0, max_value=10_000, value=0, step=1, key="emb-seed")
 
@@ -62,7 +67,7 @@ def render() -> None:
         try:
             for name in (left, right):
                 clouds[name] = state.point_cloud(name, dataset, point, n_images=int(n_images),
-                                                 reservoir_size=1000, seed=int(seed))
+                                                 reservoir_size=1000, seed=int(seed), sample_unit=unit)
         except Exception as err:  # noqa: BLE001 - shown in the page
             st.error(f"Probing failed: {err}")
             return
@@ -73,11 +78,13 @@ def render() -> None:
     cols = st.columns(2)
     for col, side, name in zip(cols, ("left", "right"), (left, right)):
         frame, values = clouds[name]
-        with st.spinner(f"{method} of {name} ..."):
+        first = " (UMAP's first run in a server compiles its kernels: about 20 s)" if method == "UMAP" else ""
+        with st.spinner(f"{method} of {name} ...{first}"):
             xy, x_title, y_title = state.embed_points(values, method, seed=int(seed))
         emb = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], color: frame[color].to_numpy()})
         with col:
             state.show_chart("embedding_scatter", emb, color=color, title=f"{name}: {point}",
                              x_title=x_title, y_title=y_title, width=380, height=380,
                              key=f"emb-chart-{side}")
-            st.caption(f"{len(frame)} points of {values.shape[1]} channels from {frame['image'].nunique()} images.")
+            st.caption(f"{len(frame)} points of {values.shape[1]} channels from {frame['image'].nunique()} images "
+                       f"(one per {'image' if unit == 'image' else 'sampled position'}).")

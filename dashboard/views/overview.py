@@ -77,6 +77,8 @@ def reading(df: pd.DataFrame, metric: str, stage: str, pre: bool) -> str:
     rows = rows[np.isfinite(rows["value"].astype(float))]
     where = _STAGE_WORDS.get(stage, stage) + (" (before its activation)" if pre else "")
     label = figures.metric_label(metric).split(" (")[0]
+    if len(label) > 1 and label[1].islower():
+        label = label[0].lower() + label[1:]
     if rows.empty:
         return f"No finite values of {label} at {where}."
     per_block = rows.groupby(["design", "block"])["value"].mean().reset_index()

@@ -15,7 +15,7 @@ import streamlit as st
 
 from analysis import figures
 from dashboard import state
-from dashboard.pages.overview import ensure_results
+from dashboard.views.overview import ensure_results
 
 __all__ = ["TABLE_METRICS", "block_points", "checkpoint_picker", "render", "show_block"]
 
@@ -78,6 +78,39 @@ def _point_table(rows: pd.DataFrame, points: list[str]) -> pd.DataFrame:
     return table
 
 
+def _near_zero_errors(block_rows: pd.DataFrame, below: float = 0.005) -> list[str]:
+    """``"design point decoder value"`` for mean reconstruction errors under ``below``."""
+    rows = block_rows[block_rows["metric"].astype(str).str.startswith("recon_error_")]
+    rows = rows[np.isfinite(rows["value"].astype(float))]
+    means = rows.groupby(["design", "point", "metric"])["value"].mean()
+    names = {"recon_error_linear": "ridge", "recon_error_knn": "k-NN", "recon_error_mlp": "MLP",
+             "recon_error_exact": "active-set inverse"}
+    return [f"{design} {point.split('.', 2)[2]} {names.get(metric, metric)} {value:.1g}"
+            for (design, point, metric), value in means.items() if value < below]
+
+
+def _lemma2(block_rows: pd.DataFrame, checkpoint: str) -> None:
+    """Lemma-2 invertible fraction at the block's expansion: this checkpoint, and per design."""
+    rows = block_rows[block_rows["metric"] == "lemma2_invertible_fraction"]
+    finite = rows[np.isfinite(rows["value"].astype(float))]
+    st.markdown("**Lemma 2: points whose expansion output determines its input**")
+    if finite.empty:
+        why = next((r for r in rows["reason"] if r), "this block has no expansion")
+        st.caption(f"Not available: {why}.")
+        return
+    mine = finite.loc[finite["checkpoint"] == checkpoint, "value"]
+    per_design = finite.groupby("design")["value"].agg(["mean", "std", "count"])
+    cols = st.columns(1 + len(per_design))
+    if len(mine):
+        cols[0].metric(f"{checkpoint}", f"{100 * float(mine.mean()):.1f} %",
+                       help="Fraction of sampled points x where the rows of the BN-folded expansion "
+                            "weights at y's active units have rank C_in, so y = act(Bx) fixes x.")
+    for col, (design, row) in zip(cols[1:], per_design.iterrows()):
+        spread = f" \u00b1 {100 * row['std']:.1f}" if np.isfinite(row["std"]) else ""
+        col.metric(f"design {design} ({int(row['count'])} checkpoint{'s' if row['count'] != 1 else ''})",
+                   f"{100 * row['mean']:.1f}{spread} %")
+
+
 def show_block(metrics: pd.DataFrame, details: dict[str, dict[str, np.ndarray]], checkpoint: str, *,
                key: str = "block") -> None:
     """The block view of ``checkpoint``.
@@ -108,26 +141,23 @@ def show_block(metrics: pd.DataFrame, details: dict[str, dict[str, np.ndarray]],
                f"{'with' if bool(info['has_residual']) else 'no'} residual; points: "
                f"{', '.join(p.split('.', 2)[2] for p in points)}.")
 
-    left, right = st.columns(2)
-    with left:
-        spectra = _spectra(details, points)
-        if spectra.empty:
-            st.info("No covariance spectra stored for this block.")
-        else:
-            state.show_chart("scree_plot", spectra, title=f"Covariance spectrum, block {block}",
-                             width=420, height=280, key=f"{key}-scree")
-    with right:
-        hist_points = [p for p in points if details.get(p, {}).get("positive_hist") is not None]
-        if not hist_points:
-            st.info("No active-channel histograms: no point of this block has a flat activation.")
-        else:
-            chosen = st.radio("Activation", hist_points, horizontal=True, key=f"{key}-hist-point",
-                              format_func=lambda p: p.split(".", 2)[2])
-            hist = np.asarray(details[chosen]["positive_hist"])
-            hist_df = pd.DataFrame({"n_active": np.arange(len(hist)), "count": hist})
-            state.show_chart("positive_histogram", hist_df, threshold=int(info["block_in"]), width=400,
-                             height=220, title=f"Active channels per point at {chosen.split('.', 2)[2]}",
-                             key=f"{key}-hist")
+    spectra = _spectra(details, points)
+    if spectra.empty:
+        st.info("No covariance spectra stored for this block.")
+    else:
+        state.show_chart("scree_plot", spectra, title=f"Covariance spectrum, block {block}",
+                         width=560, height=260, key=f"{key}-scree")
+    hist_points = [p for p in points if details.get(p, {}).get("positive_hist") is not None]
+    if not hist_points:
+        st.info("No active-channel histograms: no point of this block has a flat activation.")
+    else:
+        chosen = st.radio("Active channels after the activation at", hist_points, horizontal=True,
+                          key=f"{key}-hist-point", format_func=lambda p: p.split(".", 2)[2])
+        hist = np.asarray(details[chosen]["positive_hist"])
+        hist_df = pd.DataFrame({"n_active": np.arange(len(hist)), "count": hist})
+        state.show_chart("positive_histogram", hist_df, threshold=int(info["block_in"]), width=560,
+                         height=220, title=f"Active channels per point at {chosen.split('.', 2)[2]}",
+                         key=f"{key}-hist")
 
     post = {p for p in points if not p.endswith((".pre", ".input", ".output"))}
     act = _activity(details, points, post)
@@ -135,28 +165,12 @@ def show_block(metrics: pd.DataFrame, details: dict[str, dict[str, np.ndarray]],
         state.show_chart("activity_heatmap", act, title=f"Channel activity, block {block}", width=820,
                          row_height=26, key=f"{key}-heatmap")
 
-    left, right = st.columns([3, 2])
-    with left:
-        block_rows = metrics[metrics["block"] == block]
-        state.show_chart("reconstruction_bars", block_rows, width=280, height=220, key=f"{key}-recon")
-    with right:
-        lemma = block_rows[(block_rows["metric"] == "lemma2_invertible_fraction")
-                           & np.isfinite(block_rows["value"].astype(float))]
-        st.markdown("**Lemma 2: invertible points at the expansion**")
-        if lemma.empty:
-            reasons = block_rows.loc[block_rows["metric"] == "lemma2_invertible_fraction", "reason"]
-            why = next((r for r in reasons if r), "no expansion in this block")
-            st.caption(f"Not available: {why}.")
-        else:
-            mine_lemma = lemma[lemma["checkpoint"] == checkpoint]["value"]
-            if len(mine_lemma):
-                st.metric(f"{checkpoint}", f"{100 * float(mine_lemma.mean()):.1f} %",
-                          help="Fraction of sampled points whose active rows of the BN-folded "
-                               "expansion weights have full rank C_in (y determines x).")
-            per_design = lemma.groupby("design")["value"].agg(["mean", "std", "count"])
-            st.dataframe(per_design.rename(columns={"mean": "mean", "std": "std over seeds",
-                                                    "count": "checkpoints"}).style.format(
-                {"mean": "{:.1%}", "std over seeds": "{:.1%}"}), width="content")
+    block_rows = metrics[metrics["block"] == block]
+    state.show_chart("reconstruction_bars", block_rows, width=300, height=220, key=f"{key}-recon")
+    tiny = _near_zero_errors(block_rows)
+    if tiny:
+        st.caption("Bars too short to see (error \u2248 0, the input is recovered): " + "; ".join(tiny) + ".")
+    _lemma2(block_rows, checkpoint)
     with st.expander("All metrics of this block's points"):
         st.dataframe(_point_table(rows, points).style.format(precision=3, na_rep="n/a"))
 

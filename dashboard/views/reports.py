@@ -11,7 +11,7 @@ import streamlit as st
 
 from analysis import figures
 from dashboard import state
-from dashboard.pages.overview import show_overview
+from dashboard.views.overview import show_overview
 
 __all__ = ["REPORT_ENV", "render"]
 

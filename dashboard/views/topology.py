@@ -8,10 +8,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from analysis import figures
 from dashboard import state
-from dashboard.pages.block_explorer import block_points, checkpoint_picker
-from dashboard.pages.overview import ensure_results, stage_options
+from dashboard.views.block_explorer import block_points, checkpoint_picker
+from dashboard.views.overview import ensure_results, stage_options
 
 __all__ = ["DISTANCE_METRICS", "diagrams_of", "distance_table", "render"]
 
@@ -73,15 +72,15 @@ def render() -> None:
         preferred = [s for s in ("input", "expand", "project") if s in suffixes] or suffixes[:2]
         chosen = st.multiselect("Capture points", suffixes, default=preferred, key="topo-points",
                                 max_selections=4)
-        if chosen:
-            cols = st.columns(len(chosen))
-            for col, suffix in zip(cols, chosen):
-                dgms = diagrams_of(view.details, f"blocks.{block}.{suffix}")
-                with col:
-                    state.show_chart("persistence_diagram", dgms, title=suffix, width=230, height=230,
-                                     key=f"topo-dgm-{suffix}")
-                    state.show_chart("barcode", dgms, title="", width=230, height=120, max_bars=30,
-                                     key=f"topo-bar-{suffix}")
+        for suffix in chosen:
+            dgms = diagrams_of(view.details, f"blocks.{block}.{suffix}")
+            left, right = st.columns([2, 3])
+            with left:
+                state.show_chart("persistence_diagram", dgms, title=f"{suffix}, block {block}", width=240,
+                                 height=240, key=f"topo-dgm-{suffix}")
+            with right:
+                state.show_chart("barcode", dgms, title="", width=380, height=180, max_bars=30,
+                                 key=f"topo-bar-{suffix}")
         table = distance_table(metrics, block)
         if not table.empty:
             st.markdown(f"**H1 distance of each point's diagram to the block input's diagram, block {block}** "

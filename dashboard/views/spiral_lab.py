@@ -14,6 +14,8 @@ import pandas as pd
 import streamlit as st
 
 from analysis import figures
+from analysis.activity import ACTIVATIONS
+from analysis.spiral import METHOD_LABELS, METHODS
 from dashboard import state
 
 __all__ = ["DIM_CHOICES", "error_chart", "render"]
@@ -23,25 +25,23 @@ DIM_CHOICES = (2, 3, 4, 5, 8, 10, 15, 20, 30, 50)
 _ERROR_FLOOR = 1e-12
 
 
-def error_chart(table: pd.DataFrame, *, width: float = 420, height: float = 260) -> alt.LayerChart:
+def error_chart(table: pd.DataFrame, *, width: float = 480, height: float = 260) -> alt.LayerChart:
     """Relative reconstruction error against n, one line per way back (log y).
 
     Errors below 1e-12 (an exact inverse in floating point) are drawn at 1e-12 so that they
     stay on the log axis; the tooltip shows the true value.
     """
-    from analysis.spiral import METHOD_LABELS, METHODS
-
     data = table.assign(way=table["method"].map(METHOD_LABELS),
                         drawn=table["recon_error"].clip(lower=_ERROR_FLOOR))
     labels = [METHOD_LABELS[m] for m in METHODS]
     colors = [figures.OKABE_ITO[c] for c in ("vermillion", "blue", "bluish_green")]
     color = alt.Color("way:N", title="Way back to 2-D", sort=labels,
-                      scale=alt.Scale(domain=labels, range=colors))
+                      scale=alt.Scale(domain=labels, range=colors), legend=alt.Legend(orient="right"))
     base = alt.Chart(data).encode(
         x=alt.X("n:Q", title="Embedding dimension n", scale=alt.Scale(type="log"),
                 axis=alt.Axis(values=sorted(data["n"].unique().tolist()), format="d")),
         y=alt.Y("drawn:Q", title="Relative error ||x\u0302 \u2212 x|| / ||x|| (log)",
-                scale=alt.Scale(type="log")),
+                scale=alt.Scale(type="log"), axis=alt.Axis(format=".0e", tickCount=6)),
         color=color)
     lines = base.mark_line(strokeWidth=2) + base.mark_point(filled=True, size=60).encode(
         shape=alt.Shape("way:N", sort=labels, title="Way back to 2-D"),
@@ -56,13 +56,11 @@ def error_chart(table: pd.DataFrame, *, width: float = 420, height: float = 260)
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def _error_spec(table: pd.DataFrame) -> dict:
-    return error_chart(table).to_dict()
+    return state.fixed_size_spec(error_chart(table).to_dict())
 
 
 def render() -> None:
     """The Spiral lab page."""
-    from analysis.activity import ACTIVATIONS
-
     st.title("Spiral lab")
     st.caption("MobileNetV2, Figure 1: a 2-D spiral, embedded by a random n \u00d7 2 matrix T, "
                "through an activation and back. Low n loses information (points collapse); "
@@ -83,21 +81,16 @@ def render() -> None:
         table, spec = state.spiral_study(tuple(sorted(dims)), activation, int(seed), radius=float(radius),
                                          noise=float(noise))
     st.vega_lite_chart(spec, theme=None, width="content", key="spiral-figure")
-    left, right = st.columns([3, 2])
-    with left:
-        st.vega_lite_chart(_error_spec(table), theme=None, width="content", key="spiral-errors")
-    with right:
-        wide = table.pivot(index="n", columns="method", values="recon_error")
-        from analysis.spiral import METHOD_LABELS, METHODS
-
-        wide = wide[list(METHODS)].rename(columns=METHOD_LABELS)
-        inv = table.groupby("n")[["invertible_fraction", "expected_invertible_fraction"]].first()
-        wide["Lemma-2 invertible"] = inv["invertible_fraction"]
-        if np.isfinite(inv["expected_invertible_fraction"]).any():
-            wide["expected (Thm. 1)"] = inv["expected_invertible_fraction"]
-        st.markdown("**Relative error per way back, and the Lemma-2 invertible fraction**")
-        st.dataframe(wide.style.format("{:.3g}", subset=[METHOD_LABELS[m] for m in METHODS])
-                     .format("{:.1%}", subset=[c for c in wide.columns if "invertible" in c or "expected" in c]))
-        best = table.loc[table["n"] == max(dims)].set_index("method")["recon_error"]
-        st.caption(f"At n = {max(dims)}: pinv {best['pinv']:.3g}, active-set {best['active_set']:.3g}, "
-                   f"learned {best['learned']:.3g}.")
+    st.vega_lite_chart(_error_spec(table), theme=None, width="content", key="spiral-errors")
+    wide = table.pivot(index="n", columns="method", values="recon_error")
+    wide = wide[list(METHODS)].rename(columns=METHOD_LABELS)
+    inv = table.groupby("n")[["invertible_fraction", "expected_invertible_fraction"]].first()
+    wide["Lemma-2 invertible"] = inv["invertible_fraction"]
+    if np.isfinite(inv["expected_invertible_fraction"]).any():
+        wide["expected (Thm. 1)"] = inv["expected_invertible_fraction"]
+    st.markdown("**Relative error per way back, and the Lemma-2 invertible fraction**")
+    st.dataframe(wide.style.format("{:.3g}", subset=[METHOD_LABELS[m] for m in METHODS])
+                 .format("{:.1%}", subset=[c for c in wide.columns if "invertible" in c or "expected" in c]))
+    best = table.loc[table["n"] == max(dims)].set_index("method")["recon_error"]
+    st.caption(f"At n = {max(dims)}: pinv {best['pinv']:.3g}, active-set {best['active_set']:.3g}, "
+               f"learned {best['learned']:.3g}.")

@@ -1,0 +1,188 @@
+"""Cost of probing against a bare forward pass, and peak memory for 1x and 4x the images.
+
+    python benchmarks/capture.py                  # digits-linear-s0 over the 1,797 digits
+    python benchmarks/capture.py --repeats 5 --threads 1
+
+Rows (same model, same batches of ``--batch-size`` images):
+
+- ``bare forward``: ``model(batch)`` for every batch under ``torch.no_grad()``;
+- ``probe default``: :func:`probes.capture.probe` with its default settings, all capture
+  points of all blocks (sampled moments and activity, reservoirs);
+- ``probe exact``: the same with ``moments="exact"`` (every position into the moments and the
+  activity counts).
+
+Times include everything ``probe`` does (discovery of the blocks, the hooks, reading out the
+sinks). Wall time and process CPU time are printed, each the fastest of ``--repeats`` runs
+(rows interleaved); on a machine shared with other jobs CPU time is the steadier measure.
+Targets: probe default <= 1.5x the bare forward; peak RSS growth from 1x to 4x images < 10 %.
+
+Peak RSS is measured in fresh subprocesses (one per row), so runs do not contaminate each
+other: the dataset is repeated 4x for the second column and fed as an ``ImageDataset`` that
+``probe`` prepares batch by batch. "before" is the peak RSS after loading model and data,
+before probing.
+
+If ``checkpoints/digits-linear-s0.safetensors`` is missing, the same architecture with random
+weights is used and the printout says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+RECIPE = "digits-linear-s0"
+
+
+def _load() -> tuple[torch.nn.Module, object, object, str]:
+    """(model, dataset, input spec, description of the weights)."""
+    from probes.datasets import load_dataset
+    from probes.preprocess import InputSpec
+    from probes.train import RECIPES
+    from probes.zoo import build_model
+
+    recipe = RECIPES[RECIPE]
+    model = build_model(recipe.zoo_config()).eval()
+    weights = ROOT / "checkpoints" / f"{RECIPE}.safetensors"
+    if weights.exists():
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(weights)))
+        what = f"checkpoint {weights.relative_to(ROOT)}"
+    else:
+        what = f"RANDOM WEIGHTS ({weights.relative_to(ROOT)} not found; same architecture)"
+    data = load_dataset("digits", split="all")
+    spec = InputSpec.from_dict(recipe.input_spec(), source=f"recipe {RECIPE}")
+    return model, data, spec, what
+
+
+def _time(funcs: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, float]]:
+    walls: dict[str, list[float]] = {k: [] for k in funcs}
+    cpus: dict[str, list[float]] = {k: [] for k in funcs}
+    for _ in range(repeats):
+        for name, func in funcs.items():
+            w, c = time.perf_counter(), time.process_time()
+            func()
+            walls[name].append(time.perf_counter() - w)
+            cpus[name].append(time.process_time() - c)
+    return {k: (min(walls[k]), min(cpus[k])) for k in funcs}
+
+
+def _peak_rss_kb() -> int:
+    """Peak resident set size of this process in KiB (VmHWM; ru_maxrss where /proc is missing).
+
+    ``ru_maxrss`` is not used on Linux: it keeps the parent's peak across fork + exec, so a
+    child started by a large parent would report the parent's memory.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _rss_child(mode: str, repeat: int, batch_size: int, threads: int | None) -> None:
+    """Run one probe in this (fresh) process and print its peak RSS as JSON."""
+    from probes.capture import probe
+
+    if threads:
+        torch.set_num_threads(threads)
+    model, data, spec, _ = _load()
+    if repeat > 1:
+        data = data.subset(np.tile(np.arange(len(data)), repeat))
+    before = _peak_rss_kb()
+    kwargs = {"moments": "exact"} if mode == "exact" else {}
+    probe(model, data, input_spec=spec, batch_size=batch_size, device="cpu", progress=False, **kwargs)
+    after = _peak_rss_kb()
+    print(json.dumps({"before_kb": before, "peak_kb": after, "n_images": len(data)}))
+
+
+def _rss(mode: str, repeat: int, batch_size: int, threads: int | None) -> dict[str, int]:
+    cmd = [sys.executable, __file__, "--rss-child", mode, str(repeat), "--batch-size", str(batch_size)]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per row, fastest shown (default 3)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS subprocesses")
+    parser.add_argument("--rss-child", nargs=2, metavar=("MODE", "REPEAT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.rss_child:
+        _rss_child(args.rss_child[0], int(args.rss_child[1]), args.batch_size, args.threads)
+        return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from probes.capture import probe
+    from probes.preprocess import prepare
+
+    model, data, spec, what = _load()
+    x = prepare(data.x, spec, name=data.name)  # prepared once: every row sees the same batches
+    bs = args.batch_size
+
+    def bare() -> None:
+        with torch.no_grad():
+            for i in range(0, len(x), bs):
+                model(x[i:i + bs])
+
+    def run(**kw: object) -> Callable[[], object]:
+        return lambda: probe(model, x, batch_size=bs, device="cpu", progress=False, **kw)
+
+    res = probe(model, x[:bs], batch_size=bs, device="cpu", progress=False)  # warm-up
+    n_points = len(res.points)
+    times = _time({"bare forward": bare, "probe default": run(), "probe exact": run(moments="exact")},
+                  args.repeats)
+
+    print(f"model: {RECIPE} ({what})")
+    print(f"data: digits split='all', {len(x)} images 1x32x32, batches of {bs}; "
+          f"{n_points} capture points; torch threads {torch.get_num_threads()}; "
+          f"fastest of {args.repeats} runs")
+    cfg = res.config
+    print(f"probe default: moments sampled ({cfg['moment_positions']:g} positions/image), activity "
+          f"{cfg['activity_positions']:g} positions/image, reservoir K={cfg['reservoir_size']}")
+    print()
+    rss = {}
+    if not args.no_rss:
+        for mode in ("default", "exact"):
+            for rep in (1, 4):
+                rss[mode, rep] = _rss(mode, rep, bs, args.threads)
+    bare_w, bare_c = times["bare forward"]
+    head = f"{'row':<15}{'wall s':>9}{'x bare':>8}{'cpu s':>9}{'x bare':>8}"
+    if rss:
+        head += f"{'RSS 1x MB':>11}{'RSS 4x MB':>11}{'growth':>8}"
+    print(head)
+    for name, (w, c) in times.items():
+        line = f"{name:<15}{w:>9.3f}{w / bare_w:>8.2f}{c:>9.3f}{c / bare_c:>8.2f}"
+        mode = name.split()[-1]
+        if rss and (mode, 1) in rss:
+            one, four = rss[mode, 1]["peak_kb"] / 1024, rss[mode, 4]["peak_kb"] / 1024
+            line += f"{one:>11.1f}{four:>11.1f}{(four / one - 1) * 100:>7.1f}%"
+        print(line)
+    if rss:
+        base1, base4 = rss["default", 1]["before_kb"] / 1024, rss["default", 4]["before_kb"] / 1024
+        print(f"\npeak RSS before probing (model + data loaded): {base1:.1f} MB (1x), {base4:.1f} MB (4x, "
+              f"{rss['default', 4]['n_images']} images)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

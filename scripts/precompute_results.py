@@ -1,0 +1,70 @@
+"""Precompute the studies of the shipped checkpoints into ``checkpoints/results/``.
+
+The dashboard opens on these (``analysis.study.load_shipped``), so it is instant on a fresh
+clone. Each checkpoint is studied on the dataset it was trained on, with
+``analysis.study.SHIPPED_CONFIG``. A result whose checkpoint sha256 no longer matches the card
+is recomputed; an up-to-date one is skipped.
+
+Usage::
+
+    .venv/bin/python scripts/precompute_results.py [--workers 2] [NAME ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import dataclasses
+import multiprocessing as mp
+import sys
+import time
+
+
+def _one(name: str, dataset: str) -> tuple[str, float]:
+    import torch
+
+    torch.set_num_threads(1)
+    from threadpoolctl import threadpool_limits
+
+    from analysis.study import SHIPPED_CONFIG, run_study, shipped_result_path
+
+    t0 = time.perf_counter()
+    with threadpool_limits(1):
+        result = run_study(name, dataclasses.replace(SHIPPED_CONFIG, dataset=dataset), progress=False)
+    result.save(shipped_result_path(name, dataset))
+    return name, time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from analysis.study import StudyResult, shipped_result_path
+    from probes.loading import list_zoo
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="*", help="checkpoints (default: all shipped)")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--force", action="store_true", help="recompute up-to-date results too")
+    args = parser.parse_args(argv)
+    cards = {c["name"]: c for c in list_zoo()}
+    names = args.names or sorted(cards)
+    todo = []
+    for name in names:
+        if name not in cards:
+            print(f"unknown checkpoint {name!r}; available: {sorted(cards)}", file=sys.stderr)
+            return 2
+        dataset = cards[name]["dataset"]["name"]
+        stem = shipped_result_path(name, dataset)
+        if not args.force and stem.with_suffix(".npz").exists() and stem.with_suffix(".parquet").exists():
+            if StudyResult.load(stem).meta.get("sha256") == cards[name]["sha256"]:
+                print(f"{name}: up to date")
+                continue
+        todo.append((name, dataset))
+    ctx = mp.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=args.workers, mp_context=ctx) as pool:
+        for fut in cf.as_completed([pool.submit(_one, n, d) for n, d in todo]):
+            name, seconds = fut.result()
+            print(f"{name}: {seconds:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

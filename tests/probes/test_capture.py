@@ -1,0 +1,253 @@
+import numpy as np
+import pytest
+import torch
+
+from probes.blocks import capture_points
+from probes.capture import _MOMENT_SALT, ProbeResult, capture, probe, select_points
+from probes.datasets import ImageDataset
+from probes.sinks import Reservoir, position_hash
+from probes.zoo import ZooConfig, build_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = build_model(ZooConfig(input_size=32, num_classes=10, width_mult=0.35, head_channels=64,
+                              in_channels=1, bottleneck_act="relu6")).eval()
+    # Random BN statistics so that activations are neither all dead nor all saturated.
+    g = torch.Generator().manual_seed(1)
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.copy_(torch.randn(mod.num_features, generator=g) * 0.2)
+            mod.weight.data.copy_(1 + torch.rand(mod.num_features, generator=g))
+    return m
+
+
+@pytest.fixture(scope="module")
+def images():
+    return torch.randn(12, 1, 32, 32, generator=torch.Generator().manual_seed(2))
+
+
+@pytest.fixture(scope="module")
+def points(model, images):
+    return {p.name: p for p in capture_points(model, images[:1])}
+
+
+def _reference(model, point, x):
+    """The tensor at ``point`` for ``x``, cloned inside a hook (before in-place activations)."""
+    out = []
+    mod = model.get_submodule(point.module_path)
+    if point.hook == "input":
+        h = mod.register_forward_pre_hook(lambda _m, a: out.append(a[0].detach().clone()))
+    else:
+        h = mod.register_forward_hook(lambda _m, _a, o: out.append(o.detach().clone()))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        h.remove()
+    return out[point.call_index].double()
+
+
+def _rows(t):
+    return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1]).numpy()
+
+
+def _hook_count(model):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def test_select_points_by_name_glob_list_predicate(points):
+    pts = list(points.values())
+    assert [p.name for p in select_points(pts, "blocks.2.expand")] == ["blocks.2.expand"]
+    assert [p.name for p in select_points(pts, "blocks.1.expand*")] == ["blocks.1.expand.pre", "blocks.1.expand"]
+    assert [p.name for p in select_points(pts, ["blocks.3.output", "blocks.1.input"])] == [
+        "blocks.1.input", "blocks.3.output"]
+    proj = select_points(pts, lambda p: p.stage == "project" and not p.pre)
+    assert len(proj) == 17 and all(p.name.endswith(".project") for p in proj)
+    assert len(select_points(pts, None)) == len(pts)
+    with pytest.raises(ValueError, match=r"The 'points' pattern 'blocks\.99\.\*' matches no capture point"):
+        select_points(pts, "blocks.99.*")
+    with pytest.raises(ValueError, match="selects no capture point"):
+        select_points(pts, lambda p: False)
+
+
+def test_hooks_removed_after_exception(model, images):
+    before = _hook_count(model)
+    with pytest.raises(RuntimeError, match="boom"):
+        with capture(model, example_input=images[:1]):
+            assert _hook_count(model) > before
+            with torch.no_grad():
+                model(images[:2])
+            raise RuntimeError("boom")
+    assert _hook_count(model) == before == 0
+
+
+def test_hooks_removed_after_error_inside_a_hook(model, images):
+    with pytest.raises(ValueError, match=r"expected a tensor of shape \(B, 16, 16, 16\) as in example_input"):
+        with capture(model, "blocks.0.input", example_input=images[:1]), torch.no_grad():
+            model(torch.randn(2, 1, 64, 64))
+    assert _hook_count(model) == 0
+
+
+def test_exact_moments_equal_numpy_on_the_same_rows(model, images, points):
+    names = ["blocks.1.expand.pre", "blocks.1.expand", "blocks.3.depthwise", "blocks.3.input"]
+    with capture(model, names, example_input=images[:1], moments="exact") as cap, torch.no_grad():
+        model(images[:5])
+        model(images[5:])
+    stats = cap.stats()
+    assert cap.n_images == 12
+    for name in names:
+        ref = _rows(_reference(model, points[name], images))
+        m = stats[name].moments
+        assert m.count == len(ref)
+        np.testing.assert_allclose(m.mean, ref.mean(0), rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(m.covariance(), np.cov(ref, rowvar=False), rtol=1e-7, atol=1e-9)
+
+
+def test_sampled_moments_use_the_documented_hash_rule(model, images, points):
+    name = "blocks.1.expand.pre"
+    with capture(model, name, example_input=images[:1], moment_positions=4, seed=3) as cap, torch.no_grad():
+        model(images)
+    m = cap.stats()[name].moments
+    rate = cap.config["moment_rates"][name]
+    assert rate == 4 / 256
+    t = _reference(model, points[name], images)
+    b, y, x = np.meshgrid(np.arange(12), np.arange(16), np.arange(16), indexing="ij")
+    keep = position_hash(3, b, y, x, salt=_MOMENT_SALT) < np.uint64(rate * 2.0**64)
+    ref = t.permute(0, 2, 3, 1).numpy()[keep]
+    assert m.count == len(ref) > 0
+    np.testing.assert_allclose(m.covariance(), np.cov(ref, rowvar=False), rtol=1e-7, atol=1e-9)
+
+
+def test_activity_equals_direct_count(model, images, points):
+    names = ["blocks.2.depthwise.pre", "blocks.2.depthwise", "blocks.2.project"]
+    with capture(model, names, example_input=images[:1], moments="exact") as cap, torch.no_grad():
+        model(images)
+    stats = cap.stats()
+    y = _rows(_reference(model, points["blocks.2.depthwise"], images))
+    act = (y > 0) & (y < 6)
+    a = stats["blocks.2.depthwise"].activity
+    assert a.kind == "relu6" and a.n_points == len(y)
+    np.testing.assert_array_equal(a.active, act.sum(0))
+    np.testing.assert_array_equal(a.saturated, (y >= 6).sum(0))
+    np.testing.assert_array_equal(a.histogram, np.bincount(act.sum(1), minlength=y.shape[1] + 1))
+    assert 0 < a.active.sum() < act.size
+    pre = stats["blocks.2.depthwise.pre"].activity          # same counts, before the activation
+    assert pre.pre and not a.pre
+    np.testing.assert_array_equal(pre.active, a.active)
+    yp = _rows(_reference(model, points["blocks.2.project"], images))
+    np.testing.assert_array_equal(stats["blocks.2.project"].activity.active, ((yp > 0) & (yp < 6)).sum(0))
+
+
+def test_linear_points_have_no_activity(model, images):
+    with capture(model, "blocks.2.*.pre", example_input=images[:1]) as cap, torch.no_grad():
+        model(images)
+    stats = cap.stats()
+    assert stats["blocks.2.project.pre"].activity is not None   # relu6 follows in this design
+    lin = build_model(ZooConfig(input_size=32, num_classes=10, width_mult=0.35, head_channels=64,
+                                in_channels=1)).eval()
+    with capture(lin, "blocks.2.project", example_input=images[:1]) as cap, torch.no_grad():
+        lin(images[:2])
+    assert cap.stats()["blocks.2.project"].activity is None
+
+
+def test_reservoir_ids_pair_across_a_strided_block(model, images, points):
+    block = "blocks.3"   # stride 2: 16x16 -> 8x8
+    assert points[f"{block}.depthwise"].stride == 2
+    with capture(model, f"{block}.*", example_input=images[:1], reservoir_size=40, seed=5) as cap, \
+            torch.no_grad():
+        model(images[:7])
+        model(images[7:])
+    stats = cap.stats()
+    ref_ids = stats[f"{block}.output"].reservoir.block_ids()
+    assert len(ref_ids) == 40
+    for name, s in stats.items():
+        r = s.reservoir
+        np.testing.assert_array_equal(r.block_ids(), ref_ids, err_msg=name)
+        t = _reference(model, points[name], images)
+        expected_stride = 2 if points[name].stage in ("input", "expand") else 1
+        assert r.stride == expected_stride, name
+        np.testing.assert_array_equal(r.values, t[r.ids[:, 0], :, r.ids[:, 1], r.ids[:, 2]].float().numpy())
+    # Bottom-K over every position of the block's output frame.
+    b, y, x = np.meshgrid(np.arange(12), np.arange(8), np.arange(8), indexing="ij")
+    prio = position_hash(5, b, y, x, salt=Reservoir.SALT).ravel()
+    expected = np.stack([b.ravel(), y.ravel(), x.ravel()], 1)[np.argsort(prio)[:40]]
+    np.testing.assert_array_equal(ref_ids, expected)
+    xa, xb, ids = cap.result().paired(f"{block}.input", f"{block}.project")
+    assert xa.shape == (40, 8) and xb.shape == (40, 16) and ids.shape == (40, 3)
+
+
+def test_probe_halves_merge_into_the_full_probe(model, images):
+    kw = dict(points="blocks.[34].*", reservoir_size=30, moment_positions=3, activity_positions=5,
+              batch_size=4, device="cpu", progress=False)
+    full = probe(model, images, **kw)
+    first = probe(model, images[:5], **kw)
+    second = probe(model, images[5:], image_offset=5, **kw)
+    merged = second.merge(first)
+    assert merged.n_images == full.n_images == 12
+    assert merged.config["image_ranges"] == [[0, 12]]
+    for name, s in full.stats.items():
+        t = merged.stats[name]
+        np.testing.assert_allclose(t.moments.m2, s.moments.m2, rtol=1e-9, atol=1e-9)
+        assert t.moments.count == s.moments.count
+        if s.activity is not None:
+            np.testing.assert_array_equal(t.activity.histogram, s.activity.histogram)
+        for key, value in s.reservoir.state_dict().items():
+            np.testing.assert_array_equal(t.reservoir.state_dict()[key], value)
+    with pytest.raises(ValueError, match=r"overlapping images: \[0, 5\) and \[0, 12\)"):
+        first.merge(full)
+
+
+def test_save_load_round_trip(model, images, tmp_path):
+    res = probe(model, images, points="blocks.[01].*", reservoir_size=16, device="cpu", progress=False)
+    assert res.points["blocks.0.output"].alias_of == "blocks.0.project"   # no residual: same tensor
+    assert res.stats["blocks.0.output"] is res.stats["blocks.0.project"]
+    path = tmp_path / "probe.npz"
+    res.save(path)
+    back = ProbeResult.load(path)
+    assert back.stats["blocks.0.output"] is back.stats["blocks.0.project"]
+    assert back.n_images == res.n_images and back.config == res.config
+    assert back.points == res.points
+    for name, s in res.stats.items():
+        t = back.stats[name]
+        for sink in ("moments", "activity", "reservoir"):
+            a, b = getattr(s, sink), getattr(t, sink)
+            assert (a is None) == (b is None)
+            if a is not None:
+                for key, value in a.state_dict().items():
+                    np.testing.assert_array_equal(b.state_dict()[key], value)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros(2))
+    with pytest.raises(ValueError, match="is not a probe result: it has no '__meta__' entry"):
+        ProbeResult.load(bad)
+
+
+def test_image_sample_unit_pools_per_image(model, images, points):
+    name = "blocks.4.expand"
+    with capture(model, name, example_input=images[:1], sample_unit="image", reservoir_size=5) as cap, \
+            torch.no_grad():
+        model(images)
+    s = cap.stats()[name]
+    pooled = _reference(model, points[name], images).mean((2, 3)).numpy()
+    np.testing.assert_allclose(s.moments.covariance(), np.cov(pooled, rowvar=False), rtol=1e-6, atol=1e-9)
+    assert s.moments.count == 12 and s.activity.n_points == 12
+    assert np.all(s.reservoir.ids[:, 1:] == 0) and len(s.reservoir) == 5
+    np.testing.assert_allclose(s.reservoir.values, pooled[s.reservoir.ids[:, 0]], rtol=1e-6)
+
+
+def test_probe_dataset_restores_mode_and_records_config(model, images):
+    data = ImageDataset("tiny", images.numpy()[:6] * 0.1 + 0.5)
+    model.train()
+    try:
+        res = probe(model, data, points="blocks.0.*", batch_size=4, device="cpu", progress=False)
+        assert model.training
+    finally:
+        model.eval()
+    assert res.n_images == 6
+    assert res.config["input_spec"]["mean"] == [0.0] and res.config["sample_unit"] == "position"
+    assert set(res.points) == {p for p in res.stats}
+    with pytest.raises(ValueError, match=r"The 'sample_unit' parameter of capture must be one of"):
+        probe(model, data, sample_unit="pixel", progress=False)
+    with pytest.raises(ValueError, match=r"The 'data' parameter of probe must have shape"):
+        probe(model, np.zeros((3, 32, 32)), progress=False)
