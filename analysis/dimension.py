@@ -23,22 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from analysis.topology import check_points
+
 __all__ = ["intrinsic_dimension", "mle_dimension", "twonn_dimension"]
-
-
-def _check_points(points: np.ndarray, func: str) -> np.ndarray:
-    x = np.asarray(points, dtype=np.float64)
-    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
-        raise ValueError(
-            f"The 'points' parameter of {func} must be an array of shape (n_points, n_channels) "
-            f"with n_points >= 1 and n_channels >= 1. Got shape {np.shape(points)} instead."
-        )
-    if not np.all(np.isfinite(x)):
-        bad = int(np.sum(~np.isfinite(x).all(axis=1)))
-        raise ValueError(
-            f"The 'points' parameter of {func} must be finite. Got {bad} point(s) with NaN or Inf instead."
-        )
-    return x
 
 
 def _check_k(k: object, func: str) -> int:
@@ -120,7 +107,7 @@ def twonn_dimension(points: np.ndarray, *, discard_fraction: float = 0.1) -> flo
     3
     """
     func = "twonn_dimension"
-    x = _unique(_check_points(points, func))
+    x = _unique(check_points(points, func))
     discard_fraction = _check_discard(discard_fraction, func)
     if x.shape[0] < 3:
         return float("nan")
@@ -155,7 +142,7 @@ def mle_dimension(points: np.ndarray, *, k: int = 20) -> float:
     3
     """
     func = "mle_dimension"
-    x = _unique(_check_points(points, func))
+    x = _unique(check_points(points, func))
     k = _check_k(k, func)
     if x.shape[0] < k + 1:
         return float("nan")
@@ -191,7 +178,7 @@ def intrinsic_dimension(
     (nan, 'needs at least 3 distinct points; got 1')
     """
     func = "intrinsic_dimension"
-    x = _unique(_check_points(points, func))
+    x = _unique(check_points(points, func))
     k = _check_k(k, func)
     discard_fraction = _check_discard(discard_fraction, func)
     n = x.shape[0]

@@ -18,27 +18,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from analysis.topology import check_points
+
 __all__ = ["linear_cka", "similarity_metrics"]
 
 
-def _check_points(points: np.ndarray, func: str, name: str) -> np.ndarray:
-    x = np.asarray(points, dtype=np.float64)
-    if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
-        raise ValueError(
-            f"The '{name}' parameter of {func} must be an array of shape (n_points, n_channels) "
-            f"with n_points >= 1 and n_channels >= 1. Got shape {np.shape(points)} instead."
-        )
-    if not np.all(np.isfinite(x)):
-        bad = int(np.sum(~np.isfinite(x).all(axis=1)))
-        raise ValueError(
-            f"The '{name}' parameter of {func} must be finite. Got {bad} point(s) with NaN or Inf instead."
-        )
-    return x
-
-
 def _check_pair(x: np.ndarray, y: np.ndarray, func: str, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
-    x = _check_points(x, func, names[0])
-    y = _check_points(y, func, names[1])
+    x = check_points(x, func, names[0])
+    y = check_points(y, func, names[1])
     if x.shape[0] != y.shape[0]:
         raise ValueError(
             f"The '{names[0]}' and '{names[1]}' parameters of {func} must have the same number of "

@@ -102,7 +102,8 @@ class TopologyResult:
     n_points: int
 
 
-def _check_points(points: np.ndarray, func: str, name: str = "points") -> np.ndarray:
+def check_points(points: np.ndarray, func: str, name: str = "points") -> np.ndarray:
+    """``points`` as a finite float64 (n_points, n_channels) array, else a ValueError naming ``func``."""
     x = np.asarray(points, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] < 1:
         raise ValueError(
@@ -161,7 +162,7 @@ def cloud_scale(points: np.ndarray, method: Literal["rms"] = "rms") -> float:
     """
     if method != "rms":
         raise ValueError(f"The 'method' parameter of cloud_scale must be 'rms'. Got {method!r} instead.")
-    return _rms_scale(_check_points(points, "cloud_scale"))
+    return _rms_scale(check_points(points, "cloud_scale"))
 
 
 def _rms_scale(x: np.ndarray) -> float:
@@ -340,7 +341,7 @@ def persistent_homology(
     from ripser import ripser
 
     func = "persistent_homology"
-    x = _check_points(points, func)
+    x = check_points(points, func)
     maxdim = _check_int(maxdim, func, "maxdim", 1)
     if n_perm is not None:
         n_perm = _check_int(n_perm, func, "n_perm", 1)

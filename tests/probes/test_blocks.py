@@ -36,14 +36,6 @@ ACT_FN = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny forward passes; with other jobs on the CPU, one thread avoids OpenMP oversubscription.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 # -- expected tables ------------------------------------------------------------------------
 

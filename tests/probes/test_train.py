@@ -20,18 +20,9 @@ CARD_KEYS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # The shipped checkpoints are trained with one thread (card: torch_threads); on a shared CPU
-    # one thread is also many times faster than an oversubscribed two.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, one_thread):
+def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("train")
     card = train(RECIPE, out_dir=out, epochs=1, progress=False)
     return out, card

@@ -32,14 +32,6 @@ RESIDUAL_BLOCKS = [2, 4, 5, 7, 8, 9, 11, 12, 14, 15]
 ACT_TYPES = {"relu6": nn.ReLU6, "relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "hswish": nn.Hardswish}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny forward passes; with other jobs on the CPU, one thread avoids OpenMP oversubscription.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def small(**kw) -> ZooConfig:
     base = dict(input_size=32, num_classes=10, width_mult=0.35, head_channels=64, in_channels=1)
