@@ -63,7 +63,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from probes._io import atomic_path, atomic_write_json, atomic_write_text, sha256_file
+from probes._io import atomic_write_json, atomic_write_text, sha256_file
 
 __all__ = [
     "CheckpointSpec",

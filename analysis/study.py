@@ -42,7 +42,7 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from probes._io import atomic_path, atomic_write_json
+from probes._io import atomic_path
+from probes.datasets import ImageDataset
 
 __all__ = [
     "FAMILIES",
@@ -258,7 +259,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
 
 
 def load_inputs(dataset: str, *, split: str = "test", size: int | None = None, n_images: int | None = None,
-                seed: int = 0) -> "ImageDataset":
+                seed: int = 0) -> ImageDataset:
     """The images for a study: a built-in name, ``natural`` or a user path (see probes.datasets)."""
     from probes.datasets import load_dataset
 
@@ -272,15 +273,6 @@ def load_inputs(dataset: str, *, split: str = "test", size: int | None = None, n
 
 # --------------------------------------------------------------------------------------------
 # metrics of one probe result
-
-
-def _records(metrics: dict[str, Any]) -> list[tuple[str, float, str]]:
-    out = []
-    for name, mv in metrics.items():
-        value, reason = (mv.value, mv.reason) if hasattr(mv, "value") else (mv, None)
-        value = float(value) if value is not None else math.nan
-        out.append((name, value, reason or ("" if math.isfinite(value) else "undefined")))
-    return out
 
 
 def _folded(model: torch.nn.Module, conv_path: str | None, bn_path: str | None) -> tuple[np.ndarray, np.ndarray] | None:

@@ -22,8 +22,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-
 
 def _time(func: Callable[[], object], repeats: int) -> tuple[float, float]:
     walls, cpus = [], []

@@ -7,7 +7,6 @@ Every loaded model carries an :class:`InputSpec`; datasets produce images in [0,
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np

@@ -226,7 +226,9 @@ def train(recipe: Recipe | str, *, out_dir: str | Path, epochs: int | None = Non
     weights = out_dir / f"{recipe.name}.safetensors"
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(weights) as tmp:
-        save_file(state, str(tmp), metadata={"format": "pt", "recipe": recipe.name})
+        # one metadata key only: safetensors writes a multi-key metadata dict in arbitrary
+        # order, which would make the file's sha256 differ between identical trainings
+        save_file(state, str(tmp), metadata={"format": "pt"})
     import safetensors
     import sklearn
 
