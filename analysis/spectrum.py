@@ -258,6 +258,7 @@ def spectrum_metrics(
     rtol: float = 1e-6,
     n_points: int | None = None,
     point: str | None = None,
+    eigvals: ArrayLike | None = None,
 ) -> dict[str, MetricValue]:
     """All spectrum metrics of one capture point from its covariance matrix.
 
@@ -271,6 +272,9 @@ def spectrum_metrics(
         Number of points behind ``cov``; with fewer than 2 every metric is NaN.
     point : str, optional
         Capture-point name, used in the warning about non-finite values.
+    eigvals : array-like of shape (C,), optional
+        ``covariance_spectrum(cov)`` when the caller has it already (saves a second
+        eigendecomposition).
 
     Returns
     -------
@@ -290,7 +294,7 @@ def spectrum_metrics(
     reason = check_finite(cov, name="covariance entries", family="spectrum", point=point)
     if reason is not None:
         return undefined(SPECTRUM_METRICS, reason)
-    lam = covariance_spectrum(cov)
+    lam = covariance_spectrum(cov) if eigvals is None else _as_eigenvalues(eigvals, "spectrum_metrics")
     c = lam.size
     out: dict[str, MetricValue] = {}
     if lam[0] > 0:

@@ -335,25 +335,27 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
             except ValueError:
                 paired = None
         n_moments = int(stats.moments.count) if stats.moments is not None else 0
+        folded = None
+        if pt.stage == "expand" and paired is not None and {"activity", "reconstruction"} & fams:
+            folded = _folded(model, *expand_maps.get(pt.block, (None, None)))
 
         if "spectrum" in fams and stats.moments is not None:
             from analysis.spectrum import covariance_spectrum, spectrum_metrics
 
             cov = stats.moments.covariance()
-            vals.update({k: (v, n_moments) for k, v in
-                         spectrum_metrics(cov, rtol=config.rtol, n_points=n_moments, point=pt.name).items()})
-            if n_moments >= 2 and np.all(np.isfinite(cov)):
-                det["eigenvalues"] = covariance_spectrum(cov)
+            lam = covariance_spectrum(cov) if n_moments >= 2 and np.all(np.isfinite(cov)) else None
+            if lam is not None:
+                det["eigenvalues"] = lam
+            vals.update({k: (v, n_moments) for k, v in spectrum_metrics(
+                cov, rtol=config.rtol, n_points=n_moments, point=pt.name, eigvals=lam).items()})
 
         if "activity" in fams and not pt.pre and pt.stage in ("expand", "depthwise", "project"):
             from analysis.activity import activity_metrics
 
             act = stats.activity
             kw: dict[str, Any] = {}
-            if pt.stage == "expand" and act is not None and paired is not None:
-                folded = _folded(model, *expand_maps.get(pt.block, (None, None)))
-                if folded is not None:
-                    kw = {"weight": folded[0], "bias": folded[1], "inputs": paired[1]}
+            if act is not None and folded is not None:
+                kw = {"weight": folded[0], "bias": folded[1], "inputs": paired[1]}
             if act is not None:
                 m = activity_metrics(act.active, n_points=int(act.n_points), histogram=act.histogram,
                                      activation=act.kind, saturated_counts=act.saturated,
@@ -362,20 +364,19 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
                 det["active_fraction"] = np.asarray(act.active_fraction, dtype=np.float64)
                 vals.update({k: (v, int(act.n_points)) for k, v in m.items()})
             else:
+                # no Activity sink: an activation without a flat region (linear, leaky ReLU,
+                # SiLU, GELU ...); activity_metrics says why for each kind
                 m = activity_metrics(np.zeros(pt.channels), n_points=0, histogram=np.zeros(pt.channels + 1),
-                                     activation=pt.act if pt.act in ("linear", "leaky_relu") else "linear",
-                                     point=pt.name)
+                                     activation=pt.act, point=pt.name)
                 vals.update({k: (v, 0) for k, v in m.items()})
 
         if "reconstruction" in fams and paired is not None:
             from analysis.reconstruction import reconstruction_metrics
 
             kw = {}
-            if pt.stage == "expand":
-                folded = _folded(model, *expand_maps.get(pt.block, (None, None)))
-                if folded is not None:
-                    kw = {"weight": folded[0], "bias": folded[1],
-                          "activation": pt.act if not pt.pre else "linear"}
+            if folded is not None:
+                kw = {"weight": folded[0], "bias": folded[1],
+                      "activation": pt.act if not pt.pre else "linear"}
             m = reconstruction_metrics(paired[0], paired[1], seed=config.seed, point=pt.name, **kw)
             vals.update({k: (v, n_res) for k, v in m.items()})
 
