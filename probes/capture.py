@@ -21,8 +21,20 @@ sample, its channel vector the point ([B, C, H, W] -> [B*H*W, C]); ids are (imag
 ``sample_unit="image"``: one point per image, the global average over positions; ids are
 (image, 0, 0). The image index is global: the first image of a run is ``image_offset``.
 
-What each hook computes (inside the hook, before an in-place activation can overwrite the
-tensor; statistics stay on the tensor's device until :meth:`Capture.stats`):
+Hooks (one per distinct tensor)
+-------------------------------
+A hook is registered per distinct *tensor*, not per point, and gathers that tensor's rows once
+per forward pass for every point that reads it: aliases (a linear ``project`` is its
+``project.pre``), block i's ``output`` that is block i+1's ``input`` (the same tensor at the
+same in-place version in the example pass), and a post-activation point whose activation is an
+exact clamp (ReLU, ReLU6): its rows are the activation applied to the rows gathered from the
+``.pre`` tensor, bit for bit, which is checked on the example input (otherwise the activation
+gets its own hook). ``Capture.n_hooks`` says how many hooks a capture uses. The rows are taken
+inside the hook, before an in-place activation can overwrite the tensor, and are always copies
+(a channels-last tensor would otherwise reshape to a view of the live tensor); statistics stay
+on the tensor's device until :meth:`Capture.stats`.
+
+What each point accumulates:
 
 - **Moments** (float64). ``moments="exact"`` puts every sample into the moments.
   ``moments="sampled"`` (default) keeps each position independently with probability
@@ -30,24 +42,29 @@ tensor; statistics stay on the tensor's device until :meth:`Capture.stats`):
   decided by a hash of (seed, image, y, x) that does not depend on the batch split. Every
   position has the same inclusion probability, so the sampled mean and covariance are unbiased
   estimates of those over all positions (the covariance of an i.i.d. sample, ddof=1); the
-  rate of each point is recorded in ``config["moment_rates"]``. The per-batch centred Gram
-  matrix is computed in float64: float32 would put a noise floor near 1e-7 of the largest
-  eigenvalue, above the default rank tolerance. One sampled position costs C^2 multiply-adds
-  per point, about a quarter of a whole forward pass of the digits networks summed over all
-  points, which is why exact mode costs many forward passes (``benchmarks/capture.py``).
-- **Activity** (points whose activation is relu / relu6 / hswish): counted on a hash sample of
-  ``activity_positions`` positions per image (same hash; the moments take the nested subset
-  below their own rate, and the activity all rows drawn), or at every position in exact mode;
-  ``config["activity_rates"]``. The ``.pre`` point of a stage
-  shares the counts of its post-activation point (the same units are in the flat region).
+  rate of each point is recorded in ``config["moment_rates"]``. The centred Gram matrix of each
+  buffer of rows is computed in float64 (float32 would put a noise floor near 1e-7 of the
+  largest eigenvalue, close to the default rank tolerance of 1e-6): on the CPU as a BLAS
+  symmetric rank-k update (dsyrk, half the multiply-adds of a matrix product, run with torch's
+  thread count), elsewhere as a matrix product. One sampled position costs C^2 / 2
+  multiply-adds per point; summed over the points of the digits networks that is about a fifth
+  of a whole forward pass per sampled position per image, which is why exact mode costs many
+  forward passes (``benchmarks/capture.py``).
+- **Activity** (points whose activation is relu / relu6 / hswish): counted on the rows drawn
+  for the point's tensor, which are a hash sample of at least ``activity_positions`` positions
+  per image (the moments take the nested subset below their own rate; the activity all rows
+  drawn, at the rate recorded in ``config["activity_rates"]``), or every position in exact
+  mode. The ``.pre`` point of a stage shares the counts of its post-activation point (the same
+  units are in the flat region).
 - **Reservoir**: bottom-K sample by hash priority (:class:`~probes.sinks.Reservoir`). All
-  points of one block draw positions in the block's *output* frame (image, y_out, x_out) with
+  points of a block draw positions in the block's *output* frame (image, y_out, x_out) with
   the same hash; points before the block's stride (input, expand.pre, expand: their spatial
   size is s times the output's) read the position (s*y_out, s*x_out). So the reservoirs of all
   points of a block hold the same samples in the same order and can be paired row by row
   (e.g. for a decoder from a point back to ``input``). Ids are stored in each point's own frame;
   ``Reservoir.stride`` is the step to the block frame and ``Reservoir.block_ids()`` gives the
-  shared ids (see :meth:`ProbeResult.paired`).
+  shared ids (see :meth:`ProbeResult.paired`). Blocks whose outputs have the same size keep the
+  same ids, so their bookkeeping is shared.
 """
 
 from __future__ import annotations
@@ -63,6 +80,9 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from scipy.linalg import blas
+from threadpoolctl import threadpool_limits
 from torch import nn
 
 from probes._io import atomic_path
@@ -176,7 +196,7 @@ class _Batch:
         self.offset = offset
         self.size: int | None = None
         self.cache: dict[Any, Any] = {}
-        self.calls: dict[str, int] = {}
+        self.calls: dict[int, int] = {}
 
     def cached(self, key: Any, make: Callable[[], Any]) -> Any:
         if key not in self.cache:
@@ -191,9 +211,9 @@ def _hash_grid(batch: _Batch, seed: int, hw: tuple[int, int], salt: int) -> np.n
     return position_hash(seed, img[:, None, None], np.arange(h)[:, None], np.arange(w), salt=salt).ravel()
 
 
-def _below(u: np.ndarray, rate: float) -> np.ndarray:
-    """Indices where the hash, read as u = hash / 2^64 in [0, 1), is below ``rate``."""
-    return np.arange(u.size) if rate >= 1.0 else np.flatnonzero(u < np.uint64(rate * 2.0**64))
+def _threshold(rate: float) -> np.uint64:
+    """The hash value below which a position is drawn with probability ``rate`` (< 1)."""
+    return np.uint64(rate * 2.0**64)
 
 
 class _Group:
@@ -209,7 +229,7 @@ class _Group:
         self.ids = np.zeros((0, 3), dtype=np.int64)     # block-frame ids of the rows held
         self.priority = np.zeros(0, dtype=np.uint64)
         self.n_seen = 0
-        self.members: list[_PointState] = []
+        self.members: list[_ReservoirRows] = []
 
     def threshold(self) -> np.uint64 | None:
         """Priorities at or above it cannot enter: the running k-th smallest, or the cap."""
@@ -247,133 +267,91 @@ class _Group:
         return b, pos
 
 
-#: Gathered rows are buffered per point and reduced once this many values have accumulated, so
-#: the fixed cost of the reduction ops is paid every few batches instead of at every hook call.
+#: Gathered rows are buffered per value and reduced once ``max(_FLUSH_ROWS, _FLUSH_ELEMENTS / C)``
+#: rows are held, so the fixed cost of the reduction ops is paid every few batches instead of at
+#: every hook call, and the float64 rank-k updates are long enough to run near BLAS speed.
 _FLUSH_ELEMENTS = 1 << 16
+_FLUSH_ROWS = 512
+
+#: Activations whose output needs no hook of its own: applied to the rows gathered from the
+#: ``.pre`` tensor they give the rows of the post-activation tensor bit for bit (they are
+#: clamps, no rounding). Checked on the example input before it is relied on.
+_DERIVABLE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"relu": F.relu, "relu6": F.relu6}
 
 
-class _PointState:
-    """Accumulators of one hooked tensor (one canonical capture point), on the tensor's device.
+def _syrk(r: np.ndarray, m2: np.ndarray, alpha: float = 1.0) -> None:
+    """``m2 += alpha * r^T r`` on the upper triangle of the Fortran-ordered ``m2`` (BLAS dsyrk:
+    half the multiply-adds of a general matrix product)."""
+    blas.dsyrk(alpha, r.T, beta=1.0, c=m2, trans=0, lower=0, overwrite_c=1)
 
-    Each hook call gathers, in one indexing op, the rows of this batch's *plan*: first the
-    sampled positions (moments and activity), then the reservoir candidates of the block. Plans
-    depend only on the frame, so points with the same spatial size and block share them.
+
+class _Sampled:
+    """Moments and activity counts of one tensor value, from its sampled rows, on its device.
+
+    On the CPU the float64 second moments are kept as the upper triangle of a BLAS matrix and
+    updated with dsyrk; elsewhere with a full matrix product. Both are Chan's parallel update
+    (see :class:`~probes.sinks.Moments`) of batch moments centred on the batch mean.
     """
 
-    def __init__(self, point: CapturePoint, *, channels: int, in_hw: tuple[int, int],
-                 hw: tuple[int, int], step: int, group: _Group | None, want_moments: bool,
-                 activity_kind: str | None, sample_rate: float, moment_rate: float, seed: int) -> None:
-        self.point, self.channels, self.step, self.group = point, channels, step, group
-        self.in_hw, self.hw = in_hw, hw   # spatial size of the hooked tensor / of the sampled frame
-        self.want_moments, self.activity_kind = want_moments, activity_kind
-        self.sample_rate, self.moment_rate, self.seed = sample_rate, moment_rate, seed
-        # Set when the same stage's other side (.pre / post) counts the activity for both.
-        self.activity_from: _PointState | None = None
+    def __init__(self, channels: int, *, moments: bool, activity_kind: str | None, pre: bool) -> None:
+        self.channels, self.want_moments = channels, moments
+        self.activity_kind, self.pre = activity_kind, pre
+        self.chunks: list[torch.Tensor] = []
+        self.masks: list[torch.Tensor] = []
+        self.held = 0
+        self.flush_rows = max(_FLUSH_ROWS, _FLUSH_ELEMENTS // channels)
         self.count = 0
-        self.mean: torch.Tensor | None = None
-        self.m2: torch.Tensor | None = None
+        self.mean: Any = None
+        self.m2: Any = None
         self.n_points = 0
         self.active: torch.Tensor | None = None
         self.saturated: torch.Tensor | None = None
         self.hist: torch.Tensor | None = None
-        self.chunks: list[torch.Tensor] = []
-        self.masks: list[torch.Tensor] = []
-        self.buffered = 0
-        self.pending: list[torch.Tensor] = []   # reservoir rows aligned with group.ids
-        if group is not None:
-            group.members.append(self)
 
-    @property
-    def counts_activity(self) -> bool:
-        return self.activity_kind is not None and self.activity_from is None
-
-    def _sample_plan(self, batch: _Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, Any]:
-        """(b, y*W + x, moment_mask) of this batch's sampled positions, shared by equal frames.
-
-        Position (image, y, x) is sampled when ``u < sample_rate`` with ``u = hash / 2^64``; the
-        moment rows are those with ``u < moment_rate`` among them (mask None: all of them).
-        """
-        def make() -> tuple[torch.Tensor, torch.Tensor, Any]:
-            u = batch.cached(("hash", self.hw), lambda: _hash_grid(batch, self.seed, self.hw, _MOMENT_SALT))
-            keep = _below(u, self.sample_rate)
-            b, pos = np.divmod(keep, self.hw[0] * self.hw[1])
-            mask = None
-            if self.want_moments and self.moment_rate < self.sample_rate:
-                mask = torch.as_tensor(u[keep] < np.uint64(self.moment_rate * 2.0**64), device=device)
-            return torch.as_tensor(b, device=device), torch.as_tensor(pos, device=device), mask
-
-        return batch.cached(("sample", self.hw, self.sample_rate, self.moment_rate), make)
-
-    def _reservoir_plan(self, batch: _Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """(b, y*W + x) in this point's frame of the block's candidates; None when there are none."""
-        def make() -> tuple[torch.Tensor, torch.Tensor] | None:
-            b, pos = self.group.candidates(batch)
-            if len(b) == 0:
-                return None
-            y, x = np.divmod(pos, self.group.out_hw[1])
-            p = (y * self.step) * self.hw[1] + x * self.step
-            return torch.as_tensor(b, device=device), torch.as_tensor(p, device=device)
-
-        return batch.cached(("reservoir", id(self.group), self.step), make)
-
-    def reduce(self, value: Any, batch: _Batch, sample_unit: str) -> None:
-        if not isinstance(value, torch.Tensor):
-            raise ValueError(
-                f"Capture point {self.point.name} expected a tensor from {self.point.module_path!r} "
-                f"({self.point.hook}). Got {type(value).__name__} instead."
-            )
-        t = value.detach()
-        if t.ndim == 2:
-            t = t[:, :, None, None]
-        shape = t.shape
-        if t.ndim != 4 or shape[1] != self.channels or (tuple(shape[2:]) != self.in_hw and sample_unit != "image"):
-            raise ValueError(
-                f"Capture point {self.point.name} expected a tensor of shape (B, {self.channels}, "
-                f"{self.in_hw[0]}, {self.in_hw[1]}) as in example_input. Got shape {tuple(shape)} "
-                "instead; run inputs of the example's size."
-            )
-        if batch.size is None:
-            batch.size = int(shape[0])
-        elif shape[0] != batch.size:
-            raise ValueError(
-                f"Capture point {self.point.name} saw a batch of {shape[0]} images in a forward "
-                f"pass of {batch.size}."
-            )
-        if sample_unit == "image":
-            t = t.mean((2, 3), keepdim=True, dtype=torch.float64)
-        flat = t.reshape(shape[0], self.channels, -1)
-        if self.sample_rate >= 1.0 and self.moment_rate >= 1.0:
-            self._push(flat.transpose(1, 2).reshape(-1, self.channels), None)
-        elif self.sample_rate > 0.0:
-            b, pos, mask = self._sample_plan(batch, t.device)
-            self._push(flat[b, :, pos], mask)
-        if self.group is not None:
-            plan = self._reservoir_plan(batch, t.device)
-            if plan is not None:
-                self.pending.append(flat[plan[0], :, plan[1]].float())
-
-    def _push(self, rows: torch.Tensor, mask: torch.Tensor | None) -> None:
+    def push(self, rows: torch.Tensor, mask: torch.Tensor | None) -> None:
+        """Buffer ``rows`` and their moment mask."""
         self.chunks.append(rows)
         if mask is not None:
             self.masks.append(mask)
-        self.buffered += rows.numel()
-        if self.buffered >= _FLUSH_ELEMENTS:
+        self.held += rows.shape[0]
+        if self.held >= self.flush_rows:
             self.flush()
 
     def flush(self) -> None:
         """Reduce the buffered rows into the moments and activity counts."""
-        if self.chunks:
-            sample = self.chunks[0] if len(self.chunks) == 1 else torch.cat(self.chunks)
-            if self.want_moments:
-                mask = None if not self.masks else self.masks[0] if len(self.masks) == 1 else torch.cat(self.masks)
-                self._add_moments(sample if mask is None else sample[mask])
-            if self.counts_activity:
-                self._add_activity(sample)
-            self.chunks, self.masks, self.buffered = [], [], 0
+        if not self.chunks:
+            return
+        sample = self.chunks[0] if len(self.chunks) == 1 else torch.cat(self.chunks)
+        if self.want_moments:
+            if self.masks:
+                sample_m = sample[self.masks[0] if len(self.masks) == 1 else torch.cat(self.masks)]
+            else:
+                sample_m = sample
+            self._add_moments(sample_m)
+        if self.activity_kind is not None:
+            self._add_activity(sample)
+        self.chunks, self.masks, self.held = [], [], 0
 
     def _add_moments(self, rows: torch.Tensor) -> None:
         nb = rows.shape[0]
         if nb == 0:
+            return
+        if rows.device.type == "cpu":
+            # A copy (the rows may be shared with another point's buffer), in float64.
+            r = rows.to(torch.float64, copy=True).numpy()
+            mb = r.mean(0)
+            r -= mb
+            if self.count == 0:
+                self.m2 = np.zeros((self.channels, self.channels), order="F")
+                _syrk(r, self.m2)
+                self.mean, self.count = mb, nb
+                return
+            n = self.count + nb
+            delta = mb - self.mean
+            _syrk(r, self.m2)
+            blas.dsyr(self.count * nb / n, delta, a=self.m2, lower=0, overwrite_a=1)
+            self.mean += delta * (nb / n)
+            self.count = n
             return
         r = rows.to(torch.float64)
         mb = r.mean(0)
@@ -396,7 +374,7 @@ class _PointState:
             sat = rows >= 6
             act = (rows > 0) ^ sat
         else:
-            act = rows > -3 if self.point.pre else rows != 0
+            act = rows > -3 if self.pre else rows != 0
         per_channel = act.sum(0)
         hist = torch.bincount(act.sum(1), minlength=self.channels + 1)
         if self.active is None:
@@ -409,40 +387,254 @@ class _PointState:
             self.saturated += sat.sum(0)
         self.n_points += rows.shape[0]
 
+    def moments(self) -> Moments:
+        out = Moments(self.channels)
+        if self.count:
+            if isinstance(self.m2, np.ndarray):
+                m2 = np.triu(self.m2)
+                m2 = m2 + np.triu(m2, 1).T
+                out.add_stats(self.count, self.mean, m2)
+            else:
+                out.add_stats(self.count, self.mean.cpu().numpy(), self.m2.cpu().numpy())
+        return out
+
+    def activity(self, kind: str, pre: bool) -> Activity:
+        out = Activity(self.channels, kind, pre=pre)
+        if self.n_points:
+            out.add_counts(self.n_points, self.active.cpu().numpy(), self.saturated.cpu().numpy(),
+                           self.hist.cpu().numpy())
+        return out
+
+
+class _ReservoirRows:
+    """Reservoir rows of one capture point, aligned row by row with its block group's ids."""
+
+    def __init__(self, name: str, group: _Group, step: int) -> None:
+        self.name, self.group, self.step = name, group, step
+        self.pending: list[torch.Tensor] = []
+        group.members.append(self)
+
     def compact_rows(self, order: np.ndarray, *, expected: int) -> None:
         """Keep the reservoir rows at ``order``, after checking they match the group's ids."""
         n = sum(r.shape[0] for r in self.pending)
         if n != expected:
             raise RuntimeError(
-                f"Capture point {self.point.name} missed a forward pass of its block; its reservoir "
+                f"Capture point {self.name} missed a forward pass of its block; its reservoir "
                 "can no longer be paired with the other points of the block."
             )
         if n:
             rows = self.pending[0] if len(self.pending) == 1 else torch.cat(self.pending)
             self.pending = [rows[torch.as_tensor(order, device=rows.device)]]
 
+    def reservoir(self, channels: int) -> Reservoir:
+        g = self.group
+        res = Reservoir(channels, g.k, seed=g.seed, stride=self.step)
+        res.n_seen = g.n_seen
+        if len(g.priority):
+            ids = g.ids.copy()
+            ids[:, 1:] *= self.step
+            res.values = self.pending[0].cpu().numpy().astype(np.float32, copy=False)
+            res.ids, res.priority = ids, g.priority.copy()
+        return res
+
+
+@dataclasses.dataclass
+class _Feed:
+    """What one slot feeds through one transform (None: the tensor itself)."""
+
+    fn: Callable[[torch.Tensor], torch.Tensor] | None
+    sampled: list[_Sampled] = dataclasses.field(default_factory=list)
+    reservoirs: list[tuple[_ReservoirRows, int]] = dataclasses.field(default_factory=list)
+
+
+class _Slot:
+    """One hooked tensor: one hook and one gather per forward pass, for every point that reads it.
+
+    The points fed are those whose tensor is this very tensor (the output of block i is the
+    input of block i+1) and, through an exact activation (:data:`_DERIVABLE`), the
+    post-activation point of a ``.pre`` tensor. Each forward pass gathers, in one indexing op,
+    the rows of this batch's *plan*: first the sampled positions (moments and activity), then
+    the reservoir candidates of each block frame that a fed point belongs to. Plans depend only
+    on the frame, the rates and the groups, so slots that agree on those share them.
+    """
+
+    def __init__(self, point: CapturePoint, *, channels: int, in_hw: tuple[int, int],
+                 hw: tuple[int, int], seed: int, image: bool) -> None:
+        self.point, self.channels, self.in_hw, self.hw = point, channels, in_hw, hw
+        self.seed, self.image = seed, image
+        self.calls = 1   # calls of the hooked module per forward pass
+        self.sample_rate = self.moment_rate = 0.0
+        self.feeds: dict[str | None, _Feed] = {}
+        self.frames: list[tuple[_Group, int]] = []   # (group, step) of each reservoir span
+        self._key: tuple[Any, ...] | None = None
+
+    def feed(self, kind: str | None) -> _Feed:
+        if kind not in self.feeds:
+            self.feeds[kind] = _Feed(None if kind is None else _DERIVABLE[kind])
+        return self.feeds[kind]
+
+    def frame(self, group: _Group, step: int) -> int:
+        """Index of the reservoir span for ``group`` seen with ``step``."""
+        key = (group, step)
+        if key not in self.frames:
+            self.frames.append(key)
+        return self.frames.index(key)
+
+    def _plan(self, batch: _Batch, device: torch.device) -> tuple[Any, ...]:
+        """(index, n_sample, spans, moment_mask) of this batch, shared by slots that agree.
+
+        ``index`` selects the rows: ``(b, y*W + x)`` tensors for the gather of sampled mode, or
+        a tensor of row numbers into all positions (``b*H*W + y*W + x``) when every position is
+        sampled (rate 1; then ``n_sample`` is None). Position (image, y, x) is sampled when
+        ``u < sample_rate`` with ``u = hash / 2^64``; the moment rows are those with
+        ``u < moment_rate`` among them (mask None: all of them). ``spans`` are the [start, stop)
+        rows of each reservoir frame, after the sampled rows.
+        """
+        if self._key is None:   # the rates and frames are fixed once the capture starts
+            self._key = ("plan", self.hw, self.sample_rate, self.moment_rate,
+                         tuple((id(g), s) for g, s in self.frames))
+        plan = batch.cache.get(self._key)
+        if plan is None:
+            plan = batch.cache[self._key] = self._make_plan(batch, device)
+        return plan
+
+    def _make_plan(self, batch: _Batch, device: torch.device) -> tuple[Any, ...]:
+        n_pix = self.hw[0] * self.hw[1]
+        every = self.sample_rate >= 1.0
+        b_parts: list[np.ndarray] = []
+        p_parts: list[np.ndarray] = []
+        n_sample: int | None = 0
+        mask = None
+        if self.sample_rate > 0.0:
+            b, pos, mask = batch.cached(("sample", self.hw, self.sample_rate, self.moment_rate),
+                                        lambda: self._sample(batch, device))
+            if every:
+                n_sample = None
+            else:
+                b_parts.append(b)
+                p_parts.append(pos)
+                n_sample = len(b)
+        spans = []
+        start = n_sample or 0
+        for group, step in self.frames:
+            b, pos = group.candidates(batch)
+            y, x = np.divmod(pos, group.out_hw[1])
+            b_parts.append(b)
+            p_parts.append((y * step) * self.hw[1] + x * step)
+            spans.append((start, start + len(b)))
+            start += len(b)
+        if every:
+            rest = (np.concatenate(b_parts) * n_pix + np.concatenate(p_parts)) if b_parts else np.zeros(0, np.int64)
+            index: Any = torch.as_tensor(rest, device=device)
+        elif b_parts:
+            index = (torch.as_tensor(np.concatenate(b_parts), device=device),
+                     torch.as_tensor(np.concatenate(p_parts), device=device))
+        else:
+            index = None
+        return index, n_sample, spans, mask
+
+    def _sample(self, batch: _Batch, device: torch.device) -> tuple[np.ndarray, np.ndarray, Any]:
+        """(b, y*W + x, moment_mask) of the sampled positions (all of them at rate 1)."""
+        every = self.sample_rate >= 1.0
+        u = None
+        if not every or self.moment_rate < self.sample_rate:
+            u = batch.cached(("hash", self.hw), lambda: _hash_grid(batch, self.seed, self.hw, _MOMENT_SALT))
+        b = pos = None
+        drawn = u
+        if not every:
+            keep = np.flatnonzero(u < _threshold(self.sample_rate))
+            b, pos = np.divmod(keep, self.hw[0] * self.hw[1])
+            drawn = u[keep]
+        mask = None
+        if 0.0 < self.moment_rate < self.sample_rate:
+            mask = torch.as_tensor(drawn < _threshold(self.moment_rate), device=device)
+        return b, pos, mask
+
+    def take(self, value: Any, batch: _Batch) -> None:
+        """Reduce one hooked tensor into every point this slot feeds."""
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(
+                f"Capture point {self.point.name} expected a tensor from {self.point.module_path!r} "
+                f"({self.point.hook}). Got {type(value).__name__} instead."
+            )
+        t = value.detach()
+        if t.ndim == 2:
+            t = t[:, :, None, None]
+        shape = t.shape
+        if t.ndim != 4 or shape[1] != self.channels or (tuple(shape[2:]) != self.in_hw and not self.image):
+            raise ValueError(
+                f"Capture point {self.point.name} expected a tensor of shape (B, {self.channels}, "
+                f"{self.in_hw[0]}, {self.in_hw[1]}) as in example_input. Got shape {tuple(shape)} "
+                "instead; run inputs of the example's size."
+            )
+        if batch.size is None:
+            batch.size = int(shape[0])
+        elif shape[0] != batch.size:
+            raise ValueError(
+                f"Capture point {self.point.name} saw a batch of {shape[0]} images in a forward "
+                f"pass of {batch.size}."
+            )
+        if self.image:
+            t = t.mean((2, 3), keepdim=True, dtype=torch.float64)
+        flat = t.reshape(shape[0], self.channels, -1)
+        index, n_sample, spans, mask = self._plan(batch, t.device)
+        if n_sample is None:   # every position: all rows, the reservoir rows picked from them
+            rows = flat.transpose(1, 2).reshape(-1, self.channels)
+            if rows.untyped_storage().data_ptr() == t.untyped_storage().data_ptr():
+                # A channels-last tensor reshapes to a view, which an in-place activation after
+                # this hook would overwrite while the rows wait in the buffer.
+                rows = rows.clone()
+        elif index is None:
+            return
+        else:
+            rows = flat[index[0], :, index[1]]
+        n_rows = rows.shape[0] if n_sample is None else n_sample
+        for feed in self.feeds.values():
+            vr = rows if feed.fn is None else feed.fn(rows)
+            if n_rows and feed.sampled:
+                sample = vr if n_sample is None else vr[:n_rows]
+                for acc in feed.sampled:
+                    acc.push(sample, mask)
+            if not feed.reservoirs:
+                continue
+            res = vr[index] if n_sample is None else vr
+            for rr, k in feed.reservoirs:
+                a, b = spans[k]
+                if b > a:
+                    piece = res[a:b]
+                    if piece.dtype != torch.float32:
+                        piece = piece.float()
+                    elif piece.shape[0] != res.shape[0]:
+                        # A slice would keep the whole gather alive while the reservoir holds it.
+                        piece = piece.clone()
+                    rr.pending.append(piece)
+
+
+@dataclasses.dataclass
+class _PointSinks:
+    """Where the sinks of one canonical capture point accumulate."""
+
+    point: CapturePoint
+    channels: int
+    activity_kind: str | None
+    want_moments: bool
+    slot: _Slot
+    feed: str | None
+    sampled: _Sampled | None = None
+    activity_from: "_PointSinks | None" = None
+    reservoir: _ReservoirRows | None = None
+
+    @property
+    def counts_activity(self) -> bool:
+        return self.activity_kind is not None and self.activity_from is None
+
     def to_stats(self) -> PointStats:
-        mom = act = res = None
-        if self.want_moments:
-            mom = Moments(self.channels)
-            if self.count:
-                mom.add_stats(self.count, self.mean.cpu().numpy(), self.m2.cpu().numpy())
+        mom = self.sampled.moments() if self.want_moments else None
+        act = None
         if self.activity_kind is not None:
-            src = self.activity_from or self
-            act = Activity(self.channels, self.activity_kind, pre=self.point.pre)
-            if src.n_points:
-                act.add_counts(src.n_points, src.active.cpu().numpy(), src.saturated.cpu().numpy(),
-                               src.hist.cpu().numpy())
-        if self.group is not None:
-            g = self.group
-            res = Reservoir(self.channels, g.k, seed=g.seed, stride=self.step)
-            res.n_seen = g.n_seen
-            if len(g.priority):
-                rows = self.pending[0]
-                ids = g.ids.copy()
-                ids[:, 1:] *= self.step
-                res.values = rows.cpu().numpy().astype(np.float32, copy=False)
-                res.ids, res.priority = ids, g.priority.copy()
+            src = (self.activity_from or self).sampled
+            act = src.activity(self.activity_kind, self.point.pre)
+        res = self.reservoir.reservoir(self.channels) if self.reservoir is not None else None
         return PointStats(mom, act, res)
 
 
@@ -457,13 +649,17 @@ class Capture:
         Global index of the first image of the next forward pass (advanced after each pass).
     config : dict
         The settings (sample unit, moment mode and per-point rates, reservoir size, seed, sinks).
+    n_hooks : int
+        Forward hooks that feed the sinks: one per distinct tensor, fewer than the points where
+        points share a tensor or are derived from one (see :class:`_Slot`).
     """
 
-    def __init__(self, points: list[CapturePoint], states: dict[str, _PointState],
-                 canonical: dict[str, str], groups: list[_Group], *, image_offset: int,
+    def __init__(self, points: list[CapturePoint], sinks: dict[str, _PointSinks],
+                 canonical: dict[str, str], groups: list[_Group], *, n_hooks: int, image_offset: int,
                  config: dict[str, Any]) -> None:
         self.points = {p.name: p for p in points}
-        self._states, self._canonical, self._groups = states, canonical, groups
+        self._sinks, self._canonical, self._groups = sinks, canonical, groups
+        self.n_hooks = n_hooks
         self.image_offset = image_offset
         self.first_image = image_offset
         self.config = config
@@ -481,11 +677,12 @@ class Capture:
         Aliases (a point that is the same tensor as another, e.g. a linear ``project`` and its
         ``project.pre``) share one :class:`PointStats` object.
         """
-        for st in self._states.values():
-            st.flush()
+        for ps in self._sinks.values():
+            if ps.sampled is not None:
+                ps.sampled.flush()
         for g in self._groups:
             g.compact()
-        done = {key: st.to_stats() for key, st in self._states.items()}
+        done = {key: ps.to_stats() for key, ps in self._sinks.items()}
         return {name: done[self._canonical[name]] for name in self.points}
 
     def result(self) -> "ProbeResult":
@@ -495,35 +692,65 @@ class Capture:
         return ProbeResult(dict(self.points), self.stats(), self.n_images, config)
 
 
-def _record_shapes(model: nn.Module, points: Sequence[CapturePoint], example_input: Any
-                   ) -> dict[str, tuple[int, ...]]:
-    """Shape of the tensor at every point for ``example_input`` (temporary hooks)."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    calls: dict[str, int] = {}
+@dataclasses.dataclass
+class _Seen:
+    """What the example pass saw at one capture point."""
+
+    shape: tuple[int, ...]
+    tensor: torch.Tensor   # held for the pass only: identity (with version) tells shared tensors
+    version: int
+    calls: int = 1
+    derivable: bool = False
+
+
+def _example_pass(model: nn.Module, points: Sequence[CapturePoint], example_input: Any,
+                  derive: dict[str, CapturePoint]) -> dict[str, _Seen]:
+    """One forward pass of ``example_input`` with temporary hooks on ``points``.
+
+    Records the shape of each point's tensor, the tensor itself and its in-place version
+    counter (two points with the same tensor at the same version hold the same values), how
+    often the hooked module runs per pass, and, for each post-activation point in ``derive``
+    (name -> its ``.pre`` point), whether the activation applied to the ``.pre`` tensor gives
+    the post tensor bit for bit.
+    """
+    seen: dict[str, _Seen] = {}
+    copies: dict[str, torch.Tensor] = {}
+    pre_of = {pre.name for pre in derive.values()}
+    calls: dict[int, int] = {}
     handles = []
 
     def record(p: CapturePoint) -> Callable[[Any], None]:
         def fn(v: Any) -> None:
-            if isinstance(v, torch.Tensor):
-                shapes[p.name] = tuple(v.shape)
+            if not isinstance(v, torch.Tensor):
+                return
+            seen[p.name] = _Seen(tuple(v.shape), v, v._version)
+            if p.name in pre_of:
+                copies[p.name] = v.detach().clone()
+            if p.name in derive:
+                pre = copies.pop(derive[p.name].name, None)
+                seen[p.name].derivable = pre is not None and torch.equal(_DERIVABLE[p.act](pre), v)
         return fn
 
     try:
         for p in points:
-            if p.alias_of is None:
-                handles.append(_register(model, p, record(p), lambda: calls))
+            handles.append(_register(model, p, record(p), lambda: calls))
         with torch.no_grad():
             model(example_input)
     finally:
         for h in handles:
             h.remove()
-    return shapes
+    for p in points:
+        if p.name in seen:
+            seen[p.name].calls = calls.get(id(p), 1)
+    return seen
 
 
 def _register(model: nn.Module, point: CapturePoint, fn: Callable[[Any], None],
-              calls: Callable[[], dict[str, int] | None]) -> torch.utils.hooks.RemovableHandle:
+              calls: Callable[[], dict[int, int] | None], *, counted: bool = True
+              ) -> torch.utils.hooks.RemovableHandle:
     """Hook ``point`` so that ``fn(value)`` runs at the ``point.call_index``-th call of its module
-    in each forward pass; ``calls()`` returns the per-pass call counter."""
+    in each forward pass; ``calls()`` returns the per-pass call counter. ``counted=False``: the
+    module runs once per pass, so every call is the one (no counting)."""
     try:
         module = model.get_submodule(point.module_path) if point.module_path else model
     except AttributeError as e:
@@ -532,15 +759,19 @@ def _register(model: nn.Module, point: CapturePoint, fn: Callable[[Any], None],
             "does not have."
         ) from e
     want = getattr(point, "call_index", 0)
+    key = id(point)
 
-    def on_value(value: Any) -> None:
-        counter = calls()
-        if counter is not None:
-            n = counter.get(point.name, 0)
-            counter[point.name] = n + 1
-            if n != want:
-                return
-        fn(value)
+    if counted or want:
+        def on_value(value: Any) -> None:
+            counter = calls()
+            if counter is not None:
+                n = counter.get(key, 0)
+                counter[key] = n + 1
+                if n != want:
+                    return
+            fn(value)
+    else:
+        on_value = fn
 
     if point.hook == "input":
         return module.register_forward_pre_hook(lambda _m, args: on_value(args[0] if args else None))
@@ -636,7 +867,9 @@ def capture(
     Capture
         Each call ``model(batch)`` inside the ``with`` feeds the sinks; the images of a batch get
         the next ``len(batch)`` global indices. ``Capture.stats()`` / ``Capture.result()`` read
-        them out. Every hook is removed on exit, also after an exception.
+        them out. Every hook is removed on exit, also after an exception. Inside the ``with``,
+        the BLAS libraries that numpy and scipy use run with ``torch.get_num_threads()``
+        threads, so that the moments do not compete with the forward pass for cores.
     """
     sinks = tuple(sinks)
     for s in sinks:
@@ -654,82 +887,127 @@ def capture(
     all_points = list(capture_points(model, example_input))
     chosen = select_points(all_points, points)
     by_name = {p.name: p for p in all_points}
-    shapes = _record_shapes(model, all_points, example_input)
-
     canonical = {p.name: p.alias_of or p.name for p in chosen}
+    targets = [by_name[k] for k in dict.fromkeys(canonical.values())]
+    image = sample_unit == "image"
+    # A post-activation point with an exact activation is read off its .pre tensor (one hook
+    # for both), unless pooling comes first: the mean of relu6(x) is not relu6 of the mean.
+    derive = {}
+    if not image:
+        for q in targets:
+            pre = by_name.get(f"blocks.{q.block}.{q.stage}.pre")
+            if (not q.pre and q.act in _DERIVABLE and pre is not None and pre.alias_of is None
+                    and q.stage in ("expand", "depthwise", "project")):
+                derive[q.name] = pre
+    seen = _example_pass(model, [p for p in all_points if p.alias_of is None], example_input, derive)
+
+    want_m, want_a = "moments" in sinks, "activity" in sinks
     want_reservoir = "reservoir" in sinks and reservoir_size > 0
     groups: dict[Any, _Group] = {}
-    states: dict[str, _PointState] = {}
-    rates: dict[str, tuple[float, float]] = {}
-    for p in chosen:
-        key = canonical[p.name]
-        if key in states:
-            continue
-        target = by_name[key]
-        if key not in shapes:
-            raise ValueError(f"Capture point {key} was not reached by a forward pass of example_input.")
-        shape = shapes[key]
+    slots: dict[tuple[int, int], _Slot] = {}
+    derived: dict[tuple[int, int], tuple[tuple[int, int], str]] = {}   # tensor -> (slot, activation)
+    point_sinks: dict[str, _PointSinks] = {}
+    for q in targets:
+        if q.name not in seen:
+            raise ValueError(f"Capture point {q.name} was not reached by a forward pass of example_input.")
+        shape = seen[q.name].shape
         if len(shape) not in (2, 4):
             raise ValueError(
-                f"Capture point {key} holds a tensor of shape {shape}; expected (B, C, H, W) or (B, C)."
+                f"Capture point {q.name} holds a tensor of shape {shape}; expected (B, C, H, W) or (B, C)."
             )
         hw = tuple(shape[2:]) if len(shape) == 4 else (1, 1)
-        channels = int(shape[1])
-        if sample_unit == "image":
-            gkey, out_hw, step = "image", (1, 1), 1
+        # The same tensor at the same in-place version holds the same values: one slot.
+        ident = (id(seen[q.name].tensor), seen[q.name].version)
+        if ident in derived:        # e.g. block i+1's input, when it is block i's derived output
+            skey, kind = derived[ident]
+        elif seen[q.name].derivable:
+            pre = seen[derive[q.name].name]
+            skey, kind = (id(pre.tensor), pre.version), q.act
+            derived[ident] = (skey, kind)
         else:
-            post = [shapes[q.name] for q in all_points
-                    if q.block == target.block and q.stage in ("depthwise", "project", "output")
-                    and q.name in shapes]
-            out_hw = tuple(post[-1][2:]) if post and len(post[-1]) == 4 else hw
-            gkey, step = target.block, _frame_step(target, hw, out_hw)
-        group = None
+            skey, kind = ident, None
+        if skey not in slots:
+            src = derive[q.name] if kind is not None else q
+            slots[skey] = _Slot(src, channels=int(shape[1]), in_hw=hw, hw=(1, 1) if image else hw,
+                                seed=seed, image=image)
+            slots[skey].calls = seen[src.name].calls
+        slot = slots[skey]
+        ps = point_sinks[q.name] = _PointSinks(
+            q, int(shape[1]), q.act if (want_a and q.act in ACTIVITY_KINDS) else None, want_m, slot, kind)
         if want_reservoir:
+            if image:
+                gkey, out_hw, step = "image", (1, 1), 1
+            else:
+                post = [seen[p.name].shape for p in all_points
+                        if p.block == q.block and p.stage in ("depthwise", "project", "output")
+                        and p.name in seen]
+                out_hw = tuple(post[-1][2:]) if post and len(post[-1]) == 4 else hw
+                # One group per output frame, not per block: blocks whose outputs have the same
+                # size see the same positions with the same priorities, so they would keep the
+                # same ids anyway; sharing the group computes them once per batch.
+                gkey, step = out_hw, _frame_step(q, hw, out_hw)
             if gkey not in groups:
-                hw_g = (1, 1) if sample_unit == "image" else out_hw
                 cap_ = None
                 if expected_images is not None:
-                    rate = (reservoir_size + 10 * reservoir_size**0.5 + 20) / (expected_images * hw_g[0] * hw_g[1])
-                    cap_ = np.uint64(rate * 2.0**64) if rate < 1 else None
-                groups[gkey] = _Group(reservoir_size, seed, hw_g, cap_)
-            group = groups[gkey]
-        n_pix = hw[0] * hw[1]
-        if moments == "exact" or sample_unit == "image":
+                    rate = (reservoir_size + 10 * reservoir_size**0.5 + 20) / (expected_images * out_hw[0] * out_hw[1])
+                    cap_ = _threshold(rate) if rate < 1 else None
+                groups[gkey] = _Group(reservoir_size, seed, out_hw, cap_)
+            ps.reservoir = _ReservoirRows(q.name, groups[gkey], step)
+            slot.feed(kind).reservoirs.append((ps.reservoir, slot.frame(groups[gkey], step)))
+    del seen  # the example's tensors
+
+    for ps in point_sinks.values():
+        # A stage's .pre and post points have the same activity counts (the activation is
+        # monotone and flat on the same inputs): count them once, at the post point.
+        p = ps.point
+        post = point_sinks.get(f"blocks.{p.block}.{p.stage}")
+        if (p.pre and ps.activity_kind is not None and post is not None and post is not ps
+                and post.activity_kind == ps.activity_kind and post.channels == ps.channels):
+            ps.activity_from = post
+
+    rates: dict[str, tuple[float, float]] = {}
+    shared: dict[tuple[int, str | None, str | None, bool], _Sampled] = {}
+    for ps in point_sinks.values():
+        slot = ps.slot
+        n_pix = slot.in_hw[0] * slot.in_hw[1]
+        if moments == "exact" or image:
             mrate = arate = 1.0
         else:
             mrate, arate = min(1.0, moment_positions / n_pix), min(1.0, activity_positions / n_pix)
-        want_m, want_a = "moments" in sinks, "activity" in sinks
-        kind = target.act if (want_a and target.act in ACTIVITY_KINDS) else None
-        srate = max(mrate if want_m else 0.0, arate if want_a else 0.0)
-        rates[key] = (mrate, arate)
-        states[key] = _PointState(
-            target, channels=channels, in_hw=hw, hw=(1, 1) if sample_unit == "image" else hw, step=step,
-            group=group, want_moments=want_m, activity_kind=kind, sample_rate=srate,
-            moment_rate=mrate, seed=seed)
-
-    for st in states.values():
-        # A stage's .pre and post points have the same activity counts (the activation is
-        # monotone and flat on the same inputs): count them once, at the post point.
-        p = st.point
-        post = states.get(f"blocks.{p.block}.{p.stage}")
-        if (p.pre and st.activity_kind is not None and post is not None and post is not st
-                and post.activity_kind == st.activity_kind and post.channels == st.channels):
-            st.activity_from = post
+        count_kind = ps.activity_kind if ps.counts_activity else None
+        if want_m:
+            slot.moment_rate = mrate
+            slot.sample_rate = max(slot.sample_rate, mrate)
+        if count_kind is not None:
+            slot.sample_rate = max(slot.sample_rate, arate)
+        if want_m or count_kind is not None:
+            # Points on one tensor (block i's output is block i+1's input) share the sums.
+            key = (id(slot), ps.feed, count_kind, ps.point.pre)
+            if key not in shared:
+                shared[key] = _Sampled(ps.channels, moments=want_m, activity_kind=count_kind,
+                                       pre=ps.point.pre)
+                slot.feed(ps.feed).sampled.append(shared[key])
+            ps.sampled = shared[key]
+        rates[ps.point.name] = (mrate, arate)
+    # The activity rows are all rows drawn: at the slot's sampling rate, at least ``arate``.
+    activity_rate = {name: (ps.activity_from or ps).slot.sample_rate for name, ps in point_sinks.items()}
 
     config = {
         "sample_unit": sample_unit,
         "moments": moments,
         "moment_positions": moment_positions,
         "activity_positions": activity_positions,
-        "moment_rates": {n: rates[canonical[n]][0] for n in canonical} if "moments" in sinks else {},
-        "activity_rates": ({n: rates[canonical[n]][1] for n in canonical
-                            if states[canonical[n]].activity_kind} if "activity" in sinks else {}),
+        "moment_rates": {n: rates[canonical[n]][0] for n in canonical} if want_m else {},
+        "activity_rates": ({n: activity_rate[canonical[n]] for n in canonical
+                            if point_sinks[canonical[n]].activity_kind} if want_a else {}),
         "reservoir_size": reservoir_size,
         "seed": seed,
         "sinks": list(sinks),
     }
-    cap = Capture(chosen, states, canonical, list(groups.values()), image_offset=image_offset,
-                  config=config)
+    # Every slot is hooked, also one that feeds nothing (no sinks): the hooks count the images.
+    hooked = list(slots.values())
+    cap = Capture(chosen, point_sinks, canonical, list(groups.values()), n_hooks=len(hooked),
+                  image_offset=image_offset, config=config)
 
     def start(_m: nn.Module, _args: Any) -> None:
         cap._batch = _Batch(cap.image_offset)
@@ -742,24 +1020,27 @@ def capture(
         if cap._n_forward % _TRIM_EVERY == 0:
             _release_memory()
 
-    def make_hook(state: _PointState) -> Callable[[Any], None]:
+    def make_hook(slot: _Slot) -> Callable[[Any], None]:
         def hook(value: Any) -> None:
-            if cap._batch is None:
+            batch = cap._batch
+            if batch is None:
                 raise RuntimeError(
-                    f"Capture point {state.point.name} ran outside a forward pass of the captured "
+                    f"Capture point {slot.point.name} ran outside a forward pass of the captured "
                     "model; call the model itself inside the capture."
                 )
-            state.reduce(value, cap._batch, sample_unit)
+            slot.take(value, batch)
         return hook
 
     handles: list[torch.utils.hooks.RemovableHandle] = []
     try:
-        handles.append(model.register_forward_pre_hook(start))
-        for key, st in states.items():
-            handles.append(_register(model, by_name[key], make_hook(st),
-                                     lambda: None if cap._batch is None else cap._batch.calls))
-        handles.append(model.register_forward_hook(finish))
-        yield cap
+        with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
+            handles.append(model.register_forward_pre_hook(start))
+            for slot in hooked:
+                handles.append(_register(model, slot.point, make_hook(slot),
+                                         lambda: None if cap._batch is None else cap._batch.calls,
+                                         counted=slot.calls > 1))
+            handles.append(model.register_forward_hook(finish))
+            yield cap
     finally:
         for h in handles:
             h.remove()

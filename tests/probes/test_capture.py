@@ -251,3 +251,108 @@ def test_probe_dataset_restores_mode_and_records_config(model, images):
         probe(model, data, sample_unit="pixel", progress=False)
     with pytest.raises(ValueError, match=r"The 'data' parameter of probe must have shape"):
         probe(model, np.zeros((3, 32, 32)), progress=False)
+
+
+def _expected_hooks(points):
+    """One hook per distinct tensor: block 0's input, each stage's .pre tensor (its relu6 output
+    is derived from it) and the sum of each residual block; block i+1's input is block i's output."""
+    blocks = {p.block for p in points.values()}
+    stages = sum(1 for p in points.values() if p.pre)
+    residual = sum(1 for b in blocks if points[f"blocks.{b}.output"].has_residual)
+    return 1 + stages + residual
+
+
+def test_one_hook_per_distinct_tensor(model, images, points):
+    with capture(model, example_input=images[:1], moments="exact", reservoir_size=30) as cap, \
+            torch.no_grad():
+        model(images)
+    assert cap.n_hooks == _expected_hooks(points) < len(points)
+    stats = cap.stats()
+    # Block 3 reads block 2's output (the same tensor): same sums, but each point's reservoir
+    # lives in its own block's frame (block 3 has stride 2).
+    out, nxt = stats["blocks.2.output"], stats["blocks.3.input"]
+    np.testing.assert_array_equal(out.moments.m2, nxt.moments.m2)
+    assert (out.reservoir.stride, nxt.reservoir.stride) == (1, 2)
+    ref = _reference(model, points["blocks.3.input"], images)
+    r = nxt.reservoir
+    np.testing.assert_array_equal(r.values, ref[r.ids[:, 0], :, r.ids[:, 1], r.ids[:, 2]].float().numpy())
+    for name in ("blocks.2.expand", "blocks.2.project", "blocks.3.input"):   # derived from .pre rows
+        rows = _rows(_reference(model, points[name], images))
+        np.testing.assert_allclose(stats[name].moments.covariance(), np.cov(rows, rowvar=False),
+                                   rtol=1e-7, atol=1e-9)
+
+
+def test_channels_last_rows_are_read_before_the_inplace_activation(model, images, points):
+    """A channels-last tensor reshapes to rows without a copy; the in-place ReLU6 after the .pre
+    hook must not reach the buffered rows (exact mode, and sampled at rate 1 on small maps)."""
+    cl = build_model(ZooConfig(input_size=32, num_classes=10, width_mult=0.35, head_channels=64,
+                               in_channels=1, bottleneck_act="relu6")).eval()
+    cl.load_state_dict(model.state_dict())
+    cl = cl.to(memory_format=torch.channels_last)
+    x = images.contiguous(memory_format=torch.channels_last)
+    names = ["blocks.2.expand.pre", "blocks.2.depthwise.pre", "blocks.2.project.pre", "blocks.16.expand.pre"]
+    for kw in ({"moments": "exact"}, {"moment_positions": 256}):   # 256 >= 16 x 16: rate 1
+        with capture(cl, names, example_input=x[:1], **kw) as cap, torch.no_grad():
+            cl(x[:5])
+            cl(x[5:])
+        stats = cap.stats()
+        for name in names:
+            rows = _rows(_reference(cl, points[name], x))
+            assert stats[name].moments.count == len(rows), name
+            np.testing.assert_allclose(stats[name].moments.mean, rows.mean(0), rtol=1e-9, atol=1e-9)
+            np.testing.assert_allclose(stats[name].moments.covariance(), np.cov(rows, rowvar=False),
+                                       rtol=1e-7, atol=1e-9)
+
+
+class _AlmostReLU6(torch.nn.Module):
+    """Passes for a ReLU6 (to 1e-4) but is not one bit for bit."""
+
+    def forward(self, x):
+        return torch.nn.functional.relu6(x) + 1e-6
+
+
+def test_activation_that_is_not_exactly_relu6_gets_its_own_hook(model, images):
+    odd = build_model(ZooConfig(input_size=32, num_classes=10, width_mult=0.35, head_channels=64,
+                                in_channels=1, bottleneck_act="relu6")).eval()
+    odd.load_state_dict(model.state_dict())
+    odd.blocks[2].expand.act = _AlmostReLU6()
+    pts = {p.name: p for p in capture_points(odd, images[:1])}
+    assert pts["blocks.2.expand"].act == "relu6"
+    with capture(odd, "blocks.2.expand*", example_input=images[:1], moments="exact") as cap, \
+            torch.no_grad():
+        odd(images)
+    assert cap.n_hooks == 2
+    rows = _rows(_reference(odd, pts["blocks.2.expand"], images))
+    np.testing.assert_allclose(cap.stats()["blocks.2.expand"].moments.mean, rows.mean(0), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("act", [torch.nn.ReLU6, torch.nn.Hardswish])
+def test_activation_module_called_twice_per_pass(act, images):
+    """One activation instance after both the expansion and the depthwise conv: derived from the
+    conv outputs (relu6), or hooked at its first and second call (hard-swish)."""
+    torch.manual_seed(0)
+
+    class Shared(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = torch.nn.Conv2d(1, 8, 3, 1, 1)
+            self.pw = torch.nn.Conv2d(8, 32, 1)
+            self.dw = torch.nn.Conv2d(32, 32, 3, 1, 1, groups=32)
+            self.pwl = torch.nn.Conv2d(32, 8, 1)
+            self.act = act()
+
+        def forward(self, x):
+            x = self.stem(x)
+            return x + self.pwl(self.act(self.dw(self.act(self.pw(x)))))
+
+    net = Shared().eval()
+    pts = {p.name: p for p in capture_points(net, images[:1])}
+    with capture(net, example_input=images[:1], moments="exact") as cap, torch.no_grad():
+        net(images)
+    assert cap.n_hooks == (5 if act is torch.nn.ReLU6 else 7)   # input, 3 x .pre, output (+ 2 acts)
+    stats = cap.stats()
+    for name in ("blocks.0.expand", "blocks.0.depthwise"):
+        rows = _rows(_reference(net, pts[name], images))
+        np.testing.assert_allclose(stats[name].moments.mean, rows.mean(0), rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(stats[name].moments.covariance(), np.cov(rows, rowvar=False),
+                                   rtol=1e-7, atol=1e-9)
