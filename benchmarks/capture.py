@@ -9,11 +9,14 @@ Rows (same model, same batches of ``--batch-size`` images):
 - ``probe default``: :func:`probes.capture.probe` with its default settings, all capture
   points of all blocks (sampled moments and activity, reservoirs);
 - ``probe exact``: the same with ``moments="exact"`` (every position into the moments and the
-  activity counts).
+  activity counts);
+- ``probe no sinks``: the same with ``sinks=()``: discovery, the example pass and the hooks
+  (checking each tensor) with nothing accumulated, the fixed cost under the other two rows.
 
 Times include everything ``probe`` does (discovery of the blocks, the hooks, reading out the
 sinks). Wall time and process CPU time are printed, each the fastest of ``--repeats`` runs
-(rows interleaved); on a machine shared with other jobs CPU time is the steadier measure.
+(rows interleaved), and the median over the repeats of each row's ratio to the bare forward of
+the same repeat, which is the steadier figure on a machine whose speed drifts (a shared one).
 Targets: probe default <= 1.5x the bare forward; peak RSS growth from 1x to 4x images < 10 %.
 
 Peak RSS is measured in fresh subprocesses (one per row), so runs do not contaminate each
@@ -30,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -67,7 +71,10 @@ def _load() -> tuple[torch.nn.Module, object, object, str]:
     return model, data, spec, what
 
 
-def _time(funcs: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, float]]:
+def _time(funcs: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, float, float]]:
+    """Per row: fastest wall time, fastest CPU time, and the median over the repeats of the
+    row's wall time over the bare forward's of the same repeat (rows run interleaved, so a
+    machine that speeds up or slows down between repeats moves both sides of each ratio)."""
     walls: dict[str, list[float]] = {k: [] for k in funcs}
     cpus: dict[str, list[float]] = {k: [] for k in funcs}
     for _ in range(repeats):
@@ -76,7 +83,9 @@ def _time(funcs: dict[str, Callable[[], object]], repeats: int) -> dict[str, tup
             func()
             walls[name].append(time.perf_counter() - w)
             cpus[name].append(time.process_time() - c)
-    return {k: (min(walls[k]), min(cpus[k])) for k in funcs}
+    base = walls[next(iter(funcs))]
+    return {k: (min(walls[k]), min(cpus[k]), statistics.median(w / b for w, b in zip(walls[k], base)))
+            for k in funcs}
 
 
 def _peak_rss_kb() -> int:
@@ -132,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from probes.capture import probe
+    from probes.capture import capture, probe
     from probes.preprocess import prepare
 
     model, data, spec, what = _load()
@@ -149,12 +158,14 @@ def main(argv: list[str] | None = None) -> int:
 
     res = probe(model, x[:bs], batch_size=bs, device="cpu", progress=False)  # warm-up
     n_points = len(res.points)
-    times = _time({"bare forward": bare, "probe default": run(), "probe exact": run(moments="exact")},
-                  args.repeats)
+    times = _time({"bare forward": bare, "probe default": run(), "probe exact": run(moments="exact"),
+                   "probe no sinks": run(sinks=())}, args.repeats)
+    with capture(model, example_input=x[:1]) as cap:
+        n_hooks = cap.n_hooks
 
     print(f"model: {RECIPE} ({what})")
     print(f"data: digits split='all', {len(x)} images 1x32x32, batches of {bs}; "
-          f"{n_points} capture points; torch threads {torch.get_num_threads()}; "
+          f"{n_points} capture points on {n_hooks} hooks; torch threads {torch.get_num_threads()}; "
           f"fastest of {args.repeats} runs")
     cfg = res.config
     print(f"probe default: moments sampled ({cfg['moment_positions']:g} positions/image), activity "
@@ -165,18 +176,20 @@ def main(argv: list[str] | None = None) -> int:
         for mode in ("default", "exact"):
             for rep in (1, 4):
                 rss[mode, rep] = _rss(mode, rep, bs, args.threads)
-    bare_w, bare_c = times["bare forward"]
-    head = f"{'row':<15}{'wall s':>9}{'x bare':>8}{'cpu s':>9}{'x bare':>8}"
+    bare_w, bare_c, _ = times["bare forward"]
+    head = f"{'row':<16}{'wall s':>9}{'x bare':>8}{'cpu s':>9}{'x bare':>8}{'median x':>10}"
     if rss:
         head += f"{'RSS 1x MB':>11}{'RSS 4x MB':>11}{'growth':>8}"
     print(head)
-    for name, (w, c) in times.items():
-        line = f"{name:<15}{w:>9.3f}{w / bare_w:>8.2f}{c:>9.3f}{c / bare_c:>8.2f}"
+    for name, (w, c, med) in times.items():
+        line = f"{name:<16}{w:>9.3f}{w / bare_w:>8.2f}{c:>9.3f}{c / bare_c:>8.2f}{med:>10.2f}"
         mode = name.split()[-1]
         if rss and (mode, 1) in rss:
             one, four = rss[mode, 1]["peak_kb"] / 1024, rss[mode, 4]["peak_kb"] / 1024
             line += f"{one:>11.1f}{four:>11.1f}{(four / one - 1) * 100:>7.1f}%"
         print(line)
+    print("\n'x bare': fastest over fastest; 'median x': median over the repeats of the ratio to the "
+          "same repeat's bare forward.")
     if rss:
         base1, base4 = rss["default", 1]["before_kb"] / 1024, rss["default", 4]["before_kb"] / 1024
         print(f"\npeak RSS before probing (model + data loaded): {base1:.1f} MB (1x), {base4:.1f} MB (4x, "

@@ -45,10 +45,10 @@ What each point accumulates:
   rate of each point is recorded in ``config["moment_rates"]``. The centred Gram matrix of each
   buffer of rows is computed in float64 (float32 would put a noise floor near 1e-7 of the
   largest eigenvalue, close to the default rank tolerance of 1e-6): on the CPU as a BLAS
-  symmetric rank-k update (dsyrk, half the multiply-adds of a matrix product, run with torch's
-  thread count), elsewhere as a matrix product. One sampled position costs C^2 / 2
-  multiply-adds per point; summed over the points of the digits networks that is about a fifth
-  of a whole forward pass per sampled position per image, which is why exact mode costs many
+  symmetric rank-k update (dsyrk, half the multiply-adds of a matrix product) when torch runs
+  single-threaded, otherwise as torch's matrix product in torch's thread pool. One sampled
+  position costs C^2 / 2 multiply-adds per point; summed over the points of the digits networks
+  that is about a fifth of a whole forward pass per sampled position per image, which is why exact mode costs many
   forward passes (``benchmarks/capture.py``).
 - **Activity** (points whose activation is relu / relu6 / hswish): counted on the rows drawn
   for the point's tensor, which are a hash sample of at least ``activity_positions`` positions
@@ -73,6 +73,7 @@ import contextlib
 import dataclasses
 import fnmatch
 import json
+import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -288,13 +289,18 @@ def _syrk(r: np.ndarray, m2: np.ndarray, alpha: float = 1.0) -> None:
 class _Sampled:
     """Moments and activity counts of one tensor value, from its sampled rows, on its device.
 
-    On the CPU the float64 second moments are kept as the upper triangle of a BLAS matrix and
-    updated with dsyrk; elsewhere with a full matrix product. Both are Chan's parallel update
-    (see :class:`~probes.sinks.Moments`) of batch moments centred on the batch mean.
+    With ``syrk`` (set when torch runs on one CPU thread), the float64 second moments of CPU
+    tensors are kept as the upper triangle of a BLAS matrix and updated with dsyrk, half the
+    multiply-adds of a matrix product, single-threaded; otherwise with torch's matrix product,
+    in torch's own thread pool (a second BLAS thread pool beside torch's OpenMP threads makes
+    both spin against each other: 11x a forward pass instead of 3x on two cores). Both are
+    Chan's parallel update (see :class:`~probes.sinks.Moments`) of batch moments centred on the
+    batch mean.
     """
 
-    def __init__(self, channels: int, *, moments: bool, activity_kind: str | None, pre: bool) -> None:
-        self.channels, self.want_moments = channels, moments
+    def __init__(self, channels: int, *, moments: bool, activity_kind: str | None, pre: bool,
+                 syrk: bool) -> None:
+        self.channels, self.want_moments, self.syrk = channels, moments, syrk
         self.activity_kind, self.pre = activity_kind, pre
         self.chunks: list[torch.Tensor] = []
         self.masks: list[torch.Tensor] = []
@@ -336,7 +342,7 @@ class _Sampled:
         nb = rows.shape[0]
         if nb == 0:
             return
-        if rows.device.type == "cpu":
+        if self.syrk and rows.device.type == "cpu":
             # A copy (the rows may be shared with another point's buffer), in float64.
             r = rows.to(torch.float64, copy=True).numpy()
             mb = r.mean(0)
@@ -868,8 +874,8 @@ def capture(
         Each call ``model(batch)`` inside the ``with`` feeds the sinks; the images of a batch get
         the next ``len(batch)`` global indices. ``Capture.stats()`` / ``Capture.result()`` read
         them out. Every hook is removed on exit, also after an exception. Inside the ``with``,
-        the BLAS libraries that numpy and scipy use run with ``torch.get_num_threads()``
-        threads, so that the moments do not compete with the forward pass for cores.
+        the BLAS libraries that numpy and scipy use run on one thread, so that they do not
+        compete with torch's threads for cores.
     """
     sinks = tuple(sinks)
     for s in sinks:
@@ -965,6 +971,7 @@ def capture(
                 and post.activity_kind == ps.activity_kind and post.channels == ps.channels):
             ps.activity_from = post
 
+    syrk = torch.get_num_threads() == 1
     rates: dict[str, tuple[float, float]] = {}
     shared: dict[tuple[int, str | None, str | None, bool], _Sampled] = {}
     for ps in point_sinks.values():
@@ -985,7 +992,7 @@ def capture(
             key = (id(slot), ps.feed, count_kind, ps.point.pre)
             if key not in shared:
                 shared[key] = _Sampled(ps.channels, moments=want_m, activity_kind=count_kind,
-                                       pre=ps.point.pre)
+                                       pre=ps.point.pre, syrk=syrk)
                 slot.feed(ps.feed).sampled.append(shared[key])
             ps.sampled = shared[key]
         rates[ps.point.name] = (mrate, arate)
@@ -1006,6 +1013,7 @@ def capture(
     }
     # Every slot is hooked, also one that feeds nothing (no sinks): the hooks count the images.
     hooked = list(slots.values())
+    memory = _MemoryGuard()
     cap = Capture(chosen, point_sinks, canonical, list(groups.values()), n_hooks=len(hooked),
                   image_offset=image_offset, config=config)
 
@@ -1017,8 +1025,7 @@ def capture(
             cap.image_offset += cap._batch.size
         cap._batch = None
         cap._n_forward += 1
-        if cap._n_forward % _TRIM_EVERY == 0:
-            _release_memory()
+        memory.check()
 
     def make_hook(slot: _Slot) -> Callable[[Any], None]:
         def hook(value: Any) -> None:
@@ -1033,7 +1040,7 @@ def capture(
 
     handles: list[torch.utils.hooks.RemovableHandle] = []
     try:
-        with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
+        with threadpool_limits(limits=1, user_api="blas"):
             handles.append(model.register_forward_pre_hook(start))
             for slot in hooked:
                 handles.append(_register(model, slot.point, make_hook(slot),
@@ -1201,20 +1208,50 @@ def _load_malloc_trim() -> Callable[[int], int] | None:
 
 
 _MALLOC_TRIM = _load_malloc_trim() if sys.platform.startswith("linux") else None
-#: Forward passes between two :func:`_release_memory` calls (a trim costs a few ms).
-_TRIM_EVERY = 8
+#: Resident-memory growth since the last trim that triggers the next one: both the fraction
+#: and the bytes must be exceeded.
+_TRIM_GROWTH = 0.05
+_TRIM_MIN_BYTES = 16 << 20
 
 
-def _release_memory() -> None:
-    """Hand freed heap memory back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+def _resident_bytes() -> int | None:
+    """Resident set size of this process (from /proc; None where it cannot be read)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+class _MemoryGuard:
+    """Hands freed heap memory back to the OS when resident memory creeps up (glibc only).
 
     glibc raises its mmap threshold after the first large free, so the forward pass's
-    activations then live on the heap between the sinks' small long-lived buffers; without a
-    trim every few batches the process's resident memory creeps up with the number of batches
-    although the live data stays bounded.
+    activations then live on the heap between the sinks' small long-lived buffers, and the
+    process's resident memory can creep up with the number of batches although the live data
+    stays bounded. ``malloc_trim`` undoes that, but it is not free: the next forward passes
+    fault the released pages in again (tens of ms a trim on the digits networks). So the
+    resident size is read after every forward pass (a few microseconds) and a trim runs only
+    when it has grown by more than ``_TRIM_GROWTH`` and ``_TRIM_MIN_BYTES`` since the last one.
     """
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
+
+    def __init__(self) -> None:
+        self.base: int | None = None
+
+    def check(self) -> None:
+        if _MALLOC_TRIM is None:
+            return
+        rss = _resident_bytes()
+        if rss is None:
+            return
+        if self.base is None:
+            self.base = rss
+        elif rss > self.base * (1 + _TRIM_GROWTH) and rss - self.base > _TRIM_MIN_BYTES:
+            _MALLOC_TRIM(0)
+            self.base = _resident_bytes() or rss
 
 
 def _default_device() -> torch.device:

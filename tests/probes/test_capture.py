@@ -356,3 +356,52 @@ def test_activation_module_called_twice_per_pass(act, images):
         np.testing.assert_allclose(stats[name].moments.mean, rows.mean(0), rtol=1e-9, atol=1e-9)
         np.testing.assert_allclose(stats[name].moments.covariance(), np.cov(rows, rowvar=False),
                                    rtol=1e-7, atol=1e-9)
+
+
+def test_activity_rate_records_the_rows_actually_counted(model, images):
+    """The activity counts every row drawn for the tensor: with more moment positions than
+    activity positions that is the moment sample, and the config says so."""
+    name = "blocks.2.depthwise"   # 16 x 16
+    with capture(model, name, example_input=images[:1], moment_positions=16, activity_positions=2) as cap, \
+            torch.no_grad():
+        model(images)
+    s = cap.stats()[name]
+    assert cap.config["moment_rates"][name] == cap.config["activity_rates"][name] == 16 / 256
+    assert s.activity.n_points == s.moments.count > 0
+
+
+def test_memory_guard_trims_only_after_growth(monkeypatch):
+    import probes.capture as pc
+
+    readings = iter([100 << 20, 104 << 20, 112 << 20, 130 << 20, 101 << 20, 110 << 20])
+    trims = []
+    monkeypatch.setattr(pc, "_resident_bytes", lambda: next(readings))
+    monkeypatch.setattr(pc, "_MALLOC_TRIM", lambda pad: trims.append(pad))
+    guard = pc._MemoryGuard()
+    guard.check()                  # 100 MB: the baseline
+    guard.check()                  # +4 %: below both limits
+    guard.check()                  # +12 % but only 12 MB
+    assert trims == []
+    guard.check()                  # +30 %, 30 MB: trim, then the baseline is re-read (101 MB)
+    assert trims == [0] and guard.base == 101 << 20
+    guard.check()                  # +9 MB over the new baseline
+    assert trims == [0]
+
+
+def test_moments_with_two_torch_threads_use_torch_matmul_and_agree(model, images, points):
+    """One torch thread: the moments go through BLAS dsyrk; more: torch's matrix product (no
+    second thread pool). Both equal the reference."""
+    name = "blocks.4.expand.pre"
+    rows = _rows(_reference(model, points[name], images))
+    threads = torch.get_num_threads()
+    covs = []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            with capture(model, name, example_input=images[:1], moments="exact") as cap, torch.no_grad():
+                model(images)
+            covs.append(cap.stats()[name].moments.covariance())
+    finally:
+        torch.set_num_threads(threads)
+    for cov in covs:
+        np.testing.assert_allclose(cov, np.cov(rows, rowvar=False), rtol=1e-7, atol=1e-9)
