@@ -280,10 +280,10 @@ _FLUSH_ROWS = 512
 _DERIVABLE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"relu": F.relu, "relu6": F.relu6}
 
 
-def _syrk(r: np.ndarray, m2: np.ndarray, alpha: float = 1.0) -> None:
-    """``m2 += alpha * r^T r`` on the upper triangle of the Fortran-ordered ``m2`` (BLAS dsyrk:
-    half the multiply-adds of a general matrix product)."""
-    blas.dsyrk(alpha, r.T, beta=1.0, c=m2, trans=0, lower=0, overwrite_c=1)
+def _syrk(r: np.ndarray, m2: np.ndarray) -> None:
+    """``m2 += r^T r`` on the upper triangle of the Fortran-ordered ``m2`` (BLAS dsyrk: half the
+    multiply-adds of a general matrix product)."""
+    blas.dsyrk(1.0, r.T, beta=1.0, c=m2, trans=0, lower=0, overwrite_c=1)
 
 
 class _Sampled:
@@ -293,7 +293,7 @@ class _Sampled:
     tensors are kept as the upper triangle of a BLAS matrix and updated with dsyrk, half the
     multiply-adds of a matrix product, single-threaded; otherwise with torch's matrix product,
     in torch's own thread pool (a second BLAS thread pool beside torch's OpenMP threads makes
-    both spin against each other: 11x a forward pass instead of 3x on two cores). Both are
+    both spin against each other: over 10x a forward pass instead of 3x on two cores). Both are
     Chan's parallel update (see :class:`~probes.sinks.Moments`) of batch moments centred on the
     batch mean.
     """
@@ -670,7 +670,6 @@ class Capture:
         self.first_image = image_offset
         self.config = config
         self._batch: _Batch | None = None
-        self._n_forward = 0
 
     @property
     def n_images(self) -> int:
@@ -873,9 +872,9 @@ def capture(
     Capture
         Each call ``model(batch)`` inside the ``with`` feeds the sinks; the images of a batch get
         the next ``len(batch)`` global indices. ``Capture.stats()`` / ``Capture.result()`` read
-        them out. Every hook is removed on exit, also after an exception. Inside the ``with``,
-        the BLAS libraries that numpy and scipy use run on one thread, so that they do not
-        compete with torch's threads for cores.
+        them out. Every hook is removed on exit, also after an exception. When torch runs on
+        one thread, the BLAS libraries of numpy and scipy do too inside the ``with``, so that
+        the moments take no more cores than the forward pass.
     """
     sinks = tuple(sinks)
     for s in sinks:
@@ -972,7 +971,6 @@ def capture(
             ps.activity_from = post
 
     syrk = torch.get_num_threads() == 1
-    rates: dict[str, tuple[float, float]] = {}
     shared: dict[tuple[int, str | None, str | None, bool], _Sampled] = {}
     for ps in point_sinks.values():
         slot = ps.slot
@@ -995,7 +993,6 @@ def capture(
                                        pre=ps.point.pre, syrk=syrk)
                 slot.feed(ps.feed).sampled.append(shared[key])
             ps.sampled = shared[key]
-        rates[ps.point.name] = (mrate, arate)
     # The activity rows are all rows drawn: at the slot's sampling rate, at least ``arate``.
     activity_rate = {name: (ps.activity_from or ps).slot.sample_rate for name, ps in point_sinks.items()}
 
@@ -1004,7 +1001,7 @@ def capture(
         "moments": moments,
         "moment_positions": moment_positions,
         "activity_positions": activity_positions,
-        "moment_rates": {n: rates[canonical[n]][0] for n in canonical} if want_m else {},
+        "moment_rates": {n: point_sinks[canonical[n]].slot.moment_rate for n in canonical} if want_m else {},
         "activity_rates": ({n: activity_rate[canonical[n]] for n in canonical
                             if point_sinks[canonical[n]].activity_kind} if want_a else {}),
         "reservoir_size": reservoir_size,
@@ -1024,7 +1021,6 @@ def capture(
         if cap._batch is not None and cap._batch.size is not None:
             cap.image_offset += cap._batch.size
         cap._batch = None
-        cap._n_forward += 1
         memory.check()
 
     def make_hook(slot: _Slot) -> Callable[[Any], None]:
@@ -1040,7 +1036,8 @@ def capture(
 
     handles: list[torch.utils.hooks.RemovableHandle] = []
     try:
-        with threadpool_limits(limits=1, user_api="blas"):
+        # dsyrk (one torch thread) runs in numpy's BLAS; keep that BLAS off the other cores too.
+        with threadpool_limits(limits=1, user_api="blas") if syrk else contextlib.nullcontext():
             handles.append(model.register_forward_pre_hook(start))
             for slot in hooked:
                 handles.append(_register(model, slot.point, make_hook(slot),
