@@ -16,7 +16,7 @@ RECIPE = "digits-linear-s0"
 CARD_KEYS = {
     "name", "design", "architecture", "dataset", "input", "seed", "epochs", "optimizer",
     "train_accuracy", "test_accuracy", "n_params", "weights_file", "sha256", "train_seconds",
-    "torch_threads", "versions",
+    "torch_threads", "versions", "gradient_norms",
 }
 
 
@@ -48,6 +48,31 @@ def test_card_has_documented_keys(run):
     assert {"python", "torch", "numpy", "scikit-learn", "safetensors"} <= set(card["versions"])
     assert card["versions"]["torch"] == torch.__version__
     assert card["torch_threads"] == 1 and card["train_seconds"] >= 0
+
+
+def test_gradient_norms_match_an_independent_route(run):
+    _, card = run
+    g = card["gradient_norms"]
+    assert g["blocks"] == 17 and len(g["mean"]) == len(g["std"]) == 1  # one epoch
+    assert len(g["mean"][0]) == 17 and all(v > 0 for v in g["mean"][0])
+    # first optimiser step, recomputed by hand: same seed, same first batch, one flat gradient
+    torch.manual_seed(0)
+    recipe = RECIPES[RECIPE]
+    model = build_model(recipe.zoo_config())
+    from probes.train import _normalise, _shift
+
+    gen = torch.Generator().manual_seed(0)
+    data = load_dataset("digits", split="train")
+    idx = torch.randperm(len(data), generator=gen)[:recipe.batch_size]
+    xb = _normalise(_shift(torch.from_numpy(data.x)[idx], recipe.max_shift, gen), recipe.input_spec())
+    model.train()
+    loss = torch.nn.functional.cross_entropy(model(xb), torch.from_numpy(data.y)[idx],
+                                             label_smoothing=recipe.label_smoothing)
+    loss.backward()
+    flat = torch.cat([p.grad.flatten() for p in model.blocks[3].parameters()])
+    from probes.train import _block_grad_norms
+
+    assert _block_grad_norms(list(model.blocks))[3] == pytest.approx(float(flat.norm()), rel=1e-5)
 
 
 def test_card_sha256_and_accuracy(run):
@@ -117,10 +142,10 @@ def test_bad_epochs(tmp_path):
 
 def test_recipe_table():
     names = recipe_names()
-    assert len(names) == 17 and len(set(names)) == 17
-    for dataset in ("digits", "shapes"):
+    assert len(names) == 31 and len(set(names)) == 31
+    for dataset, n_seeds in (("digits", 10), ("shapes", 3)):
         for design in ("linear", "relu6"):
-            assert {f"{dataset}-{design}-s{s}" for s in range(3)} <= set(names)
+            assert {f"{dataset}-{design}-s{s}" for s in range(n_seeds)} <= set(names)
     for design in ("shortcut_expansion", "shortcut_none", "partial", "hswish", "leaky_relu"):
         assert f"digits-{design}-s0" in names
     for name, r in RECIPES.items():
