@@ -24,7 +24,7 @@ SMALL = StudyConfig(n_images=24, reservoir_size=120, topology_points=40, moment_
 
 def _zoo(name: str) -> str:
     if name not in {c["name"] for c in list_zoo()}:
-        pytest.skip(f"shipped checkpoint {name} is not in checkpoints/")
+        pytest.fail(f"shipped checkpoint {name} is missing: checkpoints/{name}.safetensors and .json")
     return name
 
 
