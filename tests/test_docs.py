@@ -80,3 +80,62 @@ def test_readme_python_api_example_runs() -> None:
     assert 0 < act.positive_min <= act.positive_max < act.n_channels
     assert out.getvalue().splitlines()[-1] == (
         f"active channels per position: {act.positive_min} to {act.positive_max} of {act.n_channels}")
+
+
+# -------------------------------------------------------------------- docs/design.md tracks the code
+
+DESIGN = ROOT / "docs" / "design.md"
+
+
+def test_design_doc_names_every_metric_and_column() -> None:
+    from analysis.activity import ACTIVITY_METRICS
+    from analysis.quantization import QUANTIZATION_METRICS
+    from analysis.spectrum import SPECTRUM_METRICS
+    from analysis.study import SCHEMA_COLUMNS, load_shipped_metrics
+
+    doc = DESIGN.read_text()
+    metrics = set(load_shipped_metrics().metric) | set(SPECTRUM_METRICS) | set(ACTIVITY_METRICS)
+    metrics |= set(QUANTIZATION_METRICS)
+    assert len(metrics) > 40
+    assert sorted(m for m in metrics if f"`{m}`" not in doc) == []
+    assert [c for c in SCHEMA_COLUMNS if f"`{c}`" not in doc] == []
+
+
+def test_design_doc_lists_every_cli_subcommand_and_option() -> None:
+    from analysis.cli import build_parser
+
+    doc = DESIGN.read_text()
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert sorted(cmd for cmd in sub.choices if f"bnprobe {cmd}" not in doc) == []
+    options = {opt for p in sub.choices.values() for a in p._actions for opt in a.option_strings
+               if opt.startswith("--") and opt != "--help"}
+    assert sorted(o for o in options if o not in doc) == []
+
+
+def _doc_row(label: str) -> list[str]:
+    line = next(line for line in DESIGN.read_text().splitlines() if line.startswith(f"| {label} |"))
+    return [cell.strip().split(" ")[0] for cell in line.strip("|").split("|")][1:]
+
+
+def test_design_doc_defaults_table_matches_the_code() -> None:
+    import inspect
+    import tomllib
+
+    from analysis.cli import build_parser
+    from analysis.study import StudyConfig
+    from probes.capture import probe
+
+    defaults = {k: v.default for k, v in inspect.signature(probe).parameters.items()}
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["probe"]
+    cli = {a.dest: a.default for a in sub._actions}
+    toml = tomllib.loads((ROOT / "analysis" / "configs" / "paper.toml").read_text())
+    config = StudyConfig()
+    assert _doc_row("reservoir size K")[:4] == [
+        str(defaults["reservoir_size"]), str(config.reservoir_size), str(cli["reservoir"]),
+        str(toml["study"]["reservoir_size"])]
+    assert _doc_row("moment positions per image")[:4] == [
+        str(defaults["moment_positions"]), str(config.moment_positions), str(config.moment_positions),
+        str(toml["study"]["moment_positions"])]
+    assert _doc_row("activity positions per image")[0] == str(defaults["activity_positions"])
+    assert _doc_row("topology points")[1:4] == [
+        str(config.topology_points), str(config.topology_points), str(toml["topology"]["points"])]
