@@ -27,17 +27,41 @@ class _UserError(Exception):
     """An error caused by the user's input: printed as one line, exit status 2."""
 
 
-def _write_table(df: "object", out: str) -> None:
-    from analysis.study import write_table
+class _Rescued(Exception):
+    """A finished result was saved elsewhere because its write failed: one line, exit status 1."""
 
-    write_table(df, out)
+
+def _save(write: Callable[[Path], object], out: str) -> None:
+    """Write a finished result through ``write``; on a late failure keep it elsewhere and say where."""
+    from probes._io import OutputRescued, save_or_rescue
+
+    try:
+        save_or_rescue(write, out)
+    except OutputRescued as exc:
+        raise _Rescued(str(exc)) from None
     print(f"wrote {out}", file=sys.stderr)
 
 
-def _check_out(out: str | None) -> None:
-    """Fail before any work when the output suffix is not one we can write."""
-    if out is not None and Path(out).suffix.lower() not in (".parquet", ".csv"):
-        raise _UserError(f"output file {out!r} must end in .parquet or .csv")
+def _write_table(df: "object", out: str) -> None:
+    from analysis.study import write_table
+
+    _save(lambda path: write_table(df, path), out)
+
+
+def _check_out(out: str | None, *, kind: str = "file", suffixes: Sequence[str] | None = (".parquet", ".csv"),
+               name: str = "--out") -> None:
+    """Fail before any work when ``out`` cannot be written (wrong kind or suffix, not writable).
+
+    Every subcommand with an output calls this first, so that no computation is thrown away.
+    """
+    if out is None:
+        return
+    from probes._io import check_output
+
+    try:
+        check_output(out, kind=kind, suffixes=suffixes, name=name)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise _UserError(str(exc)) from None
 
 
 def _cmd_zoo(args: argparse.Namespace) -> int:
@@ -67,6 +91,7 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from probes.train import RECIPES, recipe_names, train
 
+    _check_out(args.out, kind="folder", suffixes=None)
     names = recipe_names() if args.recipe == "all" else [args.recipe]
     for name in names:
         if name not in RECIPES:
@@ -91,7 +116,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     from probes.loading import load_checkpoint
 
     loaded = load_checkpoint(args.checkpoint, arch=args.arch, mean=args.mean, std=args.std,
-                             size=args.size, allow_torchscript=args.allow_torchscript)
+                             size=args.size, allow_nonfinite=args.allow_nonfinite)
     result = run_study(loaded, config, progress=not args.quiet)
     df = result.metrics
     if args.out:
@@ -105,8 +130,7 @@ def _cmd_spiral(args: argparse.Namespace) -> int:
     from analysis.spiral import run_spiral, spiral_figure
 
     _check_out(args.out)
-    if args.figure and Path(args.figure).suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise _UserError(f"figure file {args.figure!r} must end in .png, .svg or .pdf")
+    _check_out(args.figure, suffixes=(".png", ".svg", ".pdf"), name="--figure")
 
     table, recon = run_spiral(tuple(args.dims), activation=args.activation, seeds=tuple(args.seeds))
     if args.out:
@@ -116,14 +140,15 @@ def _cmd_spiral(args: argparse.Namespace) -> int:
     if args.figure:
         from analysis.figures import save_chart
 
-        save_chart(spiral_figure(recon), args.figure)
-        print(f"wrote {args.figure}", file=sys.stderr)
+        chart = spiral_figure(recon)
+        _save(lambda path: save_chart(chart, path), args.figure)
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from analysis.report import run_report
 
+    _check_out(args.out, kind="folder", suffixes=None)
     return run_report(args.config, args.out, scheduler=args.scheduler, workers=args.workers)
 
 
@@ -131,7 +156,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from probes.loading import format_predictions, load_checkpoint, predict
 
     loaded = load_checkpoint(args.checkpoint, arch=args.arch, mean=args.mean, std=args.std,
-                             size=args.size, allow_torchscript=args.allow_torchscript)
+                             size=args.size, allow_nonfinite=args.allow_nonfinite)
     preds = predict(loaded, args.images, topk=args.topk)
     print(format_predictions(loaded, args.images, preds))
     return 0
@@ -141,14 +166,15 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="zoo name (see `bnprobe zoo`) or a weights file (.safetensors, .pt, .pth)")
     p.add_argument("--arch", default=None,
                    help="architecture for a bare state dict: torchvision:NAME, timm:NAME, "
-                        "package.module:factory or path/to/model.py:factory")
+                        "package.module:factory or path/to/model.py:factory (a factory is imported "
+                        "and run: name only your own, trusted code)")
     p.add_argument("--mean", type=float, nargs="+", default=None,
                    help="input mean per channel for a user factory (default: ImageNet 0.485 0.456 0.406)")
     p.add_argument("--std", type=float, nargs="+", default=None,
                    help="input std per channel for a user factory (default: ImageNet 0.229 0.224 0.225)")
     p.add_argument("--size", type=int, default=None, help="input side in pixels for a user factory (default 224)")
-    p.add_argument("--allow-torchscript", action="store_true",
-                   help="allow a TorchScript archive (it runs code from the file: only for files you trust)")
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="probe weights holding NaN or Inf values (refused by default) with a warning")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -221,6 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"bnprobe {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except _Rescued as exc:
+        print(f"bnprobe {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"bnprobe {args.command}: interrupted", file=sys.stderr)
         return 130
