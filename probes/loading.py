@@ -39,6 +39,7 @@ shorter side before the centre crop), which :func:`predict` applies.
 
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import dataclasses
 import difflib
@@ -403,10 +404,13 @@ def _is_torchscript(path: Path) -> bool:
         return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
 
 
-# Globals that torch.save writes for plain state dicts: never worth naming in a refusal.
-_SAFE_GLOBAL_PREFIXES = ("torch._utils.", "torch.", "collections.OrderedDict", "_codecs.encode")
-# CPython's C modules behind os: a payload pickles os.system as posix.system.
-_MODULE_ALIASES = {"posix": "os", "nt": "os"}
+# Globals of plain containers and of torch itself: not the ones worth naming in a refusal.
+_SAFE_GLOBAL_PREFIXES = ("torch.", "collections.OrderedDict", "_codecs.encode")
+_SAFE_GLOBALS = {f"builtins.{n}" for n in ("set", "frozenset", "bytearray", "slice", "complex", "int",
+                                           "float", "bool", "str", "bytes", "dict", "list", "tuple")}
+# Names as users know them: os.system pickles as posix.system (the C module behind os);
+# built-ins are named plainly ("exec"), as torch does.
+_MODULE_ALIASES = {"posix": "os", "nt": "os", "builtins": ""}
 
 
 def _pickle_bytes(path: Path) -> bytes:
@@ -440,17 +444,24 @@ def _pickle_globals(data: bytes) -> tuple[list[str], bool]:
 
 def _refusal(path: Path, err: Exception) -> ValueError:
     m = re.search(r"GLOBAL (\S+)", str(err))
-    glob = m.group(1) if m else None
-    parsed = True
-    if glob is None:
+    glob, parsed = (m.group(1), True) if m else (None, False)
+    if glob is None or glob.startswith("torch.") and not glob.startswith("torch.nn.modules."):
+        # Name the global a payload is after (os.system), not one of torch's own that it
+        # stopped at first (torch.storage._load_from_bytes in a plain pickle of a tensor).
         try:
             names, parsed = _pickle_globals(_pickle_bytes(path))
         except (OSError, zipfile.BadZipFile, KeyError):
             names, parsed = [], False
-        glob = next((n for n in names if not n.startswith(_SAFE_GLOBAL_PREFIXES)), None)
+        glob = next((n for n in names if not n.startswith(_SAFE_GLOBAL_PREFIXES)
+                     and n not in _SAFE_GLOBALS), glob)
     if glob is not None:
         module, _, attr = glob.rpartition(".")
-        glob = f"{_MODULE_ALIASES.get(module, module)}.{attr}" if module else glob
+        # protocol <= 2 (torch.save's) spells Python 3 names the Python 2 way; map them back as
+        # the unpickler would (commands.call -> subprocess.call, __builtin__ -> builtins)
+        module, attr = _compat_pickle.NAME_MAPPING.get(
+            (module, attr), (_compat_pickle.IMPORT_MAPPING.get(module, module), attr))
+        module = _MODULE_ALIASES.get(module, module)
+        glob = f"{module}.{attr}" if module else attr
     if glob and glob.startswith("torch.nn.modules."):
         return ValueError(
             f"Refused to load {path}: it is a whole pickled model ({glob}); loading it would run "
@@ -888,8 +899,8 @@ def load_checkpoint(
 def _card_beside(path: Path) -> dict[str, Any] | None:
     """The zoo card ``<stem>.json`` beside a weights file (validated), None if there is none.
 
-    A JSON file there that is not a zoo card (another tool's) is ignored; one that claims to be
-    a zoo card must pass :func:`validate_card`.
+    A JSON file there without an ``architecture`` key (another tool's) is ignored; one with it
+    must pass :func:`validate_card`.
     """
     card_path = path.with_suffix(".json")
     if not card_path.is_file():
@@ -898,8 +909,7 @@ def _card_beside(path: Path) -> dict[str, Any] | None:
         card = json.loads(card_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return read_card(card_path)  # raises with the file named
-    if not (isinstance(card, dict) and isinstance(card.get("architecture"), dict)
-            and card["architecture"].get("family") == "zoo"):
+    if not (isinstance(card, dict) and "architecture" in card):
         return None
     validate_card(card, card_path)
     return card
