@@ -89,3 +89,21 @@ def test_directory_is_reported_as_a_directory(tmp_path: Path) -> None:
         load_checkpoint(folder, arch="torchvision:mobilenet_v2")
     with pytest.raises(ValueError, match=r"ckpt\.pt is a directory; expected a weights file"):
         read_weights(folder)
+
+
+def test_npz_errors_give_no_advice_to_unpickle(tmp_path: Path) -> None:
+    import zipfile
+
+    import numpy as np
+
+    from probes.datasets import load_npz
+
+    (tmp_path / "junk.npz").write_bytes(os.urandom(3000))
+    np.save(tmp_path / "obj.npy", np.array([1, "a", None], dtype=object), allow_pickle=True)
+    with zipfile.ZipFile(tmp_path / "obj.npz", "w") as z:
+        z.write(tmp_path / "obj.npy", "x.npy")
+    for name, expected in (("junk.npz", r"cannot be read as \.npz \(not a zip archive of \.npy arrays\)"),
+                           ("obj.npz", r"holds object \(pickled\) arrays, which are never loaded\. Expected")):
+        with pytest.raises(ValueError, match=rf"{name}: {expected}") as err:
+            load_npz(tmp_path / name)
+        assert not any(a in str(err.value) for a in (*ADVICE, "unsafely", "pickle.load"))
