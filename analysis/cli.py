@@ -1,7 +1,10 @@
 """Command line entry point ``bnprobe``.
 
 Every subcommand has ``--help``; bad input exits with status 2 and a one-line reason on stderr
-(``bnprobe probe: error: ...``), never a traceback.
+(``bnprobe probe: error: ...``), never a traceback. Outputs (``--out``, ``--figure``) are checked
+with :func:`_check_out` before any work; a write that still fails at the end goes through
+:func:`_save`, which keeps the result beside the requested path and exits with status 1
+naming where it went.
 
 ::
 

@@ -375,12 +375,9 @@ def _resolve_checkpoints(ck: _Checker, table: dict[str, Any], base: Path) -> tup
             card = None
             card_path = p.with_suffix(".json")
             if arch in (None, "zoo") and card_path.is_file():
-                try:
-                    card = json.loads(card_path.read_text(encoding="utf-8"))
-                except (OSError, json.JSONDecodeError):
-                    card = None
-                if not (isinstance(card, dict) and isinstance(card.get("architecture"), dict)):
-                    card = None
+                from probes.loading import card_beside
+
+                card = card_beside(p)  # a bad card fails here, naming its file and key
             if arch is None and card is None:
                 raise ck.fail(f"{key}.arch", "given for a file without a zoo card beside it "
                               "(e.g. 'torchvision:mobilenet_v2')", str(p))

@@ -66,6 +66,7 @@ __all__ = [
     "ARCH_FORMS",
     "MAX_CARD_PARAMS",
     "LoadedModel",
+    "card_beside",
     "check_finite",
     "format_predictions",
     "imagenet_class_names",
@@ -896,13 +897,13 @@ def load_checkpoint(
     return loaded
 
 
-def _card_beside(path: Path) -> dict[str, Any] | None:
+def card_beside(path: str | Path) -> dict[str, Any] | None:
     """The zoo card ``<stem>.json`` beside a weights file (validated), None if there is none.
 
     A JSON file there without an ``architecture`` key (another tool's) is ignored; one with it
     must pass :func:`validate_card`.
     """
-    card_path = path.with_suffix(".json")
+    card_path = Path(path).with_suffix(".json")
     if not card_path.is_file():
         return None
     try:
@@ -956,7 +957,7 @@ def _load(spec: str | Path | None, *, arch: str | None, mean: Sequence[float] | 
     state: dict[str, torch.Tensor] | None = None
     if path is not None:
         path = path.resolve()
-        card = _card_beside(path) if arch in (None, "zoo") else None
+        card = card_beside(path) if arch in (None, "zoo") else None
         if card is not None:
             loaded = _load_zoo(card, path, path.with_suffix(".json"), source=str(path),
                                allow_nonfinite=allow_nonfinite)

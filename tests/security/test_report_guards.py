@@ -59,3 +59,18 @@ def test_point_globs_that_match_nothing_fail_before_work(tmp_path: Path, points)
     bad = points if isinstance(points, str) else points[1]
     with pytest.raises(ValueError, match=rf"study\.points.*Got '{bad.replace('.', '[.]').replace('*', '[*]')}' instead"):
         rp.load_config(tmp_path / "cfg.toml")
+
+
+def test_bad_card_in_a_report_fails_at_config_time(tmp_path: Path) -> None:
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "m.safetensors"))
+    (tmp_path / "m.json").write_text(json.dumps({"architecture": {"family": "zoo", "config": {"width_mult": "abc"}}}))
+    text = (Path(__file__).resolve().parents[2] / "analysis" / "configs" / "smoke.toml").read_text()
+    text = text.replace('zoo = ["*-linear-s0", "*-relu6-s0"]', 'files = ["m.safetensors"]')
+    (tmp_path / "cfg.toml").write_text(text)
+    with pytest.raises(ValueError, match=r"^Card .*m\.json: key 'architecture\.config\.width_mult' must be a number"):
+        rp.load_config(tmp_path / "cfg.toml")
