@@ -100,13 +100,13 @@ def check_output(path: str | os.PathLike[str], *, kind: Literal["file", "folder"
     not created here.
     """
     path = Path(path).expanduser()
-    if kind == "file" and suffixes is not None and path.suffix.lower() not in suffixes:
-        raise ValueError(f"The {name} file {str(path)!r} must end in {' or '.join(suffixes)}.")
     if path.exists():
         if kind == "file" and path.is_dir():
             raise ValueError(f"The {name} path {str(path)!r} is a folder; expected a file name.")
         if kind == "folder" and not path.is_dir():
             raise ValueError(f"The {name} path {str(path)!r} exists and is not a folder.")
+    if kind == "file" and suffixes is not None and path.suffix.lower() not in suffixes:
+        raise ValueError(f"The {name} file {str(path)!r} must end in {' or '.join(suffixes)}.")
     base = path if kind == "folder" and path.is_dir() else _nearest_existing(path)
     if not base.is_dir():
         raise ValueError(f"The {name} path {str(path)!r} lies under {str(base)!r}, which is a file, "

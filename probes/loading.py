@@ -49,6 +49,7 @@ import json
 import math
 import pickle
 import re
+import struct
 import sys
 import warnings
 import zipfile
@@ -443,6 +444,14 @@ def _pickle_globals(data: bytes) -> tuple[list[str], bool]:
     return found, True
 
 
+def _not_a_checkpoint(path: Path) -> ValueError:
+    return ValueError(
+        f"Cannot read {path} as a PyTorch checkpoint: it is neither a torch.save archive nor a "
+        f"pickle (corrupt, truncated or another format). Expected a state dict saved with "
+        f"torch.save, or a .safetensors file."
+    )
+
+
 def _refusal(path: Path, err: Exception) -> ValueError:
     m = re.search(r"GLOBAL (\S+)", str(err))
     glob, parsed = (m.group(1), True) if m else (None, False)
@@ -470,11 +479,7 @@ def _refusal(path: Path, err: Exception) -> ValueError:
             f"or safetensors.torch.save_file(model.state_dict(), ...), and load them with --arch."
         )
     if glob is None and not parsed:
-        return ValueError(
-            f"Cannot read {path} as a PyTorch checkpoint: it is neither a torch.save archive nor "
-            f"a pickle (corrupt or another format). Expected a state dict saved with torch.save, "
-            f"or a .safetensors file."
-        )
+        return _not_a_checkpoint(path)
     what = f"it would import or call {glob!r}" if glob else (
         "it contains pickle instructions beyond tensors and plain containers")
     return ValueError(
@@ -505,6 +510,10 @@ def _read_torch(path: Path) -> Any:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise _refusal(path, e) from None
+    except (KeyError, EOFError, UnicodeDecodeError, struct.error, zipfile.BadZipFile):
+        # what torch's legacy reader raises on bytes that are no checkpoint ("KeyError: 213",
+        # "unpack requires a buffer of 4 bytes")
+        raise _not_a_checkpoint(path) from None
     except Exception as e:  # noqa: BLE001 - any other failure: not a torch file
         raise ValueError(
             f"Cannot read {path} as a PyTorch checkpoint ({type(e).__name__}: {_first_line(e)}). "

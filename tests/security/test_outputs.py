@@ -16,8 +16,9 @@ from probes._io import OutputRescued, check_output, save_or_rescue
 
 
 def test_file_output_that_is_a_folder(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=rf"^The --out path '{tmp_path}' is a folder; expected a file name\.$"):
-        check_output(tmp_path)
+    for suffixes in (None, (".csv",)):
+        with pytest.raises(ValueError, match=rf"^The --out path '{tmp_path}' is a folder; expected a file name\.$"):
+            check_output(tmp_path, suffixes=suffixes)
 
 
 def test_output_under_a_file(tmp_path: Path) -> None:
