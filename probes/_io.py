@@ -151,7 +151,7 @@ def save_or_rescue(write: Callable[[Path], Any], path: str | os.PathLike[str]) -
         write(path)
         return path
     except OSError as exc:
-        reason = exc.strerror or str(exc)
+        reason = (exc.strerror or str(exc)) + (f": {exc.filename}" if exc.filename else "")
         places: list[Callable[[], Path]] = [
             lambda: path.with_name(f"{path.stem}.rescued-{os.getpid()}{path.suffix}"),
             lambda: Path(tempfile.mkdtemp(prefix="bnprobe-rescued-")) / path.name]
