@@ -558,8 +558,11 @@ class _Stage:
                 self.act.path if self.act else None)
 
     def pre_hook(self) -> tuple[str, str, int] | None:
-        if self.conv.inner_act is not None:
-            return None  # a ghost module: its activation runs on two halves before the concat
+        inner = self.conv.inner_act
+        if inner is not None and self.conv.conv.virtual == "ghost":
+            return None  # its activation runs on two halves before the concat
+        if inner is not None:
+            return inner.path, "input", inner.call_index
         if self.act is not None and self.act_inside_norm:
             return self.act.path, "input", self.act.call_index
         src = self.norm or self.conv
@@ -611,7 +614,9 @@ class _Matcher:
                 continue
             inner = [c for c in self.calls[m.idx + 1:m.end] if c.atomic]
             convs = [c for c in inner if c.conv is not None]
-            if len(convs) < 2:
+            # one conv beside an identity branch (a norm of the module's input) is re-param too
+            identity = any(_is_norm(c.module) and _same(c.in_fp, m.in_fp) for c in inner)
+            if len(convs) < 2 and not (convs and identity):
                 continue
             spec, act = self._composite(m, convs, inner)
             if spec is None:
@@ -633,6 +638,15 @@ class _Matcher:
         reads_input = all(_same(c.in_fp, m.in_fp) for c in convs)
         chained = any(_same(b.in_fp, a.out_fp) for a in inner for b in convs if a is not b)
         kernels = tuple(s.kernel for s in specs)
+        pwish = all(s.pointwise and s.groups == 1 for s in specs)
+        if ((dwish or pwish) and reads_input and c_in == c_out
+                and all(s.in_channels == s.out_channels == c_in for s in specs)):
+            # MobileOne applies its activation to the sum of the branches inside the module
+            tail = next((c for c in reversed(inner) if c.out_shape == m.out_shape
+                         and _same(c.out_fp, m.out_fp)), None)
+            act = tail if tail is not None and self.kind(tail) not in (None, "linear") else None
+            return _ConvSpec(c_in, c_out, (max(kernels),), stride, c_in if dwish else 1,
+                             "parallel"), act
         if (dwish and not chained and sum(s.in_channels for s in specs) == c_in
                 and sum(s.out_channels for s in specs) == c_out and c_in == c_out):
             return _ConvSpec(c_in, c_out, kernels, stride, c_in, "mixed"), None
@@ -640,9 +654,6 @@ class _Matcher:
                 and sum(s.in_channels for s in specs) == c_in
                 and sum(s.out_channels for s in specs) == c_out):
             return _ConvSpec(c_in, c_out, (1,), stride, 1, "mixed"), None
-        if (dwish and reads_input and all(s.in_channels == c_in for s in specs) and c_in == c_out
-                and max(kernels) > 1):
-            return _ConvSpec(c_in, c_out, (max(kernels),), stride, c_in, "parallel"), None
         if len(convs) == 2:
             p, d = convs
             if (p.conv.pointwise and p.conv.groups == 1 and _same(p.in_fp, m.in_fp)
@@ -1082,11 +1093,11 @@ class _Matcher:
             self.warnings.append(
                 f"{prefix}output: the residual add after {proj.conv.path} happens in a forward "
                 "whose result no module reads; the point is left out.")
-        elif block is not None:
-            add("output", out_hook, c_out, proj.kind)
         elif project.name == prefix + "project":
             add("output", (project.module_path, project.hook, project.call_index), c_out,
                 proj.kind, alias=project.alias_of or project.name)
+        elif block is not None:
+            add("output", out_hook, c_out, proj.kind)
 
         se_module = self._se_module(f.se, convs - {c.idx for c in f.se})
         e_paths = expand.paths() if expand else (None, None, None)
