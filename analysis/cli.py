@@ -93,7 +93,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
     loaded = load_checkpoint(args.checkpoint, arch=args.arch, mean=args.mean, std=args.std,
                              size=args.size, allow_torchscript=args.allow_torchscript)
-    report, _ = _discovery_report(loaded)
+    report, _, _ = _discovery_report(loaded)
     print(report, file=sys.stderr)  # its warnings come once, from the study's discovery
     result = run_study(loaded, config, progress=not args.quiet)
     df = result.metrics
@@ -104,7 +104,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
-def _discovery_report(loaded: "object") -> tuple[str, tuple[str, ...]]:
+def _discovery_report(loaded: "object") -> tuple[str, tuple[str, ...], int]:
     """The block report of a loaded model, from one seeded random input of its input size."""
     import torch
 
@@ -115,7 +115,7 @@ def _discovery_report(loaded: "object") -> tuple[str, tuple[str, ...]]:
     dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     x = torch.randn(1, spec.channels, spec.size, spec.size, generator=torch.Generator().manual_seed(0))
     found = discover(loaded.model, x.to(dtype=dtype, device=param.device if param is not None else "cpu"))
-    return format_report(found), found.warnings
+    return format_report(found), found.warnings, len(found.blocks)
 
 
 def _cmd_blocks(args: argparse.Namespace) -> int:
@@ -123,11 +123,11 @@ def _cmd_blocks(args: argparse.Namespace) -> int:
 
     loaded = load_checkpoint(args.checkpoint, arch=args.arch, mean=args.mean, std=args.std,
                              size=args.size, allow_torchscript=args.allow_torchscript)
-    report, warns = _discovery_report(loaded)
+    report, warns, n_blocks = _discovery_report(loaded)
     print(report)
     for w in warns:
         print(f"bnprobe blocks: warning: {w}", file=sys.stderr)
-    return 0
+    return 0 if n_blocks else 1  # no block found: the warning says why
 
 
 def _cmd_spiral(args: argparse.Namespace) -> int:

@@ -74,7 +74,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from probes.activations import EXACT, activation_kind, function_kind
+from probes.activations import EXACT, KINDS, activation_kind, function_kind
 
 __all__ = [
     "BLOCK_KINDS",
@@ -1069,6 +1069,10 @@ class _Matcher:
         for name, st in order:
             if st is None:
                 continue
+            if st.kind not in KINDS:
+                self.warnings.append(
+                    f"{prefix}{name}: the activation after {st.conv.path} is {st.kind!r}, not one "
+                    f"of {list(KINDS)}; activity metrics will not apply to it.")
             ch = st.conv.conv.out_channels
             pre = st.pre_hook()
             if pre is not None:

@@ -418,3 +418,26 @@ def test_functional_activation_without_consumer_is_left_out_with_a_warning():
     assert b.bottleneck_act == "hswish" and b.has_residual
     with pytest.raises(KeyError):
         b.point("project")
+
+
+def test_unknown_activation_kind_is_a_warning():
+    class Cube(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x ** 3
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.Conv2d(4, 16, 1), Cube(),
+                          nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.Conv2d(16, 4, 1)).eval()
+    with pytest.warns(UserWarning, match=r"blocks\.0\.expand: the activation after 1 is 'cube', not one of"):
+        (b,) = find_blocks(model, torch.randn(1, 3, 8, 8))
+    assert b.expand_act_kind == "cube"
+
+
+def test_cli_blocks_prints_the_report(capsys):
+    from analysis.cli import main
+
+    assert main(["blocks", "timm:ghostnet_100"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "GhostNet: 16 inverted-residual blocks" and len(out) == 1 + 16 + 1 + 5
+    assert main(["blocks", "torchvision:resnet18"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("bnprobe blocks: warning: No inverted-residual block found in ResNet")
