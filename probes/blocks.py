@@ -57,7 +57,10 @@ attention projections, the projection shortcut of a block (GhostNet, a depthwise
 added to the block's output), 1x1 -> 1x1 MLPs without a depthwise conv (MobileNetV4 FFN UIB,
 transformer MLPs).
 
-Known limits: an activation composed of several ops (``x * torch.sigmoid(x)``) is not
+A functional sigmoid or hard-sigmoid whose output is multiplied with its own input is one
+activation (``x * torch.sigmoid(x)`` is SiLU, ``x * F.hardsigmoid(x)`` hard-swish).
+
+Known limits: other activations composed of several ops (``x * F.relu6(x + 3) / 6``) are not
 recognised; a depthwise conv must be a ``nn.Conv2d`` (or a module made of them, as above).
 """
 
@@ -273,6 +276,17 @@ class _Functional(nn.Module):
         return getattr(self.func, "__name__", repr(self.func))
 
 
+class _Gated(nn.Module):
+    """``x * gate(x)`` written out in a ``forward`` (``x * torch.sigmoid(x)`` is SiLU)."""
+
+    def __init__(self, gate: nn.Module) -> None:
+        super().__init__()
+        self.gate = gate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)
+
+
 @dataclass(frozen=True)
 class _ConvSpec:
     """What the matcher needs of a conv: a real ``nn.Conv2d`` or a module acting as one."""
@@ -383,6 +397,7 @@ _ATTENTION = frozenset({
     torch.einsum, F.scaled_dot_product_attention, F.softmax, _T.softmax, torch.softmax,
 })
 # Never activations; skipping them saves identifying every reshape with new sizes.
+_MULS = frozenset({_T.__mul__, _T.__rmul__, _T.mul, torch.mul})
 _ADDS = frozenset({_T.__add__, _T.__iadd__, _T.__radd__, _T.add, _T.add_, torch.add})
 _NOT_ACTIVATION = _VIEWS | _ATTENTION | frozenset({
     _T.size, _T.dim, _T.__len__, _T.shape.__get__, _T.dtype.__get__, _T.device.__get__,
@@ -434,6 +449,15 @@ class _Recorder(TorchFunctionMode):
                         t.calls[c].attention = "attention"
             return out
         pos = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+        if func in _MULS and len(pos) == 2 and t.gate is not None:
+            call, x, g = t.gate
+            if {id(args[0]), id(args[1])} == {id(x), id(g)}:
+                out = func(*args, **kwargs)
+                call.module, call.path = _Gated(call.module), call.path + "*x"
+                call.end = len(t.calls)
+                call.out_shape, call.out_fp = t.fp(out)
+                t.gate = None
+                return out
         if func in _ADDS and len(pos) == 2 and args[0].shape == args[1].shape:
             a, b = t.fp(args[0])[1], t.fp(args[1])[1]
             out = func(*args, **kwargs)
@@ -467,6 +491,8 @@ class _Recorder(TorchFunctionMode):
         out = func(*args, **kwargs)
         call.end = len(t.calls)
         call.out_shape, call.out_fp = t.fp(out)
+        # a gate of its own input may be one half of a composed activation (x * sigmoid(x))
+        t.gate = (call, x, out) if self.kinds[key] in ("sigmoid", "hsigmoid") else None
         return out
 
 
@@ -485,6 +511,7 @@ class _Tracer:
         self.adds: list[tuple[int, tuple[int, ...], Any, Any, Any]] = []
         self.keep: list[torch.Tensor] = []  # ids stay unique while the pass runs
         self.busy = False  # the hooks' own tensor ops are not the model's
+        self.gate: tuple[_Call, torch.Tensor, torch.Tensor] | None = None  # last functional gate
 
     def fp(self, x: Any) -> tuple[tuple[int, ...] | None, np.ndarray | None]:
         self.busy = True
@@ -534,6 +561,7 @@ class _Tracer:
             for h in handles:
                 h.remove()
             self.keep.clear()
+            self.gate = None
         return self.calls, self.adds
 
 

@@ -441,3 +441,38 @@ def test_cli_blocks_prints_the_report(capsys):
     assert main(["blocks", "torchvision:resnet18"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("bnprobe blocks: warning: No inverted-residual block found in ResNet")
+
+
+def test_composed_silu_is_one_activation():
+    class Block(nn.Module):
+        def __init__(self, functional: bool) -> None:
+            super().__init__()
+            self.e = nn.Conv2d(4, 16, 1)
+            self.act = None if functional else nn.SiLU()
+            self.d = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+            self.p = nn.Conv2d(16, 4, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.e(x)
+            h = h * torch.sigmoid(h) if self.act is None else self.act(h)
+            return x + self.p(self.d(h))
+
+    torch.manual_seed(0)
+    mod = nn.Sequential(nn.Conv2d(3, 4, 1), Block(False)).eval()
+    fun = nn.Sequential(nn.Conv2d(3, 4, 1), Block(True)).eval()
+    fun.load_state_dict(mod.state_dict())
+    x = torch.randn(2, 3, 8, 8)
+    (b,) = find_blocks(fun, x[:1])
+    assert (b.expand_act_kind, b.dw_act_kind, b.bottleneck_act, b.has_residual) == ("silu", "linear", "linear", True)
+    assert (b.point("expand").module_path, b.point("expand").hook) == ("1.d", "input")
+    means = []
+    for model in (mod, fun):
+        with capture(model, "blocks.0.expand", example_input=x[:1], moments="exact", reservoir_size=0) as cap, \
+                torch.no_grad():
+            model(x)
+        means.append(cap.stats()["blocks.0.expand"].moments.mean)
+    with torch.no_grad():
+        h = fun[1].e(fun[0](x))
+        ref = (h * torch.sigmoid(h)).permute(0, 2, 3, 1).reshape(-1, 16).double().numpy()
+    np.testing.assert_allclose(means[1], ref.mean(0), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(means[0], means[1], rtol=1e-6)  # nn.SiLU rounds differently
