@@ -197,10 +197,10 @@ TIMM = [
 def test_timm_blocks_match_the_architecture(name, count):
     model = _timm(name)
     expected = expected_rows(model)
-    if name == "fastvit_t8":  # stem: MobileOne dw 3x3 s2 -> MobileOne 1x1, GELU inside both
-        expected.insert(0, ("inverted_residual", 48, 48, 48, 2, False, "-", "gelu", "gelu"))
-    if name == "mobilenetv4_conv_small":  # FusedIB built from two ConvBnAct units
-        expected.insert(0, ("fused", 32, 96, 64, 2, False, "relu", "-", "relu"))
+    # fastvit_t8's stem: MobileOne dw 3x3 s2 -> MobileOne 1x1, GELU inside both;
+    # mobilenetv4_conv_small's FusedIB is built from two plain ConvBnAct units
+    if name in _HAND_ROWS:
+        expected.insert(0, _HAND_ROWS[name])
     assert len(expected) == count
     assert found_rows(model) == expected
 
@@ -474,3 +474,29 @@ def test_composed_silu_is_one_activation():
         ref = (h * torch.sigmoid(h)).permute(0, 2, 3, 1).reshape(-1, 16).double().numpy()
     np.testing.assert_allclose(means[1], ref.mean(0), rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(means[0], means[1], rtol=1e-6)  # nn.SiLU rounds differently
+
+
+_HAND_ROWS = {"fastvit_t8": ("inverted_residual", 48, 48, 48, 2, False, "-", "gelu", "gelu"),
+              "mobilenetv4_conv_small": ("fused", 32, 96, 64, 2, False, "relu", "-", "relu")}
+
+
+def coverage_table() -> str:
+    """The coverage table of issue 12 (markdown): expected vs found per network."""
+    lines = ["| network | expected | found | rows equal | kinds | skipped |", "|---|---|---|---|---|---|"]
+    nets = [("timm", n) for n, _ in TIMM] + [("torchvision", "efficientnet_v2_s")]
+    for src, name in nets:
+        model = _timm(name) if src == "timm" else _tv(name)
+        expected = expected_rows(model)
+        if name in _HAND_ROWS:
+            expected.insert(0, _HAND_ROWS[name])
+        found = discover(model, torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)))
+        rows = found_rows(model)
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(
+            {k: sum(r[0] == k for r in rows) for k in {r[0] for r in rows}}.items()))
+        lines.append(f"| {src}:{name} | {len(expected)} | {len(rows)} | {expected == rows} | {kinds} | "
+                     f"{len(found.skipped)} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m tests.probes.test_coverage
+    print(coverage_table())
