@@ -32,16 +32,13 @@ _ACT = {"relu": "relu", "relu6": "relu6", "hardswish": "hswish", "hardswishme": 
 
 
 def _act(m: nn.Module | None) -> str:
-    """The activation module at the end of a conv-norm-act unit, by class name."""
-    for attr in ("bn", "bn1", "act"):
-        if m is not None and hasattr(m, "bn") and hasattr(m.bn, "act"):
-            m = m.bn.act
-            break
-        if m is not None and attr == "act" and hasattr(m, "act"):
-            m = m.act
-    if m is None:
-        return "linear"
-    return _ACT[type(m).__name__.lower()]
+    """The activation of a conv-norm-act unit (``unit.bn.act`` or ``unit.act``) or of an
+    activation module, by class name."""
+    if m is not None and hasattr(m, "bn") and hasattr(m.bn, "act"):
+        m = m.bn.act
+    elif m is not None and isinstance(getattr(m, "act", None), nn.Module):
+        m = m.act
+    return "linear" if m is None else _ACT[type(m).__name__.lower()]
 
 
 def _chs(m: nn.Module) -> tuple[int, int, int]:
