@@ -497,3 +497,12 @@ def coverage_table() -> str:
 
 if __name__ == "__main__":  # python -m tests.probes.test_coverage
     print(coverage_table())
+
+
+def test_derived_point_needs_position_samples():
+    _, fun = _twins()
+    x = torch.randn(1, 3, 12, 12)
+    with pytest.raises(ValueError, match=r"Capture point blocks\.2\.project is the output of a functional relu6 "
+                                         r"that no module reads; .* Got sample_unit='image'"):
+        with capture(fun, "blocks.2.project", example_input=x, sample_unit="image"):
+            pass
