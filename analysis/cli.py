@@ -11,6 +11,7 @@ naming where it went.
     bnprobe zoo                                   # shipped checkpoints: design, dataset, accuracy
     bnprobe train RECIPE [--out DIR] [--epochs N] # reproduce a shipped checkpoint from its recipe
     bnprobe probe CHECKPOINT [--arch ARCH] [--dataset NAME|PATH] [--points GLOB] [--out FILE]
+    bnprobe blocks CHECKPOINT [--arch ARCH]       # only discover the blocks: one line per block
     bnprobe spiral [--dims 2 3 5 15 30] [--activation relu] [--out FILE]
     bnprobe report CONFIG.toml --out DIR [--scheduler ADDRESS]
     bnprobe predict CHECKPOINT [--arch ARCH] IMAGE...
@@ -120,6 +121,8 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
     loaded = load_checkpoint(args.checkpoint, arch=args.arch, mean=args.mean, std=args.std,
                              size=args.size, allow_nonfinite=args.allow_nonfinite)
+    report, _, _ = _discovery_report(loaded)
+    print(report, file=sys.stderr)  # its warnings come once, from the study's discovery
     result = run_study(loaded, config, progress=not args.quiet)
     df = result.metrics
     if args.out:
@@ -127,6 +130,32 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     else:
         print(df.to_csv(index=False), end="")
     return 0
+
+
+def _discovery_report(loaded: "object") -> tuple[str, tuple[str, ...], int]:
+    """The block report of a loaded model, from one seeded random input of its input size."""
+    import torch
+
+    from probes.blocks import discover, format_report
+
+    spec = loaded.input_spec
+    param = next(loaded.model.parameters(), None)
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    x = torch.randn(1, spec.channels, spec.size, spec.size, generator=torch.Generator().manual_seed(0))
+    found = discover(loaded.model, x.to(dtype=dtype, device=param.device if param is not None else "cpu"))
+    return format_report(found), found.warnings, len(found.blocks)
+
+
+def _cmd_blocks(args: argparse.Namespace) -> int:
+    from probes.loading import load_checkpoint
+
+    loaded = load_checkpoint(args.checkpoint, arch=args.arch, mean=args.mean, std=args.std,
+                             size=args.size, allow_nonfinite=args.allow_nonfinite)
+    report, warns, n_blocks = _discovery_report(loaded)
+    print(report)
+    for w in warns:
+        print(f"bnprobe blocks: warning: {w}", file=sys.stderr)
+    return 0 if n_blocks else 1  # no block found: the warning says why
 
 
 def _cmd_spiral(args: argparse.Namespace) -> int:
@@ -215,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output .parquet or .csv (default: CSV on stdout)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_probe)
+
+    p = sub.add_parser("blocks", help="discover the inverted-residual blocks only: one line per block, "
+                                      "what was skipped and why")
+    _add_model_args(p)
+    p.set_defaults(func=_cmd_blocks)
 
     p = sub.add_parser("spiral", help="the paper's Figure 1: a 2-D spiral through ReLU(Tx) and back")
     p.add_argument("--dims", type=int, nargs="+", default=[2, 3, 5, 15, 30])

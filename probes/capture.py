@@ -738,7 +738,8 @@ def _example_pass(model: nn.Module, points: Sequence[CapturePoint], example_inpu
 
     try:
         for p in points:
-            handles.append(_register(model, p, record(p), lambda: calls))
+            if p.hook != "derived":
+                handles.append(_register(model, p, record(p), lambda: calls))
         with torch.no_grad():
             model(example_input)
     finally:
@@ -747,6 +748,10 @@ def _example_pass(model: nn.Module, points: Sequence[CapturePoint], example_inpu
     for p in points:
         if p.name in seen:
             seen[p.name].calls = calls.get(id(p), 1)
+        elif p.hook == "derived" and p.name in derive and derive[p.name].name in seen:
+            # a functional activation's output that no module reads: only ever derived
+            pre = seen[derive[p.name].name]
+            seen[p.name] = _Seen(pre.shape, torch.empty(0), 0, pre.calls, derivable=True)
     return seen
 
 
@@ -904,6 +909,12 @@ def capture(
             if (not q.pre and q.act in _DERIVABLE and pre is not None and pre.alias_of is None
                     and q.stage in ("expand", "depthwise", "project")):
                 derive[q.name] = pre
+    for q in targets:
+        if q.hook == "derived" and q.name not in derive:
+            raise ValueError(
+                f"Capture point {q.name} is the output of a functional {q.act} that no module reads; "
+                "it is derived from the .pre rows, which needs sample_unit='position' (the mean of "
+                f"{q.act}(x) is not {q.act} of the mean). Got sample_unit={sample_unit!r}.")
     seen = _example_pass(model, [p for p in all_points if p.alias_of is None], example_input, derive)
 
     want_m, want_a = "moments" in sinks, "activity" in sinks
