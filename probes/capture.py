@@ -90,7 +90,18 @@ from probes._io import atomic_path
 from probes.blocks import CapturePoint, capture_points
 from probes.datasets import ImageDataset
 from probes.preprocess import InputSpec, prepare
-from probes.sinks import ACTIVITY_KINDS, Activity, Moments, Reservoir, position_hash
+from probes.sampling import from_keys, grid_keys, rate_key
+from probes.sinks import (
+    ABS_HIST_BINS,
+    ACTIVITY_KINDS,
+    Activity,
+    Extent,
+    Moments,
+    Reservoir,
+    abs_hist_bins,
+    active_mask,
+    chan_update,
+)
 
 __all__ = [
     "DEFAULT_ACTIVITY_POSITIONS",
@@ -109,7 +120,7 @@ __all__ = [
 
 SAMPLE_UNITS: tuple[str, ...] = ("position", "image")
 MOMENT_MODES: tuple[str, ...] = ("sampled", "exact")
-SINKS: tuple[str, ...] = ("moments", "activity", "reservoir")
+SINKS: tuple[str, ...] = ("moments", "activity", "reservoir", "extent")
 #: Reservoir capacity K (points per capture point).
 DEFAULT_RESERVOIR_SIZE = 1024
 #: Expected number of positions per image that enter the moments in ``moments="sampled"``.
@@ -129,11 +140,27 @@ PointSpec = str | Sequence[str] | Callable[[CapturePoint], bool] | None
 @dataclasses.dataclass
 class PointStats:
     """The sinks of one capture point; a sink that was not requested (or, for ``activity``,
-    is not defined at a linear/leaky point) is None."""
+    is not defined at a linear/leaky point) is None.
+
+    ``extent`` (:class:`~probes.sinks.Extent`) is taken over every captured value, also when
+    the moments and activity are sampled: :attr:`ch_min` / :attr:`ch_max` are the true ranges
+    and ``extent.active`` the activity counts at every position.
+    """
 
     moments: Moments | None
     activity: Activity | None
     reservoir: Reservoir | None
+    extent: Extent | None = None
+
+    @property
+    def ch_min(self) -> np.ndarray | None:
+        """Per-channel minimum over every captured value, float64 of shape (C,)."""
+        return None if self.extent is None else self.extent.ch_min
+
+    @property
+    def ch_max(self) -> np.ndarray | None:
+        """Per-channel maximum over every captured value, float64 of shape (C,)."""
+        return None if self.extent is None else self.extent.ch_max
 
     def merge(self, other: "PointStats") -> "PointStats":
         def m(a: Any, b: Any, field: str) -> Any:
@@ -141,9 +168,7 @@ class PointStats:
                 raise ValueError(f"Cannot merge point stats where only one side has '{field}'.")
             return None if a is None else a.merge(b)
 
-        return PointStats(m(self.moments, other.moments, "moments"),
-                          m(self.activity, other.activity, "activity"),
-                          m(self.reservoir, other.reservoir, "reservoir"))
+        return PointStats(**{s: m(getattr(self, s), getattr(other, s), s) for s in SINKS})
 
 
 def _check_choice(value: Any, name: str, func: str, choices: Sequence[str]) -> None:
@@ -204,67 +229,73 @@ class _Batch:
             self.cache[key] = make()
         return self.cache[key]
 
-
-def _hash_grid(batch: _Batch, seed: int, hw: tuple[int, int], salt: int) -> np.ndarray:
-    """Hashes of every position (image, y, x) of the batch, flat in (b, y, x) order."""
-    h, w = hw
-    img = batch.offset + np.arange(batch.size)
-    return position_hash(seed, img[:, None, None], np.arange(h)[:, None], np.arange(w), salt=salt).ravel()
-
-
-def _threshold(rate: float) -> np.uint64:
-    """The hash value below which a position is drawn with probability ``rate`` (< 1)."""
-    return np.uint64(rate * 2.0**64)
+    def keys(self, seed: int, hw: tuple[int, int], salt: int, device: torch.device) -> torch.Tensor:
+        """Hash keys of every position of this batch in frame ``hw`` (see :mod:`probes.sampling`)."""
+        return self.cached(("keys", hw, salt, device),
+                           lambda: grid_keys(seed, self.offset, self.size, hw, salt, device))
 
 
 class _Group:
-    """Reservoir bookkeeping shared by the points of one block (one frame of sample ids).
+    """Reservoir bookkeeping shared by the points of one block frame (one frame of sample ids).
 
     Priorities and the choice of candidates depend only on ids, so they are computed once per
-    batch for the whole block; every member point gathers the same positions from its own
-    tensor, so all members hold rows aligned with ``ids``.
+    batch for the whole frame, on the activations' device; every member point gathers the same
+    positions from its own tensor, so all members hold rows aligned with ``ids``. Rows arrive in
+    increasing id order, so a stable sort by priority orders ties (hash collisions) by id, as
+    :meth:`probes.sinks.Reservoir.offer` does.
     """
 
-    def __init__(self, k: int, seed: int, out_hw: tuple[int, int], cap: np.uint64 | None = None) -> None:
+    def __init__(self, k: int, seed: int, out_hw: tuple[int, int], cap: int | None = None) -> None:
         self.k, self.seed, self.out_hw, self.cap = k, seed, out_hw, cap
-        self.ids = np.zeros((0, 3), dtype=np.int64)     # block-frame ids of the rows held
-        self.priority = np.zeros(0, dtype=np.uint64)
+        self.ids: torch.Tensor | None = None        # (n, 3) block-frame ids of the rows held
+        self.priority: torch.Tensor | None = None   # (n,) int64 keys
+        self.held = 0
         self.n_seen = 0
         self.members: list[_ReservoirRows] = []
 
-    def threshold(self) -> np.uint64 | None:
-        """Priorities at or above it cannot enter: the running k-th smallest, or the cap."""
-        if len(self.priority) < self.k:
+    def threshold(self) -> torch.Tensor | int | None:
+        """Keys at or above it cannot enter: the running k-th smallest, or the cap."""
+        if self.held < self.k:
             return self.cap
-        kth = np.partition(self.priority, self.k - 1)[self.k - 1]
-        return kth if self.cap is None else min(kth, self.cap)
+        kth = torch.kthvalue(self.priority, self.k).values
+        return kth if self.cap is None else kth.clamp(max=self.cap)
 
     def compact(self) -> None:
         """Keep only the k smallest priorities, in order, in the group and in every member."""
-        order = np.lexsort((self.ids[:, 2], self.ids[:, 1], self.ids[:, 0], self.priority))[: self.k]
+        if self.priority is None:
+            return
+        order = torch.sort(self.priority, stable=True).indices[: self.k]
         for m in self.members:
-            m.compact_rows(order, expected=len(self.priority))
+            m.compact_rows(order, expected=self.held)
         self.ids, self.priority = self.ids[order], self.priority[order]
+        self.held = int(order.shape[0])
 
-    def candidates(self, batch: _Batch) -> tuple[np.ndarray, np.ndarray]:
+    def candidates(self, batch: _Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(b, y_out * W_out + x_out) of this batch's candidates (computed once per batch):
         the positions whose priority is below :meth:`threshold`, at most k of them."""
-        return batch.cached(("group", id(self)), lambda: self._candidates(batch))
+        return batch.cached(("group", id(self)), lambda: self._candidates(batch, device))
 
-    def _candidates(self, batch: _Batch) -> tuple[np.ndarray, np.ndarray]:
-        if len(self.priority) > 2 * self.k:
+    def _candidates(self, batch: _Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.held > 2 * self.k:
             self.compact()
-        prio = batch.cached(("priority", self.out_hw),
-                            lambda: _hash_grid(batch, self.seed, self.out_hw, Reservoir.SALT))
-        self.n_seen += prio.size
+        prio = batch.keys(self.seed, self.out_hw, Reservoir.SALT, device)
+        self.n_seen += prio.shape[0]
         thr = self.threshold()
-        sel = np.arange(prio.size) if thr is None else np.flatnonzero(prio < thr)
-        if len(sel) > self.k:
-            sel = sel[np.argsort(prio[sel], kind="stable")[: self.k]]
-        b, pos = np.divmod(sel, self.out_hw[0] * self.out_hw[1])
-        y, x = np.divmod(pos, self.out_hw[1])
-        self.ids = np.concatenate([self.ids, np.stack([batch.offset + b, y, x], axis=1)])
-        self.priority = np.concatenate([self.priority, prio[sel]])
+        if thr is None:
+            sel = torch.arange(prio.shape[0], device=device)
+        else:
+            sel = torch.nonzero(prio < thr).squeeze(1)
+        if sel.shape[0] > self.k:
+            sel = sel[torch.sort(prio[sel], stable=True).indices[: self.k]]
+        n_out = self.out_hw[0] * self.out_hw[1]
+        b, pos = sel // n_out, sel % n_out
+        ids = torch.stack([b + batch.offset, pos // self.out_hw[1], pos % self.out_hw[1]], dim=1)
+        if self.ids is None:
+            self.ids, self.priority = ids, prio[sel]
+        else:
+            self.ids = torch.cat([self.ids, ids])
+            self.priority = torch.cat([self.priority, prio[sel]])
+        self.held += int(sel.shape[0])
         return b, pos
 
 
@@ -287,20 +318,20 @@ def _syrk(r: np.ndarray, m2: np.ndarray) -> None:
 
 
 class _Sampled:
-    """Moments and activity counts of one tensor value, from its sampled rows, on its device.
+    """Moments, activity counts and the |x| histogram of one tensor value, from its sampled
+    rows, on its device.
 
-    With ``syrk`` (set when torch runs on one CPU thread), the float64 second moments of CPU
-    tensors are kept as the upper triangle of a BLAS matrix and updated with dsyrk, half the
-    multiply-adds of a matrix product, single-threaded; otherwise with torch's matrix product,
-    in torch's own thread pool (a second BLAS thread pool beside torch's OpenMP threads makes
-    both spin against each other: over 10x a forward pass instead of 3x on two cores). Both are
-    Chan's parallel update (see :class:`~probes.sinks.Moments`) of batch moments centred on the
-    batch mean.
+    With ``syrk`` (set when torch runs on one CPU thread), the centred Gram matrix of a buffer
+    of CPU rows is a BLAS dsyrk update, half the multiply-adds of a matrix product,
+    single-threaded; otherwise torch's matrix product, in torch's own thread pool (a second
+    BLAS thread pool beside torch's OpenMP threads makes both spin against each other: over 10x
+    a forward pass instead of 3x on two cores). Either way the buffer's (count, mean, Gram) is
+    folded in with :func:`probes.sinks.chan_update`.
     """
 
     def __init__(self, channels: int, *, moments: bool, activity_kind: str | None, pre: bool,
-                 syrk: bool) -> None:
-        self.channels, self.want_moments, self.syrk = channels, moments, syrk
+                 syrk: bool, hist: bool) -> None:
+        self.channels, self.want_moments, self.syrk, self.want_hist = channels, moments, syrk, hist
         self.activity_kind, self.pre = activity_kind, pre
         self.chunks: list[torch.Tensor] = []
         self.masks: list[torch.Tensor] = []
@@ -313,6 +344,8 @@ class _Sampled:
         self.active: torch.Tensor | None = None
         self.saturated: torch.Tensor | None = None
         self.hist: torch.Tensor | None = None
+        self.abs_hist: torch.Tensor | None = None
+        self.hist_points = 0
 
     def push(self, rows: torch.Tensor, mask: torch.Tensor | None) -> None:
         """Buffer ``rows`` and their moment mask."""
@@ -324,7 +357,7 @@ class _Sampled:
             self.flush()
 
     def flush(self) -> None:
-        """Reduce the buffered rows into the moments and activity counts."""
+        """Reduce the buffered rows into the moments, activity counts and histogram."""
         if not self.chunks:
             return
         sample = self.chunks[0] if len(self.chunks) == 1 else torch.cat(self.chunks)
@@ -336,6 +369,10 @@ class _Sampled:
             self._add_moments(sample_m)
         if self.activity_kind is not None:
             self._add_activity(sample)
+        if self.want_hist:
+            h = torch.bincount(abs_hist_bins(sample).reshape(-1), minlength=ABS_HIST_BINS)
+            self.abs_hist = h if self.abs_hist is None else self.abs_hist.add_(h)
+            self.hist_points += sample.shape[0]
         self.chunks, self.masks, self.held = [], [], 0
 
     def _add_moments(self, rows: torch.Tensor) -> None:
@@ -347,40 +384,18 @@ class _Sampled:
             r = rows.to(torch.float64, copy=True).numpy()
             mb = r.mean(0)
             r -= mb
-            if self.count == 0:
-                self.m2 = np.zeros((self.channels, self.channels), order="F")
-                _syrk(r, self.m2)
-                self.mean, self.count = mb, nb
-                return
-            n = self.count + nb
-            delta = mb - self.mean
-            _syrk(r, self.m2)
-            blas.dsyr(self.count * nb / n, delta, a=self.m2, lower=0, overwrite_a=1)
-            self.mean += delta * (nb / n)
-            self.count = n
-            return
-        r = rows.to(torch.float64)
-        mb = r.mean(0)
-        r = r - mb
-        if self.count == 0:
-            self.mean, self.m2, self.count = mb, r.T @ r, nb
-            return
-        n = self.count + nb
-        delta = mb - self.mean
-        self.m2.addmm_(r.T, r).addr_(delta, delta, alpha=self.count * nb / n)
-        self.mean.add_(delta, alpha=nb / n)
-        self.count = n
+            m2b = np.zeros((self.channels, self.channels), order="F")
+            _syrk(r, m2b)
+            m2b += np.triu(m2b, 1).T
+        else:
+            r = rows.to(torch.float64)
+            mb = r.mean(0)
+            r = r - mb
+            m2b = r.T @ r
+        self.count, self.mean, self.m2 = chan_update(self.count, self.mean, self.m2, nb, mb, m2b)
 
     def _add_activity(self, rows: torch.Tensor) -> None:
-        kind = self.activity_kind
-        sat = None
-        if kind == "relu":
-            act = rows > 0
-        elif kind == "relu6":
-            sat = rows >= 6
-            act = (rows > 0) ^ sat
-        else:
-            act = rows > -3 if self.pre else rows != 0
+        act = active_mask(rows, self.activity_kind, pre=self.pre)
         per_channel = act.sum(0)
         hist = torch.bincount(act.sum(1), minlength=self.channels + 1)
         if self.active is None:
@@ -389,26 +404,70 @@ class _Sampled:
         else:
             self.active += per_channel
             self.hist += hist
-        if sat is not None:
-            self.saturated += sat.sum(0)
+        if self.activity_kind == "relu6":
+            self.saturated += (rows >= 6).sum(0)
         self.n_points += rows.shape[0]
 
     def moments(self) -> Moments:
         out = Moments(self.channels)
         if self.count:
-            if isinstance(self.m2, np.ndarray):
-                m2 = np.triu(self.m2)
-                m2 = m2 + np.triu(m2, 1).T
-                out.add_stats(self.count, self.mean, m2)
-            else:
-                out.add_stats(self.count, self.mean.cpu().numpy(), self.m2.cpu().numpy())
+            out.add_stats(self.count, _host(self.mean), _host(self.m2))
         return out
 
     def activity(self, kind: str, pre: bool) -> Activity:
         out = Activity(self.channels, kind, pre=pre)
         if self.n_points:
-            out.add_counts(self.n_points, self.active.cpu().numpy(), self.saturated.cpu().numpy(),
-                           self.hist.cpu().numpy())
+            out.add_counts(self.n_points, _host(self.active), _host(self.saturated), _host(self.hist))
+        return out
+
+
+def _host(a: Any) -> np.ndarray:
+    """A device tensor (or a numpy array already on the host) as a numpy array."""
+    return a.cpu().numpy() if isinstance(a, torch.Tensor) else a
+
+
+class _Full:
+    """Per-channel min, max and active counts of one tensor value over every position.
+
+    Fed per forward pass with the reductions of the whole tensor (:meth:`_Slot.take`), kept on
+    the tensor's device. A post-activation point read off its ``.pre`` tensor applies the
+    activation (monotone) to the ``.pre`` minimum and maximum, and its active counts are those
+    of the ``.pre`` values (for relu and relu6 the active region is the same on both sides).
+    """
+
+    def __init__(self, channels: int, kind: str | None, pre: bool,
+                 fn: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
+        self.channels, self.kind, self.pre, self.fn = channels, kind, pre, fn
+        self.n_points = 0
+        self.ch_min: torch.Tensor | None = None
+        self.ch_max: torch.Tensor | None = None
+        self.active: torch.Tensor | None = None
+        self.saturated: torch.Tensor | None = None
+
+    def add(self, n: int, ch_min: torch.Tensor, ch_max: torch.Tensor,
+            counts: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        if self.fn is not None:
+            ch_min, ch_max = self.fn(ch_min), self.fn(ch_max)
+        if self.ch_min is None:
+            self.ch_min, self.ch_max = ch_min.double(), ch_max.double()
+            if counts is not None:
+                self.active, self.saturated = counts[0].clone(), counts[1].clone()
+        else:
+            torch.minimum(self.ch_min, ch_min, out=self.ch_min)
+            torch.maximum(self.ch_max, ch_max, out=self.ch_max)
+            if counts is not None:
+                self.active += counts[0]
+                self.saturated += counts[1]
+        self.n_points += n
+
+    def extent(self, sampled: _Sampled | None) -> Extent:
+        out = Extent(self.channels, self.kind, pre=self.pre)
+        if self.n_points:
+            out.add_counts(self.n_points, _host(self.ch_min), _host(self.ch_max),
+                           None if self.active is None else _host(self.active),
+                           None if self.saturated is None else _host(self.saturated))
+        if sampled is not None and sampled.abs_hist is not None:
+            out.add_hist(_host(sampled.abs_hist), sampled.hist_points)
         return out
 
 
@@ -420,7 +479,7 @@ class _ReservoirRows:
         self.pending: list[torch.Tensor] = []
         group.members.append(self)
 
-    def compact_rows(self, order: np.ndarray, *, expected: int) -> None:
+    def compact_rows(self, order: torch.Tensor, *, expected: int) -> None:
         """Keep the reservoir rows at ``order``, after checking they match the group's ids."""
         n = sum(r.shape[0] for r in self.pending)
         if n != expected:
@@ -430,17 +489,17 @@ class _ReservoirRows:
             )
         if n:
             rows = self.pending[0] if len(self.pending) == 1 else torch.cat(self.pending)
-            self.pending = [rows[torch.as_tensor(order, device=rows.device)]]
+            self.pending = [rows[order.to(rows.device)]]
 
     def reservoir(self, channels: int) -> Reservoir:
         g = self.group
         res = Reservoir(channels, g.k, seed=g.seed, stride=self.step)
         res.n_seen = g.n_seen
-        if len(g.priority):
-            ids = g.ids.copy()
+        if g.held:
+            ids = g.ids.cpu().numpy().astype(np.int64)
             ids[:, 1:] *= self.step
             res.values = self.pending[0].cpu().numpy().astype(np.float32, copy=False)
-            res.ids, res.priority = ids, g.priority.copy()
+            res.ids, res.priority = ids, from_keys(g.priority)
         return res
 
 
@@ -450,6 +509,7 @@ class _Feed:
 
     fn: Callable[[torch.Tensor], torch.Tensor] | None
     sampled: list[_Sampled] = dataclasses.field(default_factory=list)
+    full: list[_Full] = dataclasses.field(default_factory=list)
     reservoirs: list[tuple[_ReservoirRows, int]] = dataclasses.field(default_factory=list)
 
 
@@ -507,54 +567,76 @@ class _Slot:
     def _make_plan(self, batch: _Batch, device: torch.device) -> tuple[Any, ...]:
         n_pix = self.hw[0] * self.hw[1]
         every = self.sample_rate >= 1.0
-        b_parts: list[np.ndarray] = []
-        p_parts: list[np.ndarray] = []
+        b_parts: list[torch.Tensor] = []
+        p_parts: list[torch.Tensor] = []
         n_sample: int | None = 0
         mask = None
         if self.sample_rate > 0.0:
-            b, pos, mask = batch.cached(("sample", self.hw, self.sample_rate, self.moment_rate),
+            b, pos, mask = batch.cached(("sample", self.hw, self.sample_rate, self.moment_rate, device),
                                         lambda: self._sample(batch, device))
             if every:
                 n_sample = None
             else:
                 b_parts.append(b)
                 p_parts.append(pos)
-                n_sample = len(b)
+                n_sample = int(b.shape[0])
         spans = []
         start = n_sample or 0
         for group, step in self.frames:
-            b, pos = group.candidates(batch)
-            y, x = np.divmod(pos, group.out_hw[1])
+            b, pos = group.candidates(batch, device)
+            w_out = group.out_hw[1]
             b_parts.append(b)
-            p_parts.append((y * step) * self.hw[1] + x * step)
-            spans.append((start, start + len(b)))
-            start += len(b)
+            p_parts.append((pos // w_out) * (step * self.hw[1]) + (pos % w_out) * step)
+            spans.append((start, start + int(b.shape[0])))
+            start += int(b.shape[0])
         if every:
-            rest = (np.concatenate(b_parts) * n_pix + np.concatenate(p_parts)) if b_parts else np.zeros(0, np.int64)
-            index: Any = torch.as_tensor(rest, device=device)
+            index: Any = (torch.cat(b_parts) * n_pix + torch.cat(p_parts) if b_parts
+                          else torch.zeros(0, dtype=torch.int64, device=device))
         elif b_parts:
-            index = (torch.as_tensor(np.concatenate(b_parts), device=device),
-                     torch.as_tensor(np.concatenate(p_parts), device=device))
+            index = (torch.cat(b_parts), torch.cat(p_parts))
         else:
             index = None
         return index, n_sample, spans, mask
 
-    def _sample(self, batch: _Batch, device: torch.device) -> tuple[np.ndarray, np.ndarray, Any]:
+    def _sample(self, batch: _Batch, device: torch.device) -> tuple[Any, Any, Any]:
         """(b, y*W + x, moment_mask) of the sampled positions (all of them at rate 1)."""
         every = self.sample_rate >= 1.0
         u = None
         if not every or self.moment_rate < self.sample_rate:
-            u = batch.cached(("hash", self.hw), lambda: _hash_grid(batch, self.seed, self.hw, _MOMENT_SALT))
+            u = batch.keys(self.seed, self.hw, _MOMENT_SALT, device)
         b = pos = None
         drawn = u
         if not every:
-            keep = np.flatnonzero(u < _threshold(self.sample_rate))
-            b, pos = np.divmod(keep, self.hw[0] * self.hw[1])
+            keep = torch.nonzero(u < rate_key(self.sample_rate)).squeeze(1)
+            n_pix = self.hw[0] * self.hw[1]
+            b, pos = keep // n_pix, keep % n_pix
             drawn = u[keep]
         mask = None
         if 0.0 < self.moment_rate < self.sample_rate:
-            mask = torch.as_tensor(drawn < _threshold(self.moment_rate), device=device)
+            mask = drawn < rate_key(self.moment_rate)
         return b, pos, mask
+
+    def _reduce_full(self, flat: torch.Tensor) -> None:
+        """Feed every :class:`_Full` the per-channel min, max and active counts of ``flat``
+        (B, C, H*W), each reduction computed once for all the points that need it."""
+        if not any(feed.full for feed in self.feeds.values()):
+            return
+        ch_min, ch_max = flat.amin(dim=(0, 2)), flat.amax(dim=(0, 2))
+        n = flat.shape[0] * flat.shape[2]
+        counts: dict[tuple[str, bool], tuple[torch.Tensor, torch.Tensor]] = {}
+        for feed in self.feeds.values():
+            for full in feed.full:
+                c = None
+                if full.kind is not None:
+                    # relu / relu6: the same units are active before and after the activation.
+                    key = (full.kind, full.pre and full.kind == "hswish")
+                    if key not in counts:
+                        act = active_mask(flat, full.kind, pre=key[1]).sum(dim=(0, 2))
+                        sat = ((flat >= 6).sum(dim=(0, 2)) if full.kind == "relu6"
+                               else torch.zeros_like(act))
+                        counts[key] = (act, sat)
+                    c = counts[key]
+                full.add(n, ch_min, ch_max, c)
 
     def take(self, value: Any, batch: _Batch) -> None:
         """Reduce one hooked tensor into every point this slot feeds."""
@@ -583,6 +665,7 @@ class _Slot:
         if self.image:
             t = t.mean((2, 3), keepdim=True, dtype=torch.float64)
         flat = t.reshape(shape[0], self.channels, -1)
+        self._reduce_full(flat)
         index, n_sample, spans, mask = self._plan(batch, t.device)
         if n_sample is None:   # every position: all rows, the reservoir rows picked from them
             rows = flat.transpose(1, 2).reshape(-1, self.channels)
@@ -629,6 +712,7 @@ class _PointSinks:
     sampled: _Sampled | None = None
     activity_from: "_PointSinks | None" = None
     reservoir: _ReservoirRows | None = None
+    full: _Full | None = None
 
     @property
     def counts_activity(self) -> bool:
@@ -641,7 +725,8 @@ class _PointSinks:
             src = (self.activity_from or self).sampled
             act = src.activity(self.activity_kind, self.point.pre)
         res = self.reservoir.reservoir(self.channels) if self.reservoir is not None else None
-        return PointStats(mom, act, res)
+        ext = self.full.extent(self.sampled) if self.full is not None else None
+        return PointStats(mom, act, res, ext)
 
 
 class Capture:
@@ -889,6 +974,9 @@ def capture(
     seed = _check_int(seed, "seed", "capture", 0)
     image_offset = _check_int(image_offset, "image_offset", "capture", 0)
 
+    dtype = _input_dtype(model)
+    if dtype is not None and example_input.is_floating_point() and example_input.dtype != dtype:
+        example_input = example_input.to(dtype)
     all_points = list(capture_points(model, example_input))
     chosen = select_points(all_points, points)
     by_name = {p.name: p for p in all_points}
@@ -906,7 +994,7 @@ def capture(
                 derive[q.name] = pre
     seen = _example_pass(model, [p for p in all_points if p.alias_of is None], example_input, derive)
 
-    want_m, want_a = "moments" in sinks, "activity" in sinks
+    want_m, want_a, want_e = "moments" in sinks, "activity" in sinks, "extent" in sinks
     want_reservoir = "reservoir" in sinks and reservoir_size > 0
     groups: dict[Any, _Group] = {}
     slots: dict[tuple[int, int], _Slot] = {}
@@ -955,7 +1043,7 @@ def capture(
                 cap_ = None
                 if expected_images is not None:
                     rate = (reservoir_size + 10 * reservoir_size**0.5 + 20) / (expected_images * out_hw[0] * out_hw[1])
-                    cap_ = _threshold(rate) if rate < 1 else None
+                    cap_ = rate_key(rate) if rate < 1 else None
                 groups[gkey] = _Group(reservoir_size, seed, out_hw, cap_)
             ps.reservoir = _ReservoirRows(q.name, groups[gkey], step)
             slot.feed(kind).reservoirs.append((ps.reservoir, slot.frame(groups[gkey], step)))
@@ -972,6 +1060,7 @@ def capture(
 
     syrk = torch.get_num_threads() == 1
     shared: dict[tuple[int, str | None, str | None, bool], _Sampled] = {}
+    full: dict[tuple[int, str | None, str | None, bool], _Full] = {}
     for ps in point_sinks.values():
         slot = ps.slot
         n_pix = slot.in_hw[0] * slot.in_hw[1]
@@ -985,14 +1074,24 @@ def capture(
             slot.sample_rate = max(slot.sample_rate, mrate)
         if count_kind is not None:
             slot.sample_rate = max(slot.sample_rate, arate)
-        if want_m or count_kind is not None:
-            # Points on one tensor (block i's output is block i+1's input) share the sums.
-            key = (id(slot), ps.feed, count_kind, ps.point.pre)
+        if want_e:
+            # The |x| histogram takes the sampled rows: at least those of the moments.
+            slot.sample_rate = max(slot.sample_rate, mrate)
+        # Points on one tensor (block i's output is block i+1's input) share the sums.
+        key = (id(slot), ps.feed, count_kind, ps.point.pre)
+        if want_m or want_e or count_kind is not None:
             if key not in shared:
                 shared[key] = _Sampled(ps.channels, moments=want_m, activity_kind=count_kind,
-                                       pre=ps.point.pre, syrk=syrk)
+                                       pre=ps.point.pre, syrk=syrk, hist=want_e)
                 slot.feed(ps.feed).sampled.append(shared[key])
             ps.sampled = shared[key]
+        if want_e:
+            kind = ps.point.act if ps.point.act in ACTIVITY_KINDS else None
+            fkey = (id(slot), ps.feed, kind, ps.point.pre)
+            if fkey not in full:
+                full[fkey] = _Full(ps.channels, kind, ps.point.pre, slot.feed(ps.feed).fn)
+                slot.feed(ps.feed).full.append(full[fkey])
+            ps.full = full[fkey]
     # The activity rows are all rows drawn: at the slot's sampling rate, at least ``arate``.
     activity_rate = {name: (ps.activity_from or ps).slot.sample_rate for name, ps in point_sinks.items()}
 
@@ -1168,7 +1267,7 @@ class ProbeResult:
         points = {}
         for d in meta["points"]:
             points[d["name"]] = CapturePoint(**{k: v for k, v in d.items() if k in fields})
-        loaders = {"moments": Moments, "activity": Activity, "reservoir": Reservoir}
+        loaders = {"moments": Moments, "activity": Activity, "reservoir": Reservoir, "extent": Extent}
         by_key: dict[str, PointStats] = {}
         stats = {}
         for name, key in meta["stats_key"].items():
@@ -1251,6 +1350,14 @@ class _MemoryGuard:
             self.base = _resident_bytes() or rss
 
 
+def _input_dtype(model: nn.Module) -> torch.dtype | None:
+    """The floating dtype of the model's parameters (inputs are cast to it), or None."""
+    for t in model.parameters():
+        if t.is_floating_point():
+            return t.dtype
+    return None
+
+
 def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -1277,8 +1384,9 @@ def probe(
 
     The model runs in eval mode under ``torch.no_grad()`` on ``device`` (default ``cuda`` when
     available, else ``cpu``); the training flags of its modules and its device are restored
-    afterwards. Statistics
-    are reduced on the device and stored as float64 sinks on the CPU.
+    afterwards. Inputs are cast to the dtype of the model's parameters (float16 and bfloat16
+    models run as they are), while every statistic accumulates in float64 (float32 for the
+    reservoir rows) on the device until the end, and is stored as numpy sinks on the CPU.
 
     Parameters
     ----------
@@ -1344,14 +1452,15 @@ def probe(
     flags = {m: m.training for m in model.modules()}
     try:
         model.eval().to(dev)
+        dtype = _input_dtype(model)
         with torch.no_grad(), capture(
-            model, points, example_input=get(0, 1).to(dev), sinks=sinks, sample_unit=sample_unit,
+            model, points, example_input=get(0, 1).to(dev, dtype), sinks=sinks, sample_unit=sample_unit,
             moments=moments, moment_positions=moment_positions,
             activity_positions=activity_positions, reservoir_size=reservoir_size,
             seed=seed, image_offset=image_offset, expected_images=n,
         ) as cap:
             for i in tqdm(range(0, n, batch_size), disable=not progress, desc="probe", unit="batch"):
-                model(get(i, min(i + batch_size, n)).to(dev, non_blocking=True))
+                model(get(i, min(i + batch_size, n)).to(dev, dtype, non_blocking=True))
             result = cap.result()
     finally:
         for m, flag in flags.items():
