@@ -218,8 +218,8 @@ def select_points(points: Sequence[CapturePoint], spec: PointSpec = None) -> lis
 class _Batch:
     """Per-forward-pass state shared by the hooks: image offset, batch size, cached plans."""
 
-    def __init__(self, offset: int) -> None:
-        self.offset = offset
+    def __init__(self, offset: int, scratch: "_Scratch") -> None:
+        self.offset, self.scratch = offset, scratch
         self.size: int | None = None
         self.cache: dict[Any, Any] = {}
         self.calls: dict[int, int] = {}
@@ -340,6 +340,7 @@ class _Sampled:
         self.count = 0
         self.mean: Any = None
         self.m2: Any = None
+        self.upper = False
         self.n_points = 0
         self.active: torch.Tensor | None = None
         self.saturated: torch.Tensor | None = None
@@ -386,7 +387,8 @@ class _Sampled:
             r -= mb
             m2b = np.zeros((self.channels, self.channels), order="F")
             _syrk(r, m2b)
-            m2b += np.triu(m2b, 1).T
+            # Only the upper triangle is filled: the lower one is rebuilt once, in moments().
+            self.upper = True
         else:
             r = rows.to(torch.float64)
             mb = r.mean(0)
@@ -411,7 +413,12 @@ class _Sampled:
     def moments(self) -> Moments:
         out = Moments(self.channels)
         if self.count:
-            out.add_stats(self.count, _host(self.mean), _host(self.m2))
+            m2 = _host(self.m2)
+            if self.upper:
+                m2 = np.triu(m2)
+                m2 += np.triu(m2, 1).T
+            # Arrays of this accumulator's own: handed over without a copy.
+            out.count, out.mean, out.m2 = self.count, np.asarray(_host(self.mean), np.float64), m2
         return out
 
     def activity(self, kind: str, pre: bool) -> Activity:
@@ -511,6 +518,55 @@ class _Feed:
     sampled: list[_Sampled] = dataclasses.field(default_factory=list)
     full: list[_Full] = dataclasses.field(default_factory=list)
     reservoirs: list[tuple[_ReservoirRows, int]] = dataclasses.field(default_factory=list)
+
+
+class _Scratch:
+    """One float32 buffer per device, reused by every hook, for the 0/1 masks of the activity
+    counts: a fresh mask per tensor would be a new allocation the size of the tensor, whose
+    page faults cost more than the comparison itself."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[torch.device, torch.Tensor] = {}
+
+    def get(self, shape: torch.Size, device: torch.device) -> torch.Tensor:
+        n = shape.numel()
+        buf = self.buffers.get(device)
+        if buf is None or buf.numel() < n:
+            del buf   # freed before the larger one is allocated
+            self.buffers.pop(device, None)
+            buf = self.buffers[device] = torch.empty(n, dtype=torch.float32, device=device)
+        return buf[:n].view(shape)
+
+
+def _count(flat: torch.Tensor, op: Callable[..., torch.Tensor], value: float, scratch: _Scratch
+           ) -> torch.Tensor:
+    """Per-channel number of entries of ``flat`` (B, C, L) with ``op(x, value)``, int64 (C,).
+
+    The comparison writes 0/1 into a float32 scratch buffer and the float sums run along the
+    contiguous last axis (exact: fewer than 2^24 ones per row), then over the batch in int64.
+    """
+    buf = op(flat, value, out=scratch.get(flat.shape, flat.device))
+    return buf.sum(dim=2).to(torch.int64).sum(0)
+
+
+def _active_counts(flat: torch.Tensor, kind: str, pre: bool, scratch: _Scratch
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(active, saturated) per-channel counts over every entry of ``flat`` (B, C, L).
+
+    The rule of :func:`probes.sinks.active_mask`, as counts of comparisons: relu ``x > 0``;
+    relu6 ``0 < x < 6`` = #(x > 0) - #(x >= 6), saturated #(x >= 6); hswish before the
+    activation ``x > -3``, after it ``y != 0`` = #(y > 0) + #(y < 0).
+    """
+    if kind == "relu6":
+        sat = _count(flat, torch.ge, 6.0, scratch)
+        return _count(flat, torch.gt, 0.0, scratch) - sat, sat
+    if kind == "relu":
+        act = _count(flat, torch.gt, 0.0, scratch)
+    elif pre:
+        act = _count(flat, torch.gt, -3.0, scratch)
+    else:
+        act = _count(flat, torch.gt, 0.0, scratch) + _count(flat, torch.lt, 0.0, scratch)
+    return act, torch.zeros_like(act)
 
 
 class _Slot:
@@ -616,12 +672,13 @@ class _Slot:
             mask = drawn < rate_key(self.moment_rate)
         return b, pos, mask
 
-    def _reduce_full(self, flat: torch.Tensor) -> None:
+    def _reduce_full(self, flat: torch.Tensor, scratch: "_Scratch") -> None:
         """Feed every :class:`_Full` the per-channel min, max and active counts of ``flat``
         (B, C, H*W), each reduction computed once for all the points that need it."""
         if not any(feed.full for feed in self.feeds.values()):
             return
-        ch_min, ch_max = flat.amin(dim=(0, 2)), flat.amax(dim=(0, 2))
+        # Innermost dimension first: contiguous reductions are the vectorised ones.
+        ch_min, ch_max = flat.amin(dim=2).amin(0), flat.amax(dim=2).amax(0)
         n = flat.shape[0] * flat.shape[2]
         counts: dict[tuple[str, bool], tuple[torch.Tensor, torch.Tensor]] = {}
         for feed in self.feeds.values():
@@ -631,10 +688,7 @@ class _Slot:
                     # relu / relu6: the same units are active before and after the activation.
                     key = (full.kind, full.pre and full.kind == "hswish")
                     if key not in counts:
-                        act = active_mask(flat, full.kind, pre=key[1]).sum(dim=(0, 2))
-                        sat = ((flat >= 6).sum(dim=(0, 2)) if full.kind == "relu6"
-                               else torch.zeros_like(act))
-                        counts[key] = (act, sat)
+                        counts[key] = _active_counts(flat, full.kind, key[1], scratch)
                     c = counts[key]
                 full.add(n, ch_min, ch_max, c)
 
@@ -665,7 +719,7 @@ class _Slot:
         if self.image:
             t = t.mean((2, 3), keepdim=True, dtype=torch.float64)
         flat = t.reshape(shape[0], self.channels, -1)
-        self._reduce_full(flat)
+        self._reduce_full(flat, batch.scratch)
         index, n_sample, spans, mask = self._plan(batch, t.device)
         if n_sample is None:   # every position: all rows, the reservoir rows picked from them
             rows = flat.transpose(1, 2).reshape(-1, self.channels)
@@ -1110,11 +1164,12 @@ def capture(
     # Every slot is hooked, also one that feeds nothing (no sinks): the hooks count the images.
     hooked = list(slots.values())
     memory = _MemoryGuard()
+    scratch = _Scratch()
     cap = Capture(chosen, point_sinks, canonical, list(groups.values()), n_hooks=len(hooked),
                   image_offset=image_offset, config=config)
 
     def start(_m: nn.Module, _args: Any) -> None:
-        cap._batch = _Batch(cap.image_offset)
+        cap._batch = _Batch(cap.image_offset, scratch)
 
     def finish(_m: nn.Module, _args: Any, _out: Any) -> None:
         if cap._batch is not None and cap._batch.size is not None:
