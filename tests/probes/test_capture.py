@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from probes.blocks import capture_points
-from probes.capture import _MOMENT_SALT, ProbeResult, capture, probe, select_points
+from probes.capture import ProbeResult, capture, probe, select_points
+from probes.capture.sampling import _MOMENT_SALT
 from probes.datasets import ImageDataset
 from probes.sinks import Reservoir, position_hash
 from probes.zoo import ZooConfig, build_model
@@ -373,7 +374,7 @@ def test_activity_rate_records_the_rows_actually_counted(model, images):
 
 
 def test_memory_guard_trims_only_after_growth(monkeypatch):
-    import probes.capture as pc
+    import probes.capture.memory as pc
 
     readings = iter([100 << 20, 104 << 20, 112 << 20, 130 << 20, 101 << 20, 110 << 20])
     trims = []

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from probes.sampling import from_keys, grid_keys, rate_key, to_keys
+from probes.capture.sampling import from_keys, grid_keys, rate_key, to_keys
 from probes.sinks import position_hash
 
 
