@@ -30,6 +30,7 @@ arrays and scalars, so it can go into an ``.npz`` file without pickling) and the
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -44,6 +45,7 @@ __all__ = [
     "Reservoir",
     "abs_hist_bins",
     "active_mask",
+    "active_terms",
     "chan_update",
     "merge",
     "position_hash",
@@ -237,26 +239,47 @@ class Moments:
         return f"Moments(n_channels={self.n_channels}, count={self.count})"
 
 
-def active_mask(y: Any, kind: str, *, pre: bool = False) -> Any:
-    """Where units are in the informative (non-flat) region of activation ``kind``.
+def active_terms(kind: str, *, pre: bool = False) -> tuple[tuple[int, str, float], ...]:
+    """The informative (non-flat) region of activation ``kind`` as signed comparisons.
 
-    The one definition of an active unit, used by every sink and by the capture (``y`` may be
-    a numpy array or a torch tensor; the result is a boolean array of the same kind).
+    The one definition of an active unit. Each term ``(sign, op, value)`` is the comparison
+    ``x op value`` (``op`` one of ``"gt"``, ``"ge"``, ``"lt"``); the ``+1`` terms are disjoint,
+    and each ``-1`` term lies inside them, so
 
-    Post-activation values (``pre=False``): ``relu``: ``0 < y``; ``relu6``: ``0 < y < 6``;
-    ``hswish``: ``y != 0`` (hard-swish is 0 exactly when its input is <= -3, or exactly 0).
-    Pre-activation values (``pre=True``): the same for ``relu`` / ``relu6``; ``hswish``:
-    ``x > -3``.
+    - active = (any ``+1`` term) and not (any ``-1`` term)  (:func:`active_mask`), and
+    - #active = sum of ``sign * #(x op value)``, which lets a capture count units with cheap
+      comparisons and sums instead of boolean masks.
+
+    Post-activation values (``pre=False``): ``relu``: ``0 < y``; ``relu6``: ``0 < y < 6``
+    (``y > 0`` minus ``y >= 6``); ``hswish``: ``y != 0`` (``y > 0`` plus ``y < 0``; hard-swish is
+    0 exactly when its input is <= -3, or exactly 0). Pre-activation values (``pre=True``): the
+    same for ``relu`` / ``relu6``; ``hswish``: ``x > -3``.
     """
     if kind == "relu":
-        return y > 0
+        return ((1, "gt", 0.0),)
     if kind == "relu6":
-        return (y > 0) & (y < 6)
+        return ((1, "gt", 0.0), (-1, "ge", 6.0))
     if kind == "hswish":
-        return y > -3 if pre else y != 0
+        return ((1, "gt", -3.0),) if pre else ((1, "gt", 0.0), (1, "lt", 0.0))
     raise ValueError(
         f"The 'kind' parameter of Activity must be one of {list(ACTIVITY_KINDS)}. Got {kind!r} instead."
     )
+
+
+_OPS = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt}
+
+
+def active_mask(y: Any, kind: str, *, pre: bool = False) -> Any:
+    """Where units are active (:func:`active_terms`); ``y`` a numpy array or a torch tensor,
+    the result a boolean array of the same kind."""
+    keep = drop = None
+    for sign, op, value in active_terms(kind, pre=pre):
+        m = _OPS[op](y, value)
+        if sign > 0:
+            keep = m if keep is None else keep | m
+        else:
+            drop = m if drop is None else drop | m
+    return keep if drop is None else keep & ~drop
 
 
 class Activity:

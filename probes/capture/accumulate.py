@@ -27,6 +27,7 @@ from probes.sinks import (
     Reservoir,
     abs_hist_bins,
     active_mask,
+    active_terms,
     chan_update,
 )
 
@@ -267,19 +268,16 @@ def _count(flat: torch.Tensor, op: Callable[..., torch.Tensor], value: float, sc
 
 def _active_counts(flat: torch.Tensor, kind: str, pre: bool, scratch: _Scratch
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(active, saturated) per-channel counts over every entry of ``flat`` (B, C, L).
+    """(active, saturated) per-channel counts over every entry of ``flat`` (B, C, L): the
+    signed comparison counts of :func:`probes.sinks.active_terms`; saturated is #(x >= 6) for
+    relu6 (the term it subtracts), else 0."""
+    active = saturated = None
+    for sign, op, value in active_terms(kind, pre=pre):
+        n = _count(flat, _TORCH_OPS[op], value, scratch)
+        active = sign * n if active is None else active + sign * n
+        if kind == "relu6" and sign < 0:
+            saturated = n
+    return active, saturated if saturated is not None else torch.zeros_like(active)
 
-    The rule of :func:`probes.sinks.active_mask`, as counts of comparisons: relu ``x > 0``;
-    relu6 ``0 < x < 6`` = #(x > 0) - #(x >= 6), saturated #(x >= 6); hswish before the
-    activation ``x > -3``, after it ``y != 0`` = #(y > 0) + #(y < 0).
-    """
-    if kind == "relu6":
-        sat = _count(flat, torch.ge, 6.0, scratch)
-        return _count(flat, torch.gt, 0.0, scratch) - sat, sat
-    if kind == "relu":
-        act = _count(flat, torch.gt, 0.0, scratch)
-    elif pre:
-        act = _count(flat, torch.gt, -3.0, scratch)
-    else:
-        act = _count(flat, torch.gt, 0.0, scratch) + _count(flat, torch.lt, 0.0, scratch)
-    return act, torch.zeros_like(act)
+
+_TORCH_OPS = {"gt": torch.gt, "ge": torch.ge, "lt": torch.lt}

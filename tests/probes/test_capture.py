@@ -462,3 +462,17 @@ def test_bfloat16_model_is_probed_with_float64_statistics(model, images):
         scale = np.abs(ref.stats[name].ch_max).max()
         np.testing.assert_allclose(s.moments.mean, ref.stats[name].moments.mean, atol=0.02 * scale)
         np.testing.assert_allclose(s.ch_max, ref.stats[name].ch_max, atol=0.02 * scale)
+
+
+@pytest.mark.parametrize("kind,pre", [("relu", False), ("relu6", False), ("relu6", True),
+                                      ("hswish", False), ("hswish", True)])
+def test_full_activity_counts_follow_the_one_active_rule(kind, pre):
+    from probes.capture.accumulate import _active_counts, _Scratch
+    from probes.sinks import active_mask
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(-8, 9, (3, 4, 10), generator=g).float() * 0.75   # hits -3, 0 and 6 exactly
+    active, saturated = _active_counts(x, kind, pre, _Scratch())
+    np.testing.assert_array_equal(active.numpy(), active_mask(x, kind, pre=pre).sum(dim=(0, 2)).numpy())
+    want_sat = (x >= 6).sum(dim=(0, 2)) if kind == "relu6" else torch.zeros(4, dtype=torch.int64)
+    np.testing.assert_array_equal(saturated.numpy(), want_sat.numpy())
