@@ -244,6 +244,7 @@ class _Scratch:
 
     def __init__(self) -> None:
         self.buffers: dict[torch.device, torch.Tensor] = {}
+        self.unit: dict[torch.device, torch.Tensor] = {}
 
     def get(self, shape: torch.Size, device: torch.device) -> torch.Tensor:
         n = shape.numel()
@@ -254,21 +255,65 @@ class _Scratch:
             buf = self.buffers[device] = torch.empty(n, dtype=torch.float32, device=device)
         return buf[:n].view(shape)
 
+    def ones(self, n: int, device: torch.device) -> torch.Tensor:
+        """A float32 vector of ``n`` ones (kept between calls)."""
+        v = self.unit.get(device)
+        if v is None or v.shape[0] < n:
+            v = self.unit[device] = torch.ones(n, dtype=torch.float32, device=device)
+        return v[:n]
 
-def _count(flat: torch.Tensor, op: Callable[..., torch.Tensor], value: float, scratch: _Scratch
-           ) -> torch.Tensor:
-    """Per-channel number of entries of ``flat`` (B, C, L) with ``op(x, value)``, int64 (C,).
 
-    The comparison writes 0/1 into a float32 scratch buffer and the float sums run along the
-    contiguous last axis (exact: fewer than 2^24 ones per row), then over the batch in int64.
+def _channel_view(t: torch.Tensor) -> torch.Tensor:
+    """``t`` (B, C, H, W) as a view its memory order reduces fast over, per channel: (B, C, H*W)
+    for a contiguous tensor, (B*H*W, C) for a channels-last one (a copy for anything else).
+
+    Reductions run along the contiguous axis; reading a channels-last tensor as (B, C, H*W)
+    would make every per-channel pass a strided gather (an order of magnitude slower).
     """
-    buf = op(flat, value, out=scratch.get(flat.shape, flat.device))
-    return buf.sum(dim=2).to(torch.int64).sum(0)
+    if t.is_contiguous():
+        return t.reshape(t.shape[0], t.shape[1], -1)
+    if t.is_contiguous(memory_format=torch.channels_last):
+        return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+    return t.contiguous().reshape(t.shape[0], t.shape[1], -1)
+
+
+def _channel_extrema(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (min, max) of a :func:`_channel_view`, each of shape (C,)."""
+    if x.ndim == 2:
+        return x.amin(0), x.amax(0)
+    return x.amin(dim=2).amin(0), x.amax(dim=2).amax(0)
+
+
+def _count(x: torch.Tensor, op: Callable[..., torch.Tensor], value: float, scratch: _Scratch
+           ) -> torch.Tensor:
+    """Per-channel number of entries of a :func:`_channel_view` with ``op(x, value)``, int64 (C,).
+
+    The comparison writes 0/1 into a float32 scratch buffer of the same layout; the sums run in
+    float32, which is exact below 2^24 ones: along the contiguous axis over one image's
+    positions, then in int64 over the batch; down the rows of a channels-last view as a BLAS
+    matrix-vector product with ones (torch's column sums with a float64 accumulator are ten
+    times slower), in slices of fewer than 2^24 rows.
+    """
+    buf = op(x, value, out=scratch.get(x.shape, x.device))
+    if x.ndim == 3:
+        return buf.sum(dim=2).to(torch.int64).sum(0)
+    ones = scratch.ones(min(buf.shape[0], _EXACT_ROWS), buf.device)
+    total = None
+    for start in range(0, buf.shape[0], _EXACT_ROWS):
+        part = buf[start:start + _EXACT_ROWS]
+        n = (ones[: part.shape[0]] @ part).to(torch.int64)
+        total = n if total is None else total + n
+    return total
+
+
+#: Rows per float32 column sum: integers below 2^24 are exact in float32.
+_EXACT_ROWS = 1 << 23
 
 
 def _active_counts(flat: torch.Tensor, kind: str, pre: bool, scratch: _Scratch
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(active, saturated) per-channel counts over every entry of ``flat`` (B, C, L): the
+    """(active, saturated) per-channel counts over every entry of ``flat`` (a
+    :func:`_channel_view`): the
     signed comparison counts of :func:`probes.sinks.active_terms`; saturated is #(x >= 6) for
     relu6 (the term it subtracts), else 0."""
     active = saturated = None

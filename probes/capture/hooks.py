@@ -22,7 +22,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from probes.blocks import CapturePoint
-from probes.capture.accumulate import _active_counts, _Full, _ReservoirRows, _Sampled, _Scratch
+from probes.capture.accumulate import (
+    _active_counts,
+    _channel_extrema,
+    _channel_view,
+    _Full,
+    _ReservoirRows,
+    _Sampled,
+    _Scratch,
+)
 from probes.capture.sampling import _MOMENT_SALT, _Batch, _Group, rate_key
 
 #: Activations whose output needs no hook of its own: applied to the rows gathered from the
@@ -144,14 +152,14 @@ class _Slot:
             mask = drawn < rate_key(self.moment_rate)
         return b, pos, mask
 
-    def _reduce_full(self, flat: torch.Tensor, scratch: "_Scratch") -> None:
-        """Feed every :class:`_Full` the per-channel min, max and active counts of ``flat``
-        (B, C, H*W), each reduction computed once for all the points that need it."""
+    def _reduce_full(self, t: torch.Tensor, scratch: _Scratch) -> None:
+        """Feed every :class:`_Full` the per-channel min, max and active counts of ``t``
+        (B, C, H, W), each reduction computed once for all the points that need it."""
         if not any(feed.full for feed in self.feeds.values()):
             return
-        # Innermost dimension first: contiguous reductions are the vectorised ones.
-        ch_min, ch_max = flat.amin(dim=2).amin(0), flat.amax(dim=2).amax(0)
-        n = flat.shape[0] * flat.shape[2]
+        flat = _channel_view(t)
+        ch_min, ch_max = _channel_extrema(flat)
+        n = t.shape[0] * t.shape[2] * t.shape[3]
         counts: dict[tuple[str, bool], tuple[torch.Tensor, torch.Tensor]] = {}
         for feed in self.feeds.values():
             for full in feed.full:
@@ -191,7 +199,7 @@ class _Slot:
         if self.image:
             t = t.mean((2, 3), keepdim=True, dtype=torch.float64)
         flat = t.reshape(shape[0], self.channels, -1)
-        self._reduce_full(flat, batch.scratch)
+        self._reduce_full(t, batch.scratch)
         index, n_sample, spans, mask = self._plan(batch, t.device)
         if n_sample is None:   # every position: all rows, the reservoir rows picked from them
             rows = flat.transpose(1, 2).reshape(-1, self.channels)
