@@ -16,6 +16,8 @@ Rows (same model, same batches of ``--batch-size`` images):
   points of all blocks (sampled moments and activity, reservoirs);
 - ``probe exact``: the same with ``moments="exact"`` (every position into the moments and the
   activity counts);
+- ``probe no extent``: the default without the ``extent`` sink (the per-channel min, max and
+  active counts over every position), to show what that sink costs;
 - ``probe no sinks``: the same with ``sinks=()``: discovery, the example pass and the hooks
   (checking each tensor) with nothing accumulated, the fixed cost under the other two rows.
 
@@ -155,6 +157,7 @@ def _rows(model: torch.nn.Module, x: torch.Tensor, bs: int, device: str, repeats
     bare()
     run()()  # warm-up: first-touch allocations and kernels
     return _time({"bare forward": bare, "probe default": run(), "probe exact": run(moments="exact"),
+                  "probe no extent": run(sinks=("moments", "activity", "reservoir")),
                   "probe no sinks": run(sinks=())}, repeats)
 
 
