@@ -158,7 +158,7 @@ def capture(
         One small batch shaped like the real inputs, used to discover the capture points and
         their spatial sizes (one forward pass, no statistics).
     sinks : iterable of str
-        Any of ``"moments"``, ``"activity"``, ``"reservoir"``.
+        Any of ``"moments"``, ``"activity"``, ``"reservoir"``, ``"extent"`` (all by default).
     sample_unit : {"position", "image"}
         Every spatial position is a sample, or one globally pooled vector per image.
     moments : {"sampled", "exact"}
