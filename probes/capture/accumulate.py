@@ -124,9 +124,12 @@ class _Sampled:
         self.count, self.mean, self.m2 = chan_update(self.count, self.mean, self.m2, nb, mb, m2b)
 
     def _add_activity(self, rows: torch.Tensor) -> None:
-        act = active_mask(rows, self.activity_kind, pre=self.pre)
-        per_channel = act.sum(0)
-        hist = torch.bincount(act.sum(1), minlength=self.channels + 1)
+        # Float 0/1 sums: a boolean column sum is several times slower in torch, and float32
+        # counts are exact below 2^24 rows (a buffer is far smaller; larger ones count in int64).
+        dtype = torch.float32 if rows.shape[0] < 1 << 24 else torch.int64
+        act = active_mask(rows, self.activity_kind, pre=self.pre).to(dtype)
+        per_channel = act.sum(0).to(torch.int64)
+        hist = torch.bincount(act.sum(1).to(torch.int64), minlength=self.channels + 1)
         if self.active is None:
             self.active, self.hist = per_channel, hist
             self.saturated = torch.zeros_like(per_channel)
@@ -134,7 +137,7 @@ class _Sampled:
             self.active += per_channel
             self.hist += hist
         if self.activity_kind == "relu6":
-            self.saturated += (rows >= 6).sum(0)
+            self.saturated += (rows >= 6).to(dtype).sum(0).to(torch.int64)
         self.n_points += rows.shape[0]
 
     def moments(self) -> Moments:
