@@ -274,7 +274,8 @@ def _example_pass(model: nn.Module, points: Sequence[CapturePoint], example_inpu
 
     try:
         for p in points:
-            handles.append(_register(model, p, record(p), lambda: calls))
+            if p.hook != "derived":
+                handles.append(_register(model, p, record(p), lambda: calls))
         with torch.no_grad():
             model(example_input)
     finally:
@@ -283,6 +284,10 @@ def _example_pass(model: nn.Module, points: Sequence[CapturePoint], example_inpu
     for p in points:
         if p.name in seen:
             seen[p.name].calls = calls.get(id(p), 1)
+        elif p.hook == "derived" and p.name in derive and derive[p.name].name in seen:
+            # a functional activation's output that no module reads: only ever derived
+            pre = seen[derive[p.name].name]
+            seen[p.name] = _Seen(pre.shape, torch.empty(0), 0, pre.calls, derivable=True)
     return seen
 
 

@@ -222,6 +222,12 @@ def capture(
             if (not q.pre and q.act in _DERIVABLE and pre is not None and pre.alias_of is None
                     and q.stage in ("expand", "depthwise", "project")):
                 derive[q.name] = pre
+    for q in targets:
+        if q.hook == "derived" and q.name not in derive:
+            raise ValueError(
+                f"Capture point {q.name} is the output of a functional {q.act} that no module reads; "
+                "it is derived from the .pre rows, which needs sample_unit='position' (the mean of "
+                f"{q.act}(x) is not {q.act} of the mean). Got sample_unit={sample_unit!r}.")
     seen = _example_pass(model, [p for p in all_points if p.alias_of is None], example_input, derive)
 
     want_m, want_a, want_e = "moments" in sinks, "activity" in sinks, "extent" in sinks
