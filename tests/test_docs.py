@@ -58,7 +58,7 @@ def test_capture_stays_the_function_after_the_submodule_is_imported() -> None:
     import probes.capture  # noqa: F401  (binds nothing over the function)
     from probes import capture
 
-    assert callable(capture) and capture.__module__ == "probes.capture"
+    assert capture is importlib.import_module("probes.capture").capture
 
 
 def _readme_block() -> str:
