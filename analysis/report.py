@@ -128,6 +128,7 @@ _FAMILY_FUNCTIONS: dict[str, tuple[str, str]] = {
     "dimension": ("analysis.dimension", "intrinsic_dimension"),
     "similarity": ("analysis.similarity", "similarity_metrics"),
     "quantization": ("analysis.quantization", "quantization_metrics"),
+    "information": ("analysis.information", "information_metrics"),
 }
 
 _VERSIONED_PACKAGES: tuple[str, ...] = (

@@ -32,6 +32,12 @@ Which metric is computed where
 - dimension (``twonn_id``, ``mle_id``), quantisation (``int8_sqnr_db``,
   ``int8_sqnr_db_per_channel``): every point's reservoir.
 - similarity (``cka_to_input``): every point against its block's input (paired reservoirs).
+- information (``input_decode_r2``, ``label_decode_acc``, ``factor_decode_r2_<name>``, each with
+  a ``_knn`` column and ``_ci_low`` / ``_ci_high`` rows; :mod:`analysis.information`): the points
+  of :data:`analysis.information.INFO_POINTS` (or ``points`` when given), from a second pass
+  over the dataset's train AND test splits with one globally pooled point per image, whatever
+  ``split``, ``n_images`` and ``sample_unit`` say; ``n_points`` is the number of test images.
+  NaN with a reason on datasets without a train / test split.
 """
 
 from __future__ import annotations
@@ -75,6 +81,7 @@ __all__ = [
 #: Metric families, in the order they are computed.
 FAMILIES: tuple[str, ...] = (
     "spectrum", "activity", "reconstruction", "topology", "dimension", "similarity", "quantization",
+    "information",
 )
 
 #: Columns of the tidy results table, in order.
@@ -288,7 +295,9 @@ def _folded(model: torch.nn.Module, conv_path: str | None, bn_path: str | None) 
 
 
 def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[Any],
-                    config: StudyConfig, *, progress: bool = True) -> tuple[list[dict[str, Any]], dict[str, dict[str, np.ndarray]]]:
+                    config: StudyConfig, *, progress: bool = True,
+                    information: tuple[dict[str, dict[str, Any]], int] | None = None,
+                    ) -> tuple[list[dict[str, Any]], dict[str, dict[str, np.ndarray]]]:
     """Metric rows (without design columns) and details for every probed point.
 
     Parameters
@@ -299,6 +308,9 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
     blocks : sequence of probes.blocks.BlockInfo
         The model's blocks (module paths of the expansion conv and BN).
     config : StudyConfig
+    information : (dict, int), optional
+        ``({point: {metric: MetricValue}}, n_test)`` of the information family (computed by
+        :func:`run_study` from its own pass over the train and test splits).
 
     Returns
     -------
@@ -422,6 +434,9 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
             m = quantization_metrics(cloud, point=pt.name)
             vals.update({k: (v, n_res) for k, v in m.items()})
 
+        if "information" in fams and information is not None and pt.name in information[0]:
+            vals.update({k: (v, information[1]) for k, v in information[0][pt.name].items()})
+
         for metric, (mv, n) in vals.items():
             value, reason = _value_reason(mv)
             rows.append({
@@ -446,6 +461,26 @@ def _value_reason(mv: Any) -> tuple[float, str]:
     if reason is None:
         reason = "" if math.isfinite(value) else "undefined"
     return value, reason
+
+
+def _information(model: torch.nn.Module, spec: Any, config: StudyConfig, pr: Any, *,
+                 device: str | None, progress: bool) -> tuple[dict[str, dict[str, Any]], int]:
+    """The information family on the points of ``pr`` that it covers (see the module docstring)."""
+    import fnmatch
+
+    from analysis.information import INFO_POINTS, information_rows, metric_names
+    from analysis.spectrum import MetricValue
+
+    names = list(pr.points)
+    if config.points is None:
+        names = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in INFO_POINTS)]
+    if config.dataset not in ("digits", "shapes"):
+        reason = (f"not available: the information family decodes from a train split and scores on a "
+                  f"test split; only the built-in digits and shapes have them (got {config.dataset!r})")
+        return {n: {m: MetricValue(math.nan, reason) for m in metric_names()} for n in names}, 0
+    metrics, meta = information_rows(model, config.dataset, input_spec=spec, points=names, seed=config.seed,
+                                     gray_to_rgb=config.gray_to_rgb, device=device, progress=progress)
+    return metrics, int(meta["n_test"])
 
 
 def _cache_path(cache_dir: Path, identity: str, config: StudyConfig) -> Path:
@@ -516,7 +551,11 @@ def run_study(checkpoint: Any, config: StudyConfig | None = None, *, arch: str |
                seed=config.seed, moments=config.moments, moment_positions=config.moment_positions,
                progress=progress)
     t_probe = time.perf_counter() - t0
-    rows, details = compute_metrics(pr, model, blocks, config, progress=progress)
+    info, t_info = None, 0.0
+    if "information" in config.families:
+        info = _information(model, spec, config, pr, device=device, progress=progress)
+        t_info = time.perf_counter() - t0 - t_probe
+    rows, details = compute_metrics(pr, model, blocks, config, progress=progress, information=info)
     t_metrics = time.perf_counter() - t0 - t_probe
 
     design = loaded.design or {}
@@ -535,7 +574,8 @@ def run_study(checkpoint: Any, config: StudyConfig | None = None, *, arch: str |
         "sha256": loaded.sha256, "design": design, "input_spec": spec.to_dict(),
         "dataset": {"name": ds.name, **{k: v for k, v in ds.meta.items() if k != "factor_ranges"}},
         "config": config.to_dict(), "n_images": int(pr.n_images), "n_blocks": len(blocks),
-        "seconds": {"probe": round(t_probe, 2), "metrics": round(t_metrics, 2)},
+        "seconds": {"probe": round(t_probe, 2), "metrics": round(t_metrics, 2),
+                    "information": round(t_info, 2)},
     }
     result = StudyResult(metrics=df, details=details, meta=meta, probe=pr)
     if cache is not None:
