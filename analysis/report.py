@@ -63,6 +63,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.metrics import METRICS, higher_is_better
+from analysis.metrics import metric_family as registry_family
 from probes._io import atomic_write_json, atomic_write_text, sha256_file
 
 __all__ = [
@@ -89,37 +91,14 @@ DEFAULT_CONFIG: Path = Path(__file__).resolve().parent / "configs" / "paper.toml
 #: Figure file formats that :func:`analysis.figures.save_chart` writes.
 FIGURE_FORMATS: tuple[str, ...] = ("svg", "png", "pdf")
 
-#: Direction of "better" per metric for the bold cell of a table row (True: higher is better).
-#: Metrics without a direction (Betti numbers, intrinsic dimension ...) get no bold cell.
+#: Direction of "better" per metric for the bold cell of a table row (True: higher keeps more),
+#: from the registry :mod:`analysis.metrics`. Metrics without a direction there (Betti numbers,
+#: intrinsic dimension, CKA, interval bounds ...) get no bold cell; derived names resolve
+#: through :func:`analysis.metrics.higher_is_better`.
 HIGHER_IS_BETTER: dict[str, bool] = {
-    **{m: True for m in ("rank", "effective_rank", "participation_ratio", "stable_rank",
-                         "pca_dims_90", "pca_dims_95", "pca_dims_99")},
-    **{f"{m}_frac": True for m in ("rank", "effective_rank", "participation_ratio", "stable_rank",
-                                   "pca_dims_90", "pca_dims_95", "pca_dims_99")},
-    "dead_fraction": False, "rare_fraction": False, "saturated_fraction": False,
-    "positive_min": True, "positive_mean": True, "positive_max": True,
-    "above_threshold_fraction": True, "lemma2_invertible_fraction": True,
-    "recon_error_linear": False, "recon_error_knn": False, "recon_error_mlp": False,
-    "recon_error_exact": False, "recon_r2_linear": True, "recon_r2_knn": True,
-    "recon_r2_mlp": True, "recon_r2_exact": True,
-    "bottleneck_to_input_h1": False, "wasserstein_to_input_h1": False,
-    "cka_to_input": True, "int8_sqnr_db": True, "int8_sqnr_db_per_channel": True,
-    "test_accuracy": True,
+    name: info.direction == "higher keeps more" for name, info in METRICS.items() if info.direction is not None
 }
 
-_FAMILY_PREFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("spectrum", ("rank", "effective_rank", "participation_ratio", "stable_rank", "pca_dims_")),
-    ("activity", ("dead_fraction", "rare_fraction", "saturated_fraction", "positive_",
-                  "above_threshold_fraction", "lemma2_invertible_fraction")),
-    ("reconstruction", ("recon_",)),
-    ("topology", ("betti", "total_persistence", "persistence_entropy", "bottleneck_to_input",
-                  "wasserstein_to_input")),
-    ("dimension", ("twonn_id", "mle_id")),
-    ("similarity", ("cka_",)),
-    ("quantization", ("int8_sqnr",)),
-)
-
-#: Function that each metric family needs (checked before any work starts).
 _FAMILY_FUNCTIONS: dict[str, tuple[str, str]] = {
     "spectrum": ("analysis.spectrum", "spectrum_metrics"),
     "activity": ("analysis.activity", "activity_metrics"),
@@ -139,11 +118,13 @@ _VERSIONED_PACKAGES: tuple[str, ...] = (
 
 
 def metric_family(metric: str) -> str | None:
-    """The metric family (see :data:`analysis.study.FAMILIES`) that computes ``metric``."""
-    for family, prefixes in _FAMILY_PREFIXES:
-        if any(metric == p or metric.startswith(p) for p in prefixes):
-            return family
-    return None
+    """The metric family (see :data:`analysis.study.FAMILIES`) that computes ``metric``.
+
+    From the registry :mod:`analysis.metrics`; None for unknown names and for
+    ``test_accuracy`` (not computed by a family).
+    """
+    family = registry_family(metric)
+    return None if family == "accuracy" else family
 
 
 # ============================================================================================
@@ -796,7 +777,7 @@ def _table_rows(summary: pd.DataFrame) -> tuple[list[str], list[tuple[str, str, 
     for (stage, metric), part in summary.groupby(["stage", "metric"], sort=False):
         cells = {d: (m, s, n) for d, m, s, n in zip(part["design"], part["mean"], part["std"], part["n"])}
         dec = _decimals([c[0] for c in cells.values()], [c[1] for c in cells.values()])
-        direction = HIGHER_IS_BETTER.get(metric)
+        direction = higher_is_better(metric)
         best = None
         if direction is not None and len(cells) > 1:
             means = [c[0] for c in cells.values()]
