@@ -136,8 +136,17 @@ def target_basis(Y: ArrayLike, *, keep: float = TARGET_VARIANCE) -> NDArray[np.f
     Y = np.asarray(Y, dtype=np.float64)
     Y = Y.reshape(Y.shape[0], -1)
     Yc = Y - Y.mean(axis=0)
-    var, V = np.linalg.eigh(Yc.T @ Yc)
-    var, V = np.clip(var[::-1], 0, None), V[:, ::-1]
+    if Yc.shape[0] < Yc.shape[1]:
+        # fewer images than pixels: the n x n kernel has the same non-zero spectrum
+        var, U = np.linalg.eigh(Yc @ Yc.T)
+        var, U = np.clip(var[::-1], 0, None), U[:, ::-1]
+        nz = var > var.max(initial=0.0) * 1e-20
+        V = np.zeros((Yc.shape[1], 1))
+        if nz.any():
+            var, V = var[nz], (Yc.T @ U[:, nz]) / np.sqrt(var[nz])
+    else:
+        var, V = np.linalg.eigh(Yc.T @ Yc)
+        var, V = np.clip(var[::-1], 0, None), V[:, ::-1]
     if var.sum() == 0:
         return V[:, :1]
     frac = np.cumsum(var) / var.sum()
