@@ -30,7 +30,16 @@ Which metric is computed where
   ``bottleneck_to_input_h1``, ``wasserstein_to_input_h1``): every point's reservoir after
   greedy subsampling to ``topology_points`` points.
 - dimension (``twonn_id``, ``mle_id``), quantisation (``int8_sqnr_db``,
-  ``int8_sqnr_db_per_channel``): every point's reservoir.
+  ``int8_sqnr_db_per_channel`` ..., calibrated on the reservoir; ``int8_sqnr_db_stream`` and
+  ``int8_sqnr_db_clipped``, calibrated on every captured value when the capture has an
+  ``Extent`` sink, else NaN with a reason): every point's reservoir. Their spread over
+  reservoir redraws: ``<metric>_ci_low`` / ``_ci_high`` rows by the delete-half jackknife
+  (:func:`analysis.dimension.redraw_interval`). Topology is not resampled (each redraw is a
+  ripser run); its values carry the reservoir's sampling error without an interval.
+
+Sampling caveats carried as reasons on finite values: spectrum metrics from fewer points than
+channels (a lower bound), ``dead_fraction`` from activity counts at sampled positions (an upper
+bound; from counts at every position when the capture's ``Extent`` sink has them).
 - similarity (``cka_to_input``): every point against its block's input (paired reservoirs).
 - information (``input_decode_r2``, ``label_decode_acc``, ``factor_decode_r2_<name>``, each with
   a ``_knn`` column and ``_ci_low`` / ``_ci_high`` rows; :mod:`analysis.information`): the points
@@ -372,6 +381,7 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
                 m = activity_metrics(act.active, n_points=int(act.n_points), histogram=act.histogram,
                                      activation=act.kind, saturated_counts=act.saturated,
                                      threshold=pt.block_in, point=pt.name, **kw)
+                m |= _full_activity(stats, m, sampled=config.moments != "exact")
                 det["positive_hist"] = np.asarray(act.histogram, dtype=np.int64)
                 det["active_fraction"] = np.asarray(act.active_fraction, dtype=np.float64)
                 vals.update({k: (v, int(act.n_points)) for k, v in m.items()})
@@ -416,6 +426,7 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
             if finite:
                 m, reasons = intrinsic_dimension(cloud)
                 vals.update({k: ((v, reasons.get(k)), n_res) for k, v in m.items()})
+                vals.update(_redraw_rows(cloud, lambda c: intrinsic_dimension(c)[0], m, n_res, config.seed))
             else:
                 vals.update({k: ((math.nan, nonfinite), n_res) for k in ("twonn_id", "mle_id")})
 
@@ -431,8 +442,15 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
         if "quantization" in fams and cloud is not None:
             from analysis.quantization import quantization_metrics
 
-            m = quantization_metrics(cloud, point=pt.name)
+            from analysis.quantization import calibrated_metrics
+
+            extent = getattr(stats, "extent", None)
+            m = quantization_metrics(cloud, point=pt.name) | calibrated_metrics(cloud, extent, point=pt.name)
             vals.update({k: (v, n_res) for k, v in m.items()})
+            if finite:
+                vals.update(_redraw_rows(
+                    cloud, lambda c: quantization_metrics(c) | calibrated_metrics(c, extent),
+                    {k: m[k].value for k in _REDRAW_QUANT}, n_res, config.seed))
 
         if "information" in fams and information is not None and pt.name in information[0]:
             vals.update({k: (v, information[1]) for k, v in information[0][pt.name].items()})
@@ -448,6 +466,49 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
         if det:
             details[pt.name] = det
     return rows, details
+
+
+_REDRAW_QUANT = ("int8_sqnr_db", "int8_sqnr_db_per_channel", "int8_sqnr_db_stream", "int8_sqnr_db_clipped")
+
+
+def _redraw_rows(cloud: np.ndarray, func: Any, values: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
+    """``<metric>_ci_low`` / ``_ci_high`` over reservoir redraws (analysis.dimension.redraw_interval)."""
+    from analysis.dimension import redraw_interval
+
+    plain = {k: float(getattr(v, "value", v)) for k, v in values.items()}
+    out: dict[str, Any] = {}
+    if cloud.shape[0] < 20:
+        return out
+    for k, (lo, hi) in redraw_interval(cloud, func, plain, seed=seed).items():
+        why = None if math.isfinite(lo) else "not defined: the value or a half-sample value is not finite"
+        out[f"{k}_ci_low"] = ((lo, why), n)
+        out[f"{k}_ci_high"] = ((hi, why), n)
+    return out
+
+
+def _full_activity(stats: Any, m: dict[str, Any], *, sampled: bool) -> dict[str, Any]:
+    """dead / rare fractions from counts at every position (``Extent``) when the capture has them.
+
+    Without them, counts at sampled positions make a rarely active unit read as dead: the
+    value is then an upper bound and says so.
+    """
+    from analysis.spectrum import MetricValue
+
+    extent = getattr(stats, "extent", None)
+    active = None if extent is None else getattr(extent, "active", None)
+    if active is not None and int(getattr(extent, "n_points", 0)) > 0:
+        frac = np.asarray(active, dtype=np.float64) / float(extent.n_points)
+        return {"dead_fraction": MetricValue(float(np.mean(frac == 0))),
+                "rare_fraction": MetricValue(float(np.mean(frac < 0.01)))}
+    if not sampled:
+        return {}
+    out = {}
+    for k in ("dead_fraction",):
+        v = m.get(k)
+        if v is not None and not getattr(v, "reason", None) and math.isfinite(getattr(v, "value", math.nan)):
+            out[k] = MetricValue(v.value, "upper bound: counted at sampled positions only (a unit active only "
+                                          "at positions that were not sampled reads as dead); use moments='exact'")
+    return out
 
 
 def _value_reason(mv: Any) -> tuple[float, str]:
