@@ -70,6 +70,7 @@ __all__ = [
     "bootstrap_counts",
     "decode",
     "decode_input",
+    "decode_input_at",
     "extract_features",
     "information_metrics",
     "information_rows",
@@ -436,6 +437,57 @@ def decode_input(
     res = decode(train_features, test_features, regression={"input": (train_images, test_images)},
                  decoders=(decoder,), n_boot=n_boot, seed=seed)
     return res[decoder]["input"]
+
+
+def decode_input_at(
+    model: Any,
+    dataset: str,
+    point: str,
+    *,
+    input_spec: Any = None,
+    decoder: str = "linear",
+    seed: int = 0,
+    device: str | None = None,
+) -> tuple[DecodeResult, Any]:
+    """Decode the test images of a built-in dataset from one capture point of ``model``.
+
+    Parameters
+    ----------
+    model : nn.Module
+    dataset : {"digits", "shapes"}
+    point : str
+        Capture-point name, e.g. ``"blocks.3.project"``.
+    input_spec, device
+        See :func:`extract_features`.
+    decoder : {"linear", "knn"}
+    seed : int
+        Seed of the bootstrap.
+
+    Returns
+    -------
+    result : DecodeResult
+        ``predicted`` of shape (n_test, C, H, W): the decoded test images.
+    test : probes.datasets.ImageDataset
+        The test split (``test.x`` are the true images, same order).
+    """
+    from probes.datasets import load_dataset
+
+    if dataset not in ("digits", "shapes"):
+        raise ValueError(
+            f"The 'dataset' parameter of decode_input_at must be 'digits' or 'shapes'. Got {dataset!r} instead."
+        )
+    train = load_dataset(dataset, split="train")
+    test = load_dataset(dataset, split="test")
+    ftr = extract_features(model, train, input_spec=input_spec, points=point, device=device)
+    if point not in ftr:
+        raise ValueError(
+            f"The 'point' parameter of decode_input_at must name a capture point of the model, e.g. "
+            f"'blocks.0.project'. Got {point!r} instead."
+        )
+    fte = extract_features(model, test, input_spec=input_spec, points=point, device=device)
+    res = decode(ftr[point], fte[point], regression={"input": (train.x, test.x)}, decoders=(decoder,), seed=seed,
+                 bases={"input": _dataset_basis(dataset, None)})
+    return res[decoder]["input"], test
 
 
 def _suffix(decoder: str) -> str:

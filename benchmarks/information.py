@@ -1,7 +1,8 @@
-"""Time of the information family per checkpoint (feature passes and decoding), as a table.
+"""Time of the information family per checkpoint (what ``run_study`` spends on it), as a table.
 
 Usage: ``python benchmarks/information.py [CHECKPOINT ...]`` (default: digits-linear-s0,
-digits-relu6-s0), one torch thread, CPU.
+digits-relu6-s0); one torch thread, CPU. The first row also pays for the dataset's target
+basis (cached per process).
 """
 
 from __future__ import annotations
@@ -11,26 +12,18 @@ import time
 
 import torch
 
-from analysis.information import INFO_POINTS, bootstrap_counts, extract_features, information_metrics
-from probes.datasets import load_dataset
+from analysis.information import information_rows
 from probes.loading import load_checkpoint
 
 
 def main(names: list[str]) -> None:
     torch.set_num_threads(1)
-    train, test = load_dataset("digits", split="train"), load_dataset("digits", split="test")
-    print(f"{'checkpoint':<22} {'points':>6} {'features s':>11} {'decode s':>9} {'total s':>8}")
+    print(f"{'checkpoint':<22} {'points':>6} {'seconds':>8}")
     for name in names:
         loaded = load_checkpoint(name)
         t0 = time.perf_counter()
-        ftr = extract_features(loaded.model, train, input_spec=loaded.input_spec, points=INFO_POINTS, device="cpu")
-        fte = extract_features(loaded.model, test, input_spec=loaded.input_spec, points=INFO_POINTS, device="cpu")
-        t1 = time.perf_counter()
-        counts = bootstrap_counts(len(test))
-        for p in fte:
-            information_metrics(ftr[p], fte[p], train, test, counts=counts, point=p)
-        t2 = time.perf_counter()
-        print(f"{name:<22} {len(fte):>6} {t1 - t0:>11.1f} {t2 - t1:>9.1f} {t2 - t0:>8.1f}")
+        metrics, _ = information_rows(loaded.model, "digits", input_spec=loaded.input_spec, device="cpu")
+        print(f"{name:<22} {len(metrics):>6} {time.perf_counter() - t0:>8.1f}")
 
 
 if __name__ == "__main__":

@@ -25,9 +25,11 @@ _DEFAULT_METRICS = ("effective_rank_frac", "rank_frac", "participation_ratio_fra
 
 
 def metric_options(df: pd.DataFrame) -> list[str]:
-    """Metrics present in ``df`` with at least one finite value, in the order of METRIC_LABELS."""
+    """Metrics present in ``df`` with at least one finite value, in the order of METRIC_LABELS
+    (``*_ci_low`` / ``*_ci_high`` bounds excluded)."""
     finite = df[np.isfinite(df["value"].astype(float))]
-    present = set(finite["metric"].astype(str))
+    # interval bounds are drawn with their metric, not offered as metrics of their own
+    present = {m for m in finite["metric"].astype(str) if not m.endswith(("_ci_low", "_ci_high"))}
     known = [m for m in figures.METRIC_LABELS if m in present]
     return known + sorted(present - set(known))
 

@@ -147,3 +147,18 @@ def test_extract_features_are_pooled_in_dataset_order():
         h2.remove()
     np.testing.assert_allclose(feats["blocks.2.project.pre"], seen["pre"].numpy(), atol=1e-5)
     np.testing.assert_allclose(feats["blocks.2.output"], seen["out"].numpy(), atol=1e-5)
+
+
+def test_decode_input_at_a_zoo_checkpoint_gives_decoded_test_images():
+    from analysis.information import decode_input_at
+    from probes.loading import load_checkpoint
+
+    loaded = load_checkpoint("digits-linear-s0")
+    res, test = decode_input_at(loaded.model, "digits", "blocks.16.output", input_spec=loaded.input_spec,
+                                device="cpu")
+    assert res.predicted.shape == test.x.shape == (360, 1, 32, 32)
+    assert 0.3 < res.score < 1.0 and res.ci_low < res.score < res.ci_high
+    err = np.sum((res.predicted - test.x) ** 2) / np.sum((test.x - test.x.mean(0)) ** 2)
+    assert res.score == pytest.approx(1 - err, rel=1e-9)
+    with pytest.raises(ValueError, match=r"'dataset' parameter of decode_input_at must be 'digits' or 'shapes'"):
+        decode_input_at(loaded.model, "natural", "blocks.0.output")
