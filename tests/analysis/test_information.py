@@ -158,7 +158,8 @@ def test_decode_input_at_a_zoo_checkpoint_gives_decoded_test_images():
                                 device="cpu")
     assert res.predicted.shape == test.x.shape == (360, 1, 32, 32)
     assert 0.3 < res.score < 1.0 and res.ci_low < res.score < res.ci_high
-    err = np.sum((res.predicted - test.x) ** 2) / np.sum((test.x - test.x.mean(0)) ** 2)
+    x = test.x.astype(np.float64)
+    err = np.sum((res.predicted - x) ** 2) / np.sum((x - x.mean(0)) ** 2)
     assert res.score == pytest.approx(1 - err, rel=1e-9)
     with pytest.raises(ValueError, match=r"'dataset' parameter of decode_input_at must be 'digits' or 'shapes'"):
         decode_input_at(loaded.model, "natural", "blocks.0.output")
