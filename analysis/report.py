@@ -9,6 +9,7 @@ completely *before* any work starts, runs one job per (checkpoint, dataset) thro
     OUT/
       metrics.parquet  metrics.csv      tidy results (DESIGN.md schema), deterministic row order
       spiral.csv                        the paper's Figure 1 experiment (analysis.spiral)
+      surgery.csv                       bottleneck activation removed / inserted at inference (analysis.surgery)
       figures/*.svg|png|pdf             analysis.figures builders (vl-convert, no browser)
       tables/*.tex                      booktabs tables, mean +- std over seeds, best in bold
       report.md  report.html            the report; the HTML embeds every figure (offline)
@@ -171,6 +172,7 @@ class ReportConfig:
     table_designs: tuple[str, ...]
     spiral: dict[str, Any] | None
     notes: tuple[str, ...] = ()
+    surgery: dict[str, Any] | None = None
 
 
 class _Checker:
@@ -259,6 +261,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "figures": ("designs", "depth_metrics", "depth_stages"),
     "tables": ("metrics", "stages", "designs"),
     "spiral": ("enabled", "dims", "activation", "seeds"),
+    "surgery": ("enabled", "checkpoints", "blocks"),
 }
 _FILE_KEYS = ("path", "arch", "mean", "std", "size", "gray_to_rgb")
 _POINT_RE = re.compile(r"^blocks\.(\d+)\.(input|expand\.pre|expand|depthwise\.pre|depthwise|"
@@ -515,13 +518,28 @@ def load_config(path: str | Path) -> ReportConfig:
     if not ck.bool_("spiral.enabled", sp.get("enabled", True)):
         spiral = None
 
+    su = sec["surgery"]
+    surgery: dict[str, Any] | None = {
+        "checkpoints": ck.str_list("surgery.checkpoints", su.get("checkpoints", [])),
+        "blocks": ck.int_list("surgery.blocks", su.get("blocks", []), 0) if su.get("blocks") else None,
+    }
+    if not ck.bool_("surgery.enabled", su.get("enabled", False)) or not surgery["checkpoints"]:
+        surgery = None
+    else:
+        from probes.loading import list_zoo
+
+        zoo = sorted(c["name"] for c in list_zoo())
+        for name in surgery["checkpoints"]:
+            if name not in zoo:
+                raise ck.fail("surgery.checkpoints", f"shipped zoo checkpoint names ({', '.join(zoo)})", name)
+
     checkpoints, notes = _resolve_checkpoints(ck, sec["checkpoints"], base)
     return ReportConfig(
         source=source.resolve(), raw=raw, title=title, formats=formats,
         checkpoints=tuple(checkpoints), datasets=tuple(datasets), pairing=pairing, study=study,
         diagram_points=diagrams, figure_designs=figure_designs, depth_metrics=depth_metrics,
         depth_stages=depth_stages, table_metrics=table_metrics, table_stages=table_stages,
-        table_designs=table_designs, spiral=spiral, notes=tuple(notes),
+        table_designs=table_designs, spiral=spiral, notes=tuple(notes), surgery=surgery,
     )
 
 
@@ -1260,6 +1278,26 @@ def _report(config: ReportConfig, jobs: list[Job], plan_notes: list[str], out: P
             part_failures.append(f"spiral: {type(exc).__name__}: {exc}")
     t_spiral = time.perf_counter() - t_spiral
 
+    # ---------------------------------------------------------------- surgery
+    surgery_charts = []
+    if config.surgery is not None:
+        from analysis.surgery import run_surgery, surgery_figure
+
+        frames_s = []
+        for name in config.surgery["checkpoints"]:
+            try:
+                table = run_surgery(name, blocks=config.surgery["blocks"], seed=config.study.seed, progress=False)
+                frames_s.append(table)
+                surgery_charts.append((f"surgery-{_safe(name)}", f"{name}: bottleneck activation changed at "
+                                       "inference, one block at a time and in all blocks; change of test accuracy "
+                                       "and of the input image's decodability (ridge R\u00b2) at the changed "
+                                       "block's projection, with 95 % bootstrap intervals over test images.",
+                                       surgery_figure(table)))
+            except Exception as exc:  # noqa: BLE001 - one part fails, the report goes on
+                part_failures.append(f"surgery {name}: {type(exc).__name__}: {exc}")
+        if frames_s:
+            write_table(pd.concat(frames_s, ignore_index=True), out / "surgery.csv")
+
     # ---------------------------------------------------------------- figures
     t_fig = time.perf_counter()
     cards = _cards_frame(config)
@@ -1273,6 +1311,7 @@ def _report(config: ReportConfig, jobs: list[Job], plan_notes: list[str], out: P
     if spiral_chart is not None:
         charts.append(("spiral", "A 2-D spiral embedded in n dimensions by a random matrix T, passed "
                        "through ReLU and mapped back (paper Fig. 1).", spiral_chart))
+    charts.extend(surgery_charts)
     fig_dir = out / "figures"
     written: dict[str, tuple[dict[str, Path], str]] = {}
     for stem, caption, chart in charts:
@@ -1378,6 +1417,7 @@ def _build_doc(out: Path, config: ReportConfig, jobs: Sequence[Job], status: dic
         ("depth-", "Metrics across depth", len(config.depth_stages)),
         ("positive-", "Active channels after each ReLU (Fig. 7)", 1),
         ("spiral", "Spiral through ReLU (Fig. 1)", 1),
+        ("surgery-", "Surgery: bottleneck activation removed or inserted at inference", 1),
         ("diagram-", "Persistence diagrams", 1),
     ]
     for prefix, heading, columns in sections:
@@ -1412,6 +1452,7 @@ def _build_doc(out: Path, config: ReportConfig, jobs: Sequence[Job], status: dic
         "`metrics.parquet`, `metrics.csv`: tidy results, one row per value "
         f"({len(metrics)} rows)",
         "`spiral.csv`: the spiral experiment" if (out / "spiral.csv").exists() else "spiral: not run",
+        "`surgery.csv`: the surgery table" if (out / "surgery.csv").exists() else "surgery: not run",
         f"`figures/`: {len(written)} figures as {', '.join(f.upper() for f in config.formats)}",
         "`tables/`: LaTeX tables; `provenance.json`: config, versions, checkpoint sha256, seeds, timings",
         f"config `{config.source.name}` (sha256 {provenance['config_sha256'][:12]}), git commit "
