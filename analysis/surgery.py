@@ -299,7 +299,7 @@ def surgery_figure(table: pd.DataFrame, *, metric: str = "input_decode_r2", poin
     sel["hi"] = sel["ci_high"] - sel["baseline"]
     color = alt.Color("series:N", title="Changed", scale=alt.Scale(
         domain=["this block only", "all blocks"], range=[OKABE_ITO["vermillion"], OKABE_ITO["black"]]))
-    base = alt.Chart(sel).encode(x=alt.X("block:O", title="Block"), color=color)
+    base = alt.Chart(sel).encode(x=alt.X("block:O", title="Block"), xOffset=alt.XOffset("series:N"), color=color)
     bottom = (base.mark_rule().encode(y=alt.Y("lo:Q", title=f"Change of {metric_label(metric)}"), y2="hi:Q")
               + base.mark_point(filled=True, size=50).encode(
                   y="delta:Q", tooltip=["variant", "point", alt.Tooltip("value:Q", format=".3f"),
