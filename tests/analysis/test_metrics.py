@@ -13,7 +13,7 @@ from analysis.metrics import (
     metric_info,
     metric_label,
 )
-from analysis.quantization import QUANTIZATION_METRICS
+from analysis.quantization import CALIBRATED_METRICS, QUANTIZATION_METRICS
 from analysis.study import FAMILIES
 
 
@@ -27,7 +27,8 @@ def test_every_entry_is_well_formed():
 
 
 def test_emitted_metric_ids_are_registered():
-    names = metric_names(["x", "y", "scale", "rotation", "intensity"]) + list(QUANTIZATION_METRICS)
+    names = metric_names(["x", "y", "scale", "rotation", "intensity"]) + list(QUANTIZATION_METRICS) + list(
+        CALIBRATED_METRICS) + ["twonn_id_ci_low", "int8_sqnr_db_stream_ci_high"]
     for name in names:
         assert metric_info(name) is not None, name
     assert metric_family("factor_decode_r2_rotation_knn") == "information"
