@@ -60,8 +60,9 @@ def test_activity_not_applicable_on_linear_projection(linear: StudyResult, relu6
     row = _value(linear.metrics, "blocks.5.project", "dead_fraction")
     assert math.isnan(row.value) and row.reason.startswith("not applicable")
     row = _value(relu6.metrics, "blocks.5.project", "dead_fraction")
-    # counted at sampled positions (no Extent sink here): an upper bound, and it says so
-    assert 0.0 <= row.value <= 1.0 and row.reason.startswith("upper bound: counted at sampled positions")
+    # counted at every position (the capture's Extent sink): exact, no caveat
+    extent = relu6.probe.stats["blocks.5.project"].extent
+    assert row.value == np.mean(np.asarray(extent.active) == 0) and row.reason == ""
 
 
 def test_spectrum_rank_is_bounded_by_channels_and_points(linear: StudyResult) -> None:
