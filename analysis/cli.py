@@ -13,6 +13,7 @@ naming where it went.
     bnprobe probe CHECKPOINT [--arch ARCH] [--dataset NAME|PATH] [--points GLOB] [--out FILE]
     bnprobe blocks CHECKPOINT [--arch ARCH]       # only discover the blocks: one line per block
     bnprobe spiral [--dims 2 3 5 15 30] [--activation relu] [--out FILE]
+    bnprobe surgery CHECKPOINT [--act identity|relu6] [--blocks I ...] [--out FILE] [--figure FILE]
     bnprobe report CONFIG.toml --out DIR [--scheduler ADDRESS]
     bnprobe predict CHECKPOINT [--arch ARCH] IMAGE...
 """
@@ -177,6 +178,26 @@ def _cmd_spiral(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_surgery(args: argparse.Namespace) -> int:
+    from analysis.surgery import run_surgery, surgery_figure
+
+    _check_out(args.out)
+    if args.figure and Path(args.figure).suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise _UserError(f"figure file {args.figure!r} must end in .png, .svg or .pdf")
+    table = run_surgery(args.checkpoint, dataset=args.dataset, act=args.act, blocks=args.blocks, seed=args.seed,
+                        progress=not args.quiet)
+    if args.out:
+        _write_table(table, args.out)
+    else:
+        print(table.to_csv(index=False), end="")
+    if args.figure:
+        from analysis.figures import save_chart
+
+        save_chart(surgery_figure(table), args.figure)
+        print(f"wrote {args.figure}", file=sys.stderr)
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from analysis.report import run_report
 
@@ -236,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-images", type=int, default=None, help="use only the first N images")
     p.add_argument("--points", default=None, help="capture points: a name or glob, e.g. 'blocks.*.project*'")
     p.add_argument("--metrics", nargs="+", default=["spectrum", "activity", "reconstruction", "topology",
-                                                     "dimension", "similarity", "quantization"],
+                                                     "dimension", "similarity", "quantization", "information"],
                    help="metric families to compute")
     p.add_argument("--reservoir", type=int, default=1000, help="reservoir points kept per capture point")
     p.add_argument("--seed", type=int, default=0)
@@ -257,6 +278,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output table .csv or .parquet (default: CSV on stdout)")
     p.add_argument("--figure", default=None, help="also write the figure (.png, .svg or .pdf)")
     p.set_defaults(func=_cmd_spiral)
+
+    p = sub.add_parser("surgery", help="remove / insert the bottleneck activation of a zoo checkpoint at "
+                                       "inference: accuracy and information per changed block")
+    p.add_argument("checkpoint", help="zoo checkpoint name (see `bnprobe zoo`)")
+    p.add_argument("--dataset", default=None, choices=["digits", "shapes"],
+                   help="dataset with a train / test split (default: the one it was trained on)")
+    p.add_argument("--act", default=None, choices=["identity", "relu6", "relu"],
+                   help="new activation (default: identity for a ReLU-type bottleneck, relu6 for a linear one)")
+    p.add_argument("--blocks", type=int, nargs="+", default=None, help="blocks changed one at a time (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap over test images")
+    p.add_argument("--out", default=None, help="output table .csv or .parquet (default: CSV on stdout)")
+    p.add_argument("--figure", default=None, help="also write the figure (.png, .svg or .pdf)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_surgery)
 
     p = sub.add_parser("report", help="run a whole study from a TOML config into a report folder")
     p.add_argument("config", help="TOML config (see analysis/configs/paper.toml)")

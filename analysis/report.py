@@ -9,6 +9,7 @@ completely *before* any work starts, runs one job per (checkpoint, dataset) thro
     OUT/
       metrics.parquet  metrics.csv      tidy results (docs/design.md schema), deterministic row order
       spiral.csv                        the paper's Figure 1 experiment (analysis.spiral)
+      surgery.csv                       bottleneck activation removed / inserted at inference (analysis.surgery)
       figures/*.svg|png|pdf             analysis.figures builders (vl-convert, no browser)
       tables/*.tex                      booktabs tables, mean +- std over seeds, best in bold
       report.md  report.html            the report; the HTML embeds every figure (offline)
@@ -65,6 +66,8 @@ import numpy as np
 import pandas as pd
 
 from analysis._workers import init_worker
+from analysis.metrics import METRICS, higher_is_better
+from analysis.metrics import metric_family as registry_family
 from probes._io import atomic_write_json, atomic_write_text, check_output, sha256_file
 
 __all__ = [
@@ -91,37 +94,14 @@ DEFAULT_CONFIG: Path = Path(__file__).resolve().parent / "configs" / "paper.toml
 #: Figure file formats that :func:`analysis.figures.save_chart` writes.
 FIGURE_FORMATS: tuple[str, ...] = ("svg", "png", "pdf")
 
-#: Direction of "better" per metric for the bold cell of a table row (True: higher is better).
-#: Metrics without a direction (Betti numbers, intrinsic dimension ...) get no bold cell.
+#: Direction of "better" per metric for the bold cell of a table row (True: higher keeps more),
+#: from the registry :mod:`analysis.metrics`. Metrics without a direction there (Betti numbers,
+#: intrinsic dimension, CKA, interval bounds ...) get no bold cell; derived names resolve
+#: through :func:`analysis.metrics.higher_is_better`.
 HIGHER_IS_BETTER: dict[str, bool] = {
-    **{m: True for m in ("rank", "effective_rank", "participation_ratio", "stable_rank",
-                         "pca_dims_90", "pca_dims_95", "pca_dims_99")},
-    **{f"{m}_frac": True for m in ("rank", "effective_rank", "participation_ratio", "stable_rank",
-                                   "pca_dims_90", "pca_dims_95", "pca_dims_99")},
-    "dead_fraction": False, "rare_fraction": False, "saturated_fraction": False,
-    "positive_min": True, "positive_mean": True, "positive_max": True,
-    "above_threshold_fraction": True, "lemma2_invertible_fraction": True,
-    "recon_error_linear": False, "recon_error_knn": False, "recon_error_mlp": False,
-    "recon_error_exact": False, "recon_r2_linear": True, "recon_r2_knn": True,
-    "recon_r2_mlp": True, "recon_r2_exact": True,
-    "bottleneck_to_input_h1": False, "wasserstein_to_input_h1": False,
-    "cka_to_input": True, "int8_sqnr_db": True, "int8_sqnr_db_per_channel": True,
-    "test_accuracy": True,
+    name: info.direction == "higher keeps more" for name, info in METRICS.items() if info.direction is not None
 }
 
-_FAMILY_PREFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("spectrum", ("rank", "effective_rank", "participation_ratio", "stable_rank", "pca_dims_")),
-    ("activity", ("dead_fraction", "rare_fraction", "saturated_fraction", "positive_",
-                  "above_threshold_fraction", "lemma2_invertible_fraction")),
-    ("reconstruction", ("recon_",)),
-    ("topology", ("betti", "total_persistence", "persistence_entropy", "bottleneck_to_input",
-                  "wasserstein_to_input")),
-    ("dimension", ("twonn_id", "mle_id")),
-    ("similarity", ("cka_",)),
-    ("quantization", ("int8_sqnr",)),
-)
-
-#: Function that each metric family needs (checked before any work starts).
 _FAMILY_FUNCTIONS: dict[str, tuple[str, str]] = {
     "spectrum": ("analysis.spectrum", "spectrum_metrics"),
     "activity": ("analysis.activity", "activity_metrics"),
@@ -130,6 +110,7 @@ _FAMILY_FUNCTIONS: dict[str, tuple[str, str]] = {
     "dimension": ("analysis.dimension", "intrinsic_dimension"),
     "similarity": ("analysis.similarity", "similarity_metrics"),
     "quantization": ("analysis.quantization", "quantization_metrics"),
+    "information": ("analysis.information", "information_metrics"),
 }
 
 _VERSIONED_PACKAGES: tuple[str, ...] = (
@@ -140,11 +121,13 @@ _VERSIONED_PACKAGES: tuple[str, ...] = (
 
 
 def metric_family(metric: str) -> str | None:
-    """The metric family (see :data:`analysis.study.FAMILIES`) that computes ``metric``."""
-    for family, prefixes in _FAMILY_PREFIXES:
-        if any(metric == p or metric.startswith(p) for p in prefixes):
-            return family
-    return None
+    """The metric family (see :data:`analysis.study.FAMILIES`) that computes ``metric``.
+
+    From the registry :mod:`analysis.metrics`; None for unknown names and for
+    ``test_accuracy`` (not computed by a family).
+    """
+    family = registry_family(metric)
+    return None if family == "accuracy" else family
 
 
 # ============================================================================================
@@ -191,6 +174,7 @@ class ReportConfig:
     table_designs: tuple[str, ...]
     spiral: dict[str, Any] | None
     notes: tuple[str, ...] = ()
+    surgery: dict[str, Any] | None = None
 
 
 class _Checker:
@@ -279,6 +263,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "figures": ("designs", "depth_metrics", "depth_stages"),
     "tables": ("metrics", "stages", "designs"),
     "spiral": ("enabled", "dims", "activation", "seeds"),
+    "surgery": ("enabled", "checkpoints", "blocks"),
 }
 _FILE_KEYS = ("path", "arch", "mean", "std", "size", "gray_to_rgb")
 _POINT_RE = re.compile(r"^blocks\.(\d+)\.(input|expand\.pre|expand|depthwise\.pre|depthwise|"
@@ -545,13 +530,28 @@ def load_config(path: str | Path) -> ReportConfig:
     if not ck.bool_("spiral.enabled", sp.get("enabled", True)):
         spiral = None
 
+    su = sec["surgery"]
+    surgery: dict[str, Any] | None = {
+        "checkpoints": ck.str_list("surgery.checkpoints", su.get("checkpoints", [])),
+        "blocks": ck.int_list("surgery.blocks", su.get("blocks", []), 0) if su.get("blocks") else None,
+    }
+    if not ck.bool_("surgery.enabled", su.get("enabled", False)) or not surgery["checkpoints"]:
+        surgery = None
+    else:
+        from probes.loading import list_zoo
+
+        zoo = sorted(c["name"] for c in list_zoo())
+        for name in surgery["checkpoints"]:
+            if name not in zoo:
+                raise ck.fail("surgery.checkpoints", f"shipped zoo checkpoint names ({', '.join(zoo)})", name)
+
     checkpoints, notes = _resolve_checkpoints(ck, sec["checkpoints"], base)
     return ReportConfig(
         source=source.resolve(), raw=raw, title=title, formats=formats,
         checkpoints=tuple(checkpoints), datasets=tuple(datasets), pairing=pairing, study=study,
         diagram_points=diagrams, figure_designs=figure_designs, depth_metrics=depth_metrics,
         depth_stages=depth_stages, table_metrics=table_metrics, table_stages=table_stages,
-        table_designs=table_designs, spiral=spiral, notes=tuple(notes),
+        table_designs=table_designs, spiral=spiral, notes=tuple(notes), surgery=surgery,
     )
 
 
@@ -873,7 +873,7 @@ def _table_rows(summary: pd.DataFrame) -> tuple[list[str], list[tuple[str, str, 
     for (stage, metric), part in summary.groupby(["stage", "metric"], sort=False):
         cells = {d: (m, s, n) for d, m, s, n in zip(part["design"], part["mean"], part["std"], part["n"])}
         dec = _decimals([c[0] for c in cells.values()], [c[1] for c in cells.values()])
-        direction = HIGHER_IS_BETTER.get(metric)
+        direction = higher_is_better(metric)
         best = None
         if direction is not None and len(cells) > 1:
             means = [c[0] for c in cells.values()]
@@ -1359,6 +1359,26 @@ def _report(config: ReportConfig, jobs: list[Job], plan_notes: list[str], out: P
             part_failures.append(f"spiral: {type(exc).__name__}: {exc}")
     t_spiral = time.perf_counter() - t_spiral
 
+    # ---------------------------------------------------------------- surgery
+    surgery_charts = []
+    if config.surgery is not None:
+        from analysis.surgery import run_surgery, surgery_figure
+
+        frames_s = []
+        for name in config.surgery["checkpoints"]:
+            try:
+                table = run_surgery(name, blocks=config.surgery["blocks"], seed=config.study.seed, progress=False)
+                frames_s.append(table)
+                surgery_charts.append((f"surgery-{_safe(name)}", f"{name}: bottleneck activation changed at "
+                                       "inference, one block at a time and in all blocks; change of test accuracy "
+                                       "and of the input image's decodability (ridge R\u00b2) at the changed "
+                                       "block's projection, with 95 % bootstrap intervals over test images.",
+                                       surgery_figure(table)))
+            except Exception as exc:  # noqa: BLE001 - one part fails, the report goes on
+                part_failures.append(f"surgery {name}: {type(exc).__name__}: {exc}")
+        if frames_s:
+            write_table(pd.concat(frames_s, ignore_index=True), out / "surgery.csv")
+
     # ---------------------------------------------------------------- figures
     t_fig = time.perf_counter()
     cards = _cards_frame(config)
@@ -1372,6 +1392,7 @@ def _report(config: ReportConfig, jobs: list[Job], plan_notes: list[str], out: P
     if spiral_chart is not None:
         charts.append(("spiral", "A 2-D spiral embedded in n dimensions by a random matrix T, passed "
                        "through ReLU and mapped back (paper Fig. 1).", spiral_chart))
+    charts.extend(surgery_charts)
     fig_dir = out / "figures"
     written: dict[str, tuple[dict[str, Path], str]] = {}
     for stem, caption, chart in charts:
@@ -1477,6 +1498,7 @@ def _build_doc(out: Path, config: ReportConfig, jobs: Sequence[Job], status: dic
         ("depth-", "Metrics across depth", len(config.depth_stages)),
         ("positive-", "Active channels after each ReLU (Fig. 7)", 1),
         ("spiral", "Spiral through ReLU (Fig. 1)", 1),
+        ("surgery-", "Surgery: bottleneck activation removed or inserted at inference", 1),
         ("diagram-", "Persistence diagrams", 1),
     ]
     for prefix, heading, columns in sections:
@@ -1511,6 +1533,7 @@ def _build_doc(out: Path, config: ReportConfig, jobs: Sequence[Job], status: dic
         "`metrics.parquet`, `metrics.csv`: tidy results, one row per value "
         f"({len(metrics)} rows)",
         "`spiral.csv`: the spiral experiment" if (out / "spiral.csv").exists() else "spiral: not run",
+        "`surgery.csv`: the surgery table" if (out / "surgery.csv").exists() else "surgery: not run",
         f"`figures/`: {len(written)} figures as {', '.join(f.upper() for f in config.formats)}",
         "`tables/`: LaTeX tables; `provenance.json`: config, versions, checkpoint sha256, seeds, timings",
         f"config `{config.source.name}` (sha256 {provenance['config_sha256'][:12]}), git commit "

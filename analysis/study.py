@@ -30,8 +30,23 @@ Which metric is computed where
   ``bottleneck_to_input_h1``, ``wasserstein_to_input_h1``): every point's reservoir after
   greedy subsampling to ``topology_points`` points.
 - dimension (``twonn_id``, ``mle_id``), quantisation (``int8_sqnr_db``,
-  ``int8_sqnr_db_per_channel``): every point's reservoir.
+  ``int8_sqnr_db_per_channel`` ..., calibrated on the reservoir; ``int8_sqnr_db_stream`` and
+  ``int8_sqnr_db_clipped``, calibrated on every captured value when the capture has an
+  ``Extent`` sink, else NaN with a reason): every point's reservoir. Their spread over
+  reservoir redraws: ``<metric>_ci_low`` / ``_ci_high`` rows by the delete-half jackknife
+  (:func:`analysis.dimension.redraw_interval`). Topology is not resampled (each redraw is a
+  ripser run); its values carry the reservoir's sampling error without an interval.
+
+Sampling caveats carried as reasons on finite values: spectrum metrics from fewer points than
+channels (a lower bound), ``dead_fraction`` from activity counts at sampled positions (an upper
+bound; from counts at every position when the capture's ``Extent`` sink has them).
 - similarity (``cka_to_input``): every point against its block's input (paired reservoirs).
+- information (``input_decode_r2``, ``label_decode_acc``, ``factor_decode_r2_<name>``, each with
+  a ``_knn`` column and ``_ci_low`` / ``_ci_high`` rows; :mod:`analysis.information`): the points
+  of :data:`analysis.information.INFO_POINTS` (or ``points`` when given), from a second pass
+  over the dataset's train AND test splits with one globally pooled point per image, whatever
+  ``split``, ``n_images`` and ``sample_unit`` say; ``n_points`` is the number of test images.
+  NaN with a reason on datasets without a train / test split.
 """
 
 from __future__ import annotations
@@ -75,6 +90,7 @@ __all__ = [
 #: Metric families, in the order they are computed.
 FAMILIES: tuple[str, ...] = (
     "spectrum", "activity", "reconstruction", "topology", "dimension", "similarity", "quantization",
+    "information",
 )
 
 #: Columns of the tidy results table, in order.
@@ -288,7 +304,9 @@ def _folded(model: torch.nn.Module, conv_path: str | None, bn_path: str | None) 
 
 
 def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[Any],
-                    config: StudyConfig, *, progress: bool = True) -> tuple[list[dict[str, Any]], dict[str, dict[str, np.ndarray]]]:
+                    config: StudyConfig, *, progress: bool = True,
+                    information: tuple[dict[str, dict[str, Any]], int] | None = None,
+                    ) -> tuple[list[dict[str, Any]], dict[str, dict[str, np.ndarray]]]:
     """Metric rows (without design columns) and details for every probed point.
 
     Parameters
@@ -299,6 +317,9 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
     blocks : sequence of probes.blocks.BlockInfo
         The model's blocks (module paths of the expansion conv and BN).
     config : StudyConfig
+    information : (dict, int), optional
+        ``({point: {metric: MetricValue}}, n_test)`` of the information family (computed by
+        :func:`run_study` from its own pass over the train and test splits).
 
     Returns
     -------
@@ -363,6 +384,7 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
                 m = activity_metrics(act.active, n_points=int(act.n_points), histogram=act.histogram,
                                      activation=act.kind, saturated_counts=act.saturated,
                                      threshold=pt.block_in, point=pt.name, **kw)
+                m |= _full_activity(stats, m, sampled=config.moments != "exact")
                 det["positive_hist"] = np.asarray(act.histogram, dtype=np.int64)
                 det["active_fraction"] = np.asarray(act.active_fraction, dtype=np.float64)
                 vals.update({k: (v, int(act.n_points)) for k, v in m.items()})
@@ -407,6 +429,7 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
             if finite:
                 m, reasons = intrinsic_dimension(cloud)
                 vals.update({k: ((v, reasons.get(k)), n_res) for k, v in m.items()})
+                vals.update(_redraw_rows(cloud, lambda c: intrinsic_dimension(c)[0], m, n_res, config.seed))
             else:
                 vals.update({k: ((math.nan, nonfinite), n_res) for k in ("twonn_id", "mle_id")})
 
@@ -422,8 +445,18 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
         if "quantization" in fams and cloud is not None:
             from analysis.quantization import quantization_metrics
 
-            m = quantization_metrics(cloud, point=pt.name)
+            from analysis.quantization import calibrated_metrics
+
+            extent = getattr(stats, "extent", None)
+            m = quantization_metrics(cloud, point=pt.name) | calibrated_metrics(cloud, extent, point=pt.name)
             vals.update({k: (v, n_res) for k, v in m.items()})
+            if finite:
+                vals.update(_redraw_rows(
+                    cloud, lambda c: quantization_metrics(c) | calibrated_metrics(c, extent),
+                    {k: m[k].value for k in _REDRAW_QUANT}, n_res, config.seed))
+
+        if "information" in fams and information is not None and pt.name in information[0]:
+            vals.update({k: (v, information[1]) for k, v in information[0][pt.name].items()})
 
         for metric, (mv, n) in vals.items():
             value, reason = _value_reason(mv)
@@ -439,6 +472,49 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
     return rows, details
 
 
+_REDRAW_QUANT = ("int8_sqnr_db", "int8_sqnr_db_per_channel", "int8_sqnr_db_stream", "int8_sqnr_db_clipped")
+
+
+def _redraw_rows(cloud: np.ndarray, func: Any, values: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
+    """``<metric>_ci_low`` / ``_ci_high`` over reservoir redraws (analysis.dimension.redraw_interval)."""
+    from analysis.dimension import redraw_interval
+
+    plain = {k: float(getattr(v, "value", v)) for k, v in values.items()}
+    out: dict[str, Any] = {}
+    if cloud.shape[0] < 20:
+        return out
+    for k, (lo, hi) in redraw_interval(cloud, func, plain, seed=seed).items():
+        why = None if math.isfinite(lo) else "not defined: the value or a half-sample value is not finite"
+        out[f"{k}_ci_low"] = ((lo, why), n)
+        out[f"{k}_ci_high"] = ((hi, why), n)
+    return out
+
+
+def _full_activity(stats: Any, m: dict[str, Any], *, sampled: bool) -> dict[str, Any]:
+    """dead / rare fractions from counts at every position (``Extent``) when the capture has them.
+
+    Without them, counts at sampled positions make a rarely active unit read as dead: the
+    value is then an upper bound and says so.
+    """
+    from analysis.spectrum import MetricValue
+
+    extent = getattr(stats, "extent", None)
+    active = None if extent is None else getattr(extent, "active", None)
+    if active is not None and int(getattr(extent, "n_points", 0)) > 0:
+        frac = np.asarray(active, dtype=np.float64) / float(extent.n_points)
+        return {"dead_fraction": MetricValue(float(np.mean(frac == 0))),
+                "rare_fraction": MetricValue(float(np.mean(frac < 0.01)))}
+    if not sampled:
+        return {}
+    out = {}
+    for k in ("dead_fraction",):
+        v = m.get(k)
+        if v is not None and not getattr(v, "reason", None) and math.isfinite(getattr(v, "value", math.nan)):
+            out[k] = MetricValue(v.value, "upper bound: counted at sampled positions only (a unit active only "
+                                          "at positions that were not sampled reads as dead); use moments='exact'")
+    return out
+
+
 def _value_reason(mv: Any) -> tuple[float, str]:
     if isinstance(mv, tuple) and len(mv) == 2 and not hasattr(mv, "value"):
         value, reason = mv
@@ -450,6 +526,26 @@ def _value_reason(mv: Any) -> tuple[float, str]:
     if reason is None:
         reason = "" if math.isfinite(value) else "undefined"
     return value, reason
+
+
+def _information(model: torch.nn.Module, spec: Any, config: StudyConfig, pr: Any, *,
+                 device: str | None, progress: bool) -> tuple[dict[str, dict[str, Any]], int]:
+    """The information family on the points of ``pr`` that it covers (see the module docstring)."""
+    import fnmatch
+
+    from analysis.information import INFO_POINTS, information_rows, metric_names
+    from analysis.spectrum import MetricValue
+
+    names = list(pr.points)
+    if config.points is None:
+        names = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in INFO_POINTS)]
+    if config.dataset not in ("digits", "shapes"):
+        reason = (f"not available: the information family decodes from a train split and scores on a "
+                  f"test split; only the built-in digits and shapes have them (got {config.dataset!r})")
+        return {n: {m: MetricValue(math.nan, reason) for m in metric_names()} for n in names}, 0
+    metrics, meta = information_rows(model, config.dataset, input_spec=spec, points=names, seed=config.seed,
+                                     gray_to_rgb=config.gray_to_rgb, device=device, progress=progress)
+    return metrics, int(meta["n_test"])
 
 
 def _cache_path(cache_dir: Path, identity: str, config: StudyConfig) -> Path:
@@ -520,7 +616,11 @@ def run_study(checkpoint: Any, config: StudyConfig | None = None, *, arch: str |
                seed=config.seed, moments=config.moments, moment_positions=config.moment_positions,
                progress=progress)
     t_probe = time.perf_counter() - t0
-    rows, details = compute_metrics(pr, model, blocks, config, progress=progress)
+    info, t_info = None, 0.0
+    if "information" in config.families:
+        info = _information(model, spec, config, pr, device=device, progress=progress)
+        t_info = time.perf_counter() - t0 - t_probe
+    rows, details = compute_metrics(pr, model, blocks, config, progress=progress, information=info)
     t_metrics = time.perf_counter() - t0 - t_probe
 
     design = loaded.design or {}
@@ -539,7 +639,8 @@ def run_study(checkpoint: Any, config: StudyConfig | None = None, *, arch: str |
         "sha256": loaded.sha256, "design": design, "input_spec": spec.to_dict(),
         "dataset": {"name": ds.name, **{k: v for k, v in ds.meta.items() if k != "factor_ranges"}},
         "config": config.to_dict(), "n_images": int(pr.n_images), "n_blocks": len(blocks),
-        "seconds": {"probe": round(t_probe, 2), "metrics": round(t_metrics, 2)},
+        "seconds": {"probe": round(t_probe, 2), "metrics": round(t_metrics, 2),
+                    "information": round(t_info, 2)},
     }
     result = StudyResult(metrics=df, details=details, meta=meta, probe=pr)
     if cache is not None:

@@ -13,18 +13,11 @@ import pandas as pd
 import streamlit as st
 
 from analysis import figures
+from analysis.metrics import metric_direction
 from dashboard import state
 
-__all__ = ["HIGHER_KEEPS_MORE", "LOWER_KEEPS_MORE", "ensure_results", "metric_options", "reading",
+__all__ = ["ensure_results", "metric_options", "reading",
            "render", "show_overview", "stage_options"]
-
-#: Metrics for which a higher value means that more information is kept.
-HIGHER_KEEPS_MORE = ("rank", "effective_rank", "participation_ratio", "stable_rank", "pca_dims_",
-                     "positive_", "above_threshold_fraction", "lemma2_invertible_fraction",
-                     "recon_r2_", "cka_to_input", "twonn_id", "mle_id")
-#: Metrics for which a lower value means that more information is kept.
-LOWER_KEEPS_MORE = ("dead_fraction", "rare_fraction", "saturated_fraction", "recon_error_",
-                    "bottleneck_to_input_h1", "wasserstein_to_input_h1")
 
 _STAGE_WORDS = {"input": "the block input", "expand": "the expansion", "depthwise": "the depthwise conv",
                 "project": "the projection", "output": "the block output"}
@@ -32,9 +25,11 @@ _DEFAULT_METRICS = ("effective_rank_frac", "rank_frac", "participation_ratio_fra
 
 
 def metric_options(df: pd.DataFrame) -> list[str]:
-    """Metrics present in ``df`` with at least one finite value, in the order of METRIC_LABELS."""
+    """Metrics present in ``df`` with at least one finite value, in the order of METRIC_LABELS
+    (``*_ci_low`` / ``*_ci_high`` bounds excluded)."""
     finite = df[np.isfinite(df["value"].astype(float))]
-    present = set(finite["metric"].astype(str))
+    # interval bounds are drawn with their metric, not offered as metrics of their own
+    present = {m for m in finite["metric"].astype(str) if not m.endswith(("_ci_low", "_ci_high"))}
     known = [m for m in figures.METRIC_LABELS if m in present]
     return known + sorted(present - set(known))
 
@@ -49,16 +44,6 @@ def stage_options(df: pd.DataFrame, metric: str) -> list[tuple[str, bool]]:
 def _stage_label(option: tuple[str, bool]) -> str:
     stage, pre = option
     return f"{stage} (before activation)" if pre else stage
-
-
-def _direction(metric: str) -> int:
-    """+1 when higher keeps more information, -1 when lower does, 0 when neither is clear."""
-    base = metric.removesuffix("_frac")
-    if any(base == m or (m.endswith("_") and base.startswith(m)) for m in HIGHER_KEEPS_MORE):
-        return 1
-    if any(base == m or (m.endswith("_") and base.startswith(m)) for m in LOWER_KEEPS_MORE):
-        return -1
-    return 0
 
 
 def _fmt(x: float) -> str:
@@ -105,7 +90,7 @@ def reading(df: pd.DataFrame, metric: str, stage: str, pre: bool) -> str:
             blk = int(gap.idxmax())
             text += (f" {a} minus {b}: {_fmt(diff)}{rel}; the largest gap is at block {blk} "
                      f"({_fmt(wide.loc[blk, a])} vs {_fmt(wide.loc[blk, b])}).")
-            sign = _direction(metric)
+            sign = metric_direction(metric)
             if sign and diff != 0:
                 keeps = a if sign * diff > 0 else b
                 more = "higher" if sign > 0 else "lower"

@@ -76,3 +76,13 @@ def test_unknown_recipe(capsys) -> None:
 def test_parser_defaults() -> None:
     args = build_parser().parse_args(["probe", "x"])
     assert args.dataset == "digits" and args.split == "test" and args.out is None
+
+
+def test_surgery_rejects_a_bad_figure_suffix_before_work(tmp_path, capsys) -> None:
+    assert main(["surgery", "digits-relu6-s0", "--figure", str(tmp_path / "s.gif")]) == 2
+    assert "must end in .png, .svg or .pdf" in capsys.readouterr().err
+
+
+def test_surgery_unknown_checkpoint(capsys) -> None:
+    assert main(["surgery", "digits-magic-s9", "--blocks", "0"]) == 2
+    assert "digits-magic-s9" in capsys.readouterr().err
