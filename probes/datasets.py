@@ -381,7 +381,7 @@ def load_image_folder(path: str | os.PathLike[str], *, size: int = 32,
     --------
     image_files : the same folder streamed, for folders too large for memory.
     """
-    from probes.preprocess import InputSpec, transform_image
+    from probes.preprocess import InputSpec, open_image
 
     root = Path(path)
     if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
@@ -392,7 +392,7 @@ def load_image_folder(path: str | os.PathLike[str], *, size: int = 32,
         )
     files, labels, classes = _folder_files(root)
     if channels is None:
-        channels = 1 if all(_image_mode(f) in _GRAY_MODES for f in files) else 3
+        channels = 1 if all(open_image(f, None) in _GRAY_MODES for f in files) else 3
     spec = InputSpec(size=size, channels=channels, mean=(0.0,) * channels, std=(1.0,) * channels,
                      interpolation="bilinear", source="identity (load_image_folder)")
     stream = ImageFiles(files, name=root.name).prepared(spec)
@@ -408,16 +408,6 @@ def load_image_folder(path: str | os.PathLike[str], *, size: int = 32,
               "size": size, "channels": channels,
               "files": [str(f.relative_to(root)) for f in files]},
     )
-
-
-def _image_mode(f: Path) -> str:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(f) as im:
-            return im.mode
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise ValueError(f"{f}: cannot read this image ({exc}). Expected {FOLDER_LAYOUT}.") from None
 
 
 def _folder_files(root: Path) -> tuple[list[Path], list[int], list[str]]:
@@ -656,7 +646,9 @@ def _mapped_member(path: Path, member: str) -> np.ndarray | None:
             return None
         with zf.open(info) as f:
             version = np.lib.format.read_magic(f)
-            shape, fortran, dtype = np.lib.format._read_array_header(f, version)  # noqa: SLF001
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(f)
             header = f.tell()
     with open(path, "rb") as raw:
         raw.seek(info.header_offset)

@@ -136,19 +136,21 @@ def prepare(x: np.ndarray | torch.Tensor, spec: InputSpec, *, gray_to_rgb: bool 
     return (t - mean) / std
 
 
-def open_image(path: str | os.PathLike[str], mode: str, *, max_pixels: int = MAX_IMAGE_PIXELS) -> "Any":
+def open_image(path: str | os.PathLike[str], mode: str | None, *, max_pixels: int = MAX_IMAGE_PIXELS) -> "Any":
     """Decode an image file into a PIL image of ``mode`` ("RGB" or "L"), with a pixel limit.
 
     Parameters
     ----------
     path : path
-    mode : {"RGB", "L"}
+    mode : {"RGB", "L"} or None
+        None reads only the header and returns the file's own mode as a string (nothing is
+        decoded).
     max_pixels : int
         Files declaring more than ``max_pixels`` pixels are refused before decoding.
 
     Returns
     -------
-    PIL.Image.Image, fully loaded (the file is closed).
+    PIL.Image.Image, fully loaded (the file is closed), or str for ``mode=None``.
 
     Raises
     ------
@@ -168,11 +170,12 @@ def open_image(path: str | os.PathLike[str], mode: str, *, max_pixels: int = MAX
                         f"Image file {path} declares {w} x {h} = {w * h:,} pixels, more than the limit "
                         f"of {max_pixels:,} (a decompression bomb?). Shrink the image, or remove it."
                     )
-                return img.convert(mode)
+                return img.mode if mode is None else img.convert(mode)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise ValueError(f"Image file {path} does not exist.") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ValueError(f"Image file {path} is refused as a decompression bomb: {e}") from None
+        # PIL refuses at open when the header declares more than twice its own limit
+        raise ValueError(f"Image file {path} declares too many pixels (a decompression bomb?): {e}") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"Cannot read image file {path}: {e}. Expected a PNG, JPEG or other "
                          f"image format that PIL reads.") from None
