@@ -265,28 +265,36 @@ def _off_diagonal(d: np.ndarray) -> np.ndarray:
 
 
 def _wasserstein1(a: np.ndarray, b: np.ndarray) -> float:
-    """Exact 1-Wasserstein distance, Euclidean ground metric (persim's construction).
+    """Exact 1-Wasserstein distance, Euclidean ground metric, as a sparse assignment problem.
 
-    The (m + n) x (m + n) cost matrix [[C, diag(a)], [diag(b), 0]] with C_ij = ||a_i - b_j||_2
-    and the diagonal blocks holding each point's distance to the diagonal, (d - b) / sqrt(2)
-    (other entries of those blocks are forbidden), solved by scipy's Hungarian algorithm.
+    Rows are the m points of ``a`` and n copies of the diagonal, columns the n points of ``b``
+    and m copies of the diagonal (persim's (m + n) x (m + n) construction): a_i - b_j costs
+    ||a_i - b_j||_2, a_i - its own diagonal copy (d - b) / sqrt(2), b_j - its own diagonal
+    copy likewise, and a diagonal copy of b_j - a diagonal copy of a_i costs 0. Only the pairs
+    with ||a_i - b_j|| <= delta(a_i) + delta(b_j) are kept (a longer pair is never better than
+    sending both to the diagonal), and the zero-cost diagonal pairs only for those same (i, j)
+    (they absorb the two diagonal copies freed when a_i and b_j are matched): every matching of
+    the dense problem maps to one of the same cost here and back, so the optimum is the same.
+    A constant 1 is added to every edge (explicit zeros are then no special case for the
+    solver) and m + n subtracted after: every perfect matching has m + n edges. Solved with
+    scipy's sparse LAPJV (:func:`scipy.sparse.csgraph.min_weight_full_bipartite_matching`).
     """
-    from scipy.optimize import linear_sum_assignment
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
     m, n = len(a), len(b)
     if m == 0 and n == 0:
         return 0.0
-    big = np.inf
-    cost = np.zeros((m + n, m + n))
-    cost[:m, :n] = np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(axis=2))
-    upper = np.full((m, m), big)
-    np.fill_diagonal(upper, (a[:, 1] - a[:, 0]) / np.sqrt(2.0))
-    lower = np.full((n, n), big)
-    np.fill_diagonal(lower, (b[:, 1] - b[:, 0]) / np.sqrt(2.0))
-    cost[:m, n:] = upper
-    cost[m:, :n] = lower
-    rows, cols = linear_sum_assignment(cost)
-    return float(cost[rows, cols].sum())
+    da = (a[:, 1] - a[:, 0]) / np.sqrt(2.0)
+    db = (b[:, 1] - b[:, 0]) / np.sqrt(2.0)
+    dist = np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(axis=2))
+    ii, jj = np.nonzero(dist <= da[:, None] + db[None, :])
+    rows = np.concatenate([ii, np.arange(m), m + np.arange(n), m + jj])
+    cols = np.concatenate([jj, n + np.arange(m), np.arange(n), n + ii])
+    cost = np.concatenate([dist[ii, jj], da, db, np.zeros(len(ii))]) + 1.0
+    graph = coo_matrix((cost, (rows, cols)), shape=(m + n, m + n)).tocsr()
+    r, c = min_weight_full_bipartite_matching(graph)
+    return float(np.asarray(graph[r, c]).sum() - (m + n))
 
 
 def diagram_distances(diagram: np.ndarray, reference: np.ndarray) -> dict[str, float]:
@@ -295,7 +303,7 @@ def diagram_distances(diagram: np.ndarray, reference: np.ndarray) -> dict[str, f
     bottleneck = min over matchings g of max_p ||p - g(p)||_inf (exact: hera, through gudhi's
     bindings with ``delta=0``);
     wasserstein = min over matchings g of sum_p ||p - g(p)||_2 (persim's convention: p = 1,
-    Euclidean ground metric; exact, scipy's Hungarian algorithm), where g may match a point to
+    Euclidean ground metric; exact, a sparse assignment problem solved by scipy), where g may match a point to
     its projection on the diagonal (distance (d - b) / 2 in L_inf, (d - b) / sqrt(2) in L_2).
     Infinite bars are excluded. Both agree with persim's ``bottleneck`` and ``wasserstein`` to
     rounding (tested), at a fraction of the time of persim's pure-Python bottleneck.
