@@ -337,6 +337,7 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
     rows: list[dict[str, Any]] = []
     details: dict[str, dict[str, np.ndarray]] = {}
     input_topology: dict[int, Any] = {}
+    topology_cache: dict[tuple[int, int, int], Any] = {}
     bar = tqdm(list(points.values()), desc="metrics", disable=not progress, leave=False)
     for pt in bar:
         stats = probe_result.stats[pt.name]
@@ -405,13 +406,19 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
             vals.update({k: (v, n_res) for k, v in m.items()})
 
         if "topology" in fams and cloud is not None:
-            from analysis.topology import persistent_homology
+            from analysis.topology import persistent_homology, with_reference
 
             ref = input_topology.get(pt.block) if pt.stage != "input" else None
             n_topo = min(n_res, config.topology_points)
             if finite:
-                tr = persistent_homology(cloud, maxdim=config.topology_maxdim, n_perm=config.topology_points,
-                                         reference=ref)
+                # aliased points (a block's input is the previous block's output) share one
+                # reservoir: its diagrams are computed once, only the distances to the reference
+                # are per point
+                key = (id(res), config.topology_maxdim, config.topology_points)
+                if key not in topology_cache:
+                    topology_cache[key] = persistent_homology(
+                        cloud, maxdim=config.topology_maxdim, n_perm=config.topology_points)
+                tr = with_reference(topology_cache[key], ref)
                 if pt.stage == "input":
                     input_topology[pt.block] = tr
                 for dim, dgm in enumerate(tr.diagrams):
