@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 from collections.abc import Iterator
 from typing import Any
 
@@ -91,7 +92,7 @@ def probe_stream(model: Any, data: Any, *, points: Any = None, batch_size: int =
     return result
 
 
-def _probe_shard(model: Any, data: Any, start: int, stop: int, kwargs: dict[str, Any]) -> Any:
+def _probe_shard(model_bytes: bytes, data: Any, start: int, stop: int, kwargs: dict[str, Any]) -> Any:
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -99,7 +100,7 @@ def _probe_shard(model: Any, data: Any, start: int, stop: int, kwargs: dict[str,
     try:
         torch.set_num_threads(1)
         with threadpool_limits(limits=1):
-            return probe_stream(model, data.shard(start, stop), image_offset=start, progress=False,
+            return probe_stream(pickle.loads(model_bytes), data.shard(start, stop), image_offset=start, progress=False,
                                 device="cpu", **kwargs)
     finally:
         torch.set_num_threads(threads)
@@ -155,7 +156,10 @@ def probe_sharded(model: Any, data: Any, client: Any, *, n_shards: int | None = 
     """
     n_workers = max(1, len(client.scheduler_info().get("workers", {})))
     bounds = shard_bounds(len(data), n_shards or n_workers)
-    [model_f] = client.scatter([model], broadcast=True)
+    # pickled here: Dask's own torch serialiser rebuilds a module's hook dicts as plain dicts,
+    # on which torch cannot register hooks. The bytes come from this process, like every task
+    # argument Dask pickles.
+    [model_f] = client.scatter([pickle.dumps(model)], broadcast=True)
     futures = [client.submit(_probe_shard, model_f, data, a, b, kwargs, pure=False) for a, b in bounds]
     try:
         results = client.gather(futures)

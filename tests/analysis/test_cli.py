@@ -77,3 +77,9 @@ def test_unknown_recipe(capsys) -> None:
 def test_parser_defaults() -> None:
     args = build_parser().parse_args(["probe", "x"])
     assert args.dataset == "digits" and args.split == "test" and args.out is None
+
+
+@pytest.mark.parametrize(("flag", "value", "low"), [("--workers", "0", 1), ("--loader-workers", "-1", 0)])
+def test_probe_worker_counts_are_checked_before_work(flag, value, low, capsys) -> None:
+    assert main(["probe", "no-such-net", flag, value]) == 2
+    assert capsys.readouterr().err.strip() == f"bnprobe probe: error: {flag} must be an int >= {low}; got {value}"
