@@ -29,6 +29,7 @@ class _Clock:
         w, c = time.perf_counter(), time.process_time()
         out = func()
         self.rows.append((name, time.perf_counter() - w, time.process_time() - c))
+        print(f"{name:<28} {self.rows[-1][1]:>8.2f} {self.rows[-1][2]:>8.2f}", flush=True)
         return out
 
 
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=32, help="image side in the .npz (default 32)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     args = parser.parse_args(argv)
+    print(f"{args.arch}, {args.n} RGB {args.size}x{args.size} images from an .npz, {args.threads} torch threads")
+    print(f"{'stage':<28} {'wall s':>8} {'cpu s':>8}", flush=True)
     clock = _Clock()
     t_start = time.perf_counter()
 
@@ -77,10 +80,6 @@ def main(argv: list[str] | None = None) -> int:
             clock(f"metrics: {fam}", lambda cfg=cfg: compute_metrics(pr, loaded.model, blocks, cfg, progress=False))
         clock("run_study (all families)", lambda: run_study(loaded, config, progress=False, device="cpu"))
     total = time.perf_counter() - t_start
-    print(f"{args.arch}, {args.n} RGB {args.size}x{args.size} images from an .npz, {args.threads} torch threads")
-    print(f"{'stage':<28} {'wall s':>8} {'cpu s':>8}")
-    for name, wall, cpu in clock.rows:
-        print(f"{name:<28} {wall:>8.2f} {cpu:>8.2f}")
     whole = clock.rows[0][1] + clock.rows[1][1] + clock.rows[-1][1]
     print(f"{'full probe (imports + model + run_study)':<28} {whole:>8.2f}   (target <= 20 s wall on 2 cores)")
     print(f"benchmark total {total:.1f} s")

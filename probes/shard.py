@@ -106,10 +106,16 @@ def _probe_shard(model_bytes: bytes, data: Any, start: int, stop: int, kwargs: d
         torch.set_num_threads(threads)
 
 
-def shard_bounds(n: int, n_shards: int) -> list[tuple[int, int]]:
-    """``n_shards`` contiguous [a, b) ranges covering 0..n, sizes differing by at most one."""
-    edges = np.linspace(0, n, min(n_shards, n) + 1).round().astype(int)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+def shard_bounds(n: int, n_shards: int, batch_size: int = 1) -> list[tuple[int, int]]:
+    """At most ``n_shards`` contiguous [a, b) ranges covering 0..n, cut at multiples of
+    ``batch_size``, with batch counts differing by at most one.
+
+    Cutting at batch boundaries makes every forward pass of the shards see the same images as
+    a single run's: float32 convolutions can round differently for other batch sizes.
+    """
+    n_batches = -(-n // batch_size)
+    edges = np.linspace(0, n_batches, min(n_shards, n_batches) + 1).round().astype(int) * batch_size
+    return [(int(a), int(min(b, n))) for a, b in zip(edges[:-1], edges[1:])]
 
 
 @contextlib.contextmanager
@@ -155,7 +161,7 @@ def probe_sharded(model: Any, data: Any, client: Any, *, n_shards: int | None = 
         Equal to a single run over ``data`` up to float64 merge rounding of the moments.
     """
     n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-    bounds = shard_bounds(len(data), n_shards or n_workers)
+    bounds = shard_bounds(len(data), n_shards or n_workers, kwargs.get("batch_size", 64))
     # pickled here: Dask's own torch serialiser rebuilds a module's hook dicts as plain dicts,
     # on which torch cannot register hooks. The bytes come from this process, like every task
     # argument Dask pickles.

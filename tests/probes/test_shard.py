@@ -39,6 +39,9 @@ def _same(a, b, *, rtol=0.0):
 def test_shard_bounds_cover_the_images_once():
     assert shard_bounds(10, 3) == [(0, 3), (3, 7), (7, 10)]
     assert shard_bounds(2, 5) == [(0, 1), (1, 2)]
+    # cut at batch boundaries, so that every forward pass sees a single run's batch
+    assert shard_bounds(20, 2, batch_size=8) == [(0, 16), (16, 20)]
+    assert shard_bounds(20, 4, batch_size=8) == [(0, 8), (8, 16), (16, 20)]
 
 
 def test_streamed_probe_equals_in_memory_probe(npz):
@@ -58,12 +61,12 @@ def test_sharded_probe_on_two_workers_equals_one_process(npz):
     single = probe_stream(loaded.model, stream, batch_size=8, reservoir_size=50, progress=False)
     with dask_client(workers=2) as client:
         sharded = probe_sharded(loaded.model, stream, client, batch_size=8, reservoir_size=50)
-    assert sharded.config["shards"] == [[0, 10], [10, 20]]
+    assert sharded.config["shards"] == [[0, 16], [16, 20]]
     _same(single, sharded, rtol=1e-9)
 
 
 def test_study_table_with_two_dask_workers_equals_one_process(npz):
-    cfg = StudyConfig(dataset=str(npz), reservoir_size=60, topology_points=30, moment_positions=8,
+    cfg = StudyConfig(dataset=str(npz), batch_size=8, reservoir_size=60, topology_points=30, moment_positions=8,
                       families=("spectrum", "topology", "similarity"))
     one = run_study(_zoo("digits-linear-s0"), cfg, progress=False).metrics
     two = run_study(_zoo("digits-linear-s0"), cfg, progress=False, workers=2).metrics
