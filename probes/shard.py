@@ -59,7 +59,7 @@ def probe_stream(model: Any, data: Any, *, points: Any = None, batch_size: int =
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from probes.capture import capture
+    from probes.capture.session import _input_dtype, capture
 
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"The 'batch_size' parameter of probe_stream must be an int >= 1. Got {batch_size!r} instead.")
@@ -77,10 +77,11 @@ def probe_stream(model: Any, data: Any, *, points: Any = None, batch_size: int =
     flags = {m: m.training for m in model.modules()}
     try:
         model.eval().to(dev)
-        with torch.no_grad(), capture(model, points, example_input=data[0][None].to(dev),
+        dtype = _input_dtype(model)
+        with torch.no_grad(), capture(model, points, example_input=data[0][None].to(dev, dtype),
                                       image_offset=image_offset, expected_images=n, **capture_kwargs) as cap:
             for batch in tqdm(loader, disable=not progress, desc="probe", unit="batch"):
-                model(batch.to(dev, non_blocking=True))
+                model(batch.to(dev, dtype, non_blocking=True))
             result = cap.result()
     finally:
         for m, flag in flags.items():
