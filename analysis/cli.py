@@ -111,6 +111,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_probe(args: argparse.Namespace) -> int:
     _check_out(args.out)
+    for flag in ("workers", "loader_workers"):
+        value = getattr(args, flag)
+        low = 1 if flag == "workers" else 0
+        if value is not None and value < low:
+            raise _UserError(f"--{flag.replace('_', '-')} must be an int >= {low}; got {value}")
     from analysis.study import StudyConfig, run_study
 
     config = StudyConfig(
@@ -124,7 +129,8 @@ def _cmd_probe(args: argparse.Namespace) -> int:
                              size=args.size, allow_nonfinite=args.allow_nonfinite)
     report, _, _ = _discovery_report(loaded)
     print(report, file=sys.stderr)  # its warnings come once, from the study's discovery
-    result = run_study(loaded, config, progress=not args.quiet)
+    result = run_study(loaded, config, progress=not args.quiet, scheduler=args.scheduler,
+                       workers=args.workers, loader_workers=args.loader_workers)
     df = result.metrics
     if args.out:
         _write_table(df, args.out)
@@ -264,6 +270,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gray-to-rgb", action="store_true", help="repeat a 1-channel dataset for an RGB model")
     p.add_argument("--out", default=None, help="output .parquet or .csv (default: CSV on stdout)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--scheduler", default=None,
+                   help="shard the images over the Dask scheduler at this address")
+    p.add_argument("--workers", type=int, default=None,
+                   help="shard the images over a local Dask cluster of N worker processes")
+    p.add_argument("--loader-workers", type=int, default=None,
+                   help="DataLoader processes decoding images (default: 2 for image files, else 0)")
     p.set_defaults(func=_cmd_probe)
 
     p = sub.add_parser("blocks", help="discover the inverted-residual blocks only: one line per block, "

@@ -55,6 +55,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -291,6 +292,29 @@ def load_inputs(dataset: str, *, split: str = "test", size: int | None = None, n
 # metrics of one probe result
 
 
+def _study_stream(config: StudyConfig, spec: Any, resize_size: int | None) -> Any:
+    """The study's images as a stream prepared for ``spec`` (the shared ``predict`` transform).
+
+    Built-in sets are made in memory (small); a user ``.npz`` is memory-mapped and an image
+    folder decoded image by image. ``natural`` crops are cut at the model's size, so they are
+    not resized again.
+    """
+    from probes.datasets import BUILTIN, open_streaming
+
+    if config.dataset in BUILTIN:
+        # built-in images are made at their native 32 px; natural crops at the model's size
+        data_size = spec.size if config.dataset == "natural" else 32
+        stream = open_streaming(load_inputs(config.dataset, split=config.split, size=data_size,
+                                            n_images=config.n_images, seed=config.seed))
+        if config.dataset == "natural":
+            resize_size = None
+    else:
+        stream = open_streaming(config.dataset)
+        if config.n_images is not None:
+            stream = stream.shard(0, min(config.n_images, len(stream)))
+    return stream.prepared(spec, resize_size=resize_size, gray_to_rgb=config.gray_to_rgb)
+
+
 def _folded(model: torch.nn.Module, conv_path: str | None, bn_path: str | None) -> tuple[np.ndarray, np.ndarray] | None:
     from probes.blocks import fold_bn
 
@@ -337,6 +361,7 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
     rows: list[dict[str, Any]] = []
     details: dict[str, dict[str, np.ndarray]] = {}
     input_topology: dict[int, Any] = {}
+    topology_cache: dict[tuple[int, int, int], Any] = {}
     bar = tqdm(list(points.values()), desc="metrics", disable=not progress, leave=False)
     for pt in bar:
         stats = probe_result.stats[pt.name]
@@ -406,13 +431,19 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
             vals.update({k: (v, n_res) for k, v in m.items()})
 
         if "topology" in fams and cloud is not None:
-            from analysis.topology import persistent_homology
+            from analysis.topology import persistent_homology, with_reference
 
             ref = input_topology.get(pt.block) if pt.stage != "input" else None
             n_topo = min(n_res, config.topology_points)
             if finite:
-                tr = persistent_homology(cloud, maxdim=config.topology_maxdim, n_perm=config.topology_points,
-                                         reference=ref)
+                # aliased points (a block's input is the previous block's output) share one
+                # reservoir: its diagrams are computed once, only the distances to the reference
+                # are per point
+                key = (id(res), config.topology_maxdim, config.topology_points)
+                if key not in topology_cache:
+                    topology_cache[key] = persistent_homology(
+                        cloud, maxdim=config.topology_maxdim, n_perm=config.topology_points)
+                tr = with_reference(topology_cache[key], ref)
                 if pt.stage == "input":
                     input_topology[pt.block] = tr
                 for dim, dgm in enumerate(tr.diagrams):
@@ -562,7 +593,8 @@ def _cache_path(cache_dir: Path, identity: str, config: StudyConfig) -> Path:
 def run_study(checkpoint: Any, config: StudyConfig | None = None, *, arch: str | None = None,
               mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
               size: int | None = None, cache_dir: str | Path | None = None, progress: bool = True,
-              device: str | None = None) -> StudyResult:
+              device: str | None = None, scheduler: str | None = None, workers: int | None = None,
+              loader_workers: int | None = None) -> StudyResult:
     """Probe one checkpoint on one dataset and compute every requested metric family.
 
     Parameters
@@ -579,15 +611,21 @@ def run_study(checkpoint: Any, config: StudyConfig | None = None, *, arch: str |
         Show progress bars.
     device : str, optional
         Device of the forward pass (default: cuda when available).
+    scheduler, workers : optional
+        Shard the images over the Dask scheduler at ``scheduler``, or over a local cluster of
+        ``workers`` processes (:func:`probes.shard.probe_sharded`); the metrics equal a
+        single-process run up to float64 merge rounding.
+    loader_workers : int, optional
+        DataLoader processes decoding images (default: up to 2 for image files, else 0: arrays
+        need no decoding and a worker takes seconds to start).
 
     Returns
     -------
     StudyResult
     """
     from probes.blocks import find_blocks
-    from probes.capture import probe
+    from probes.datasets import ImageFiles
     from probes.loading import LoadedModel, load_checkpoint
-    from probes.preprocess import prepare
 
     config = config or StudyConfig()
     loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load_checkpoint(
@@ -601,20 +639,24 @@ def run_study(checkpoint: Any, config: StudyConfig | None = None, *, arch: str |
 
     spec = loaded.input_spec
     t0 = time.perf_counter()
-    # built-in images are made at their native 32 px (prepare() resizes them for the model);
-    # natural crops are cut at the model's size; user data keeps its own resolution
-    data_size = spec.size if config.dataset == "natural" else (32 if config.dataset in ("digits", "shapes") else None)
-    ds = load_inputs(config.dataset, split=config.split, size=data_size, n_images=config.n_images,
-                     seed=config.seed)
-    if config.gray_to_rgb and ds.x.shape[1] == 1 and spec.channels == 3:
-        ds = dataclasses.replace(ds, x=np.repeat(ds.x, 3, axis=1))
-    example = prepare(ds.x[:1], spec, name=f"dataset {ds.name!r}")
+    stream = _study_stream(config, spec, loaded.preset.get("resize_size"))
     model = loaded.model
-    blocks = find_blocks(model, example)
-    pr = probe(model, ds, input_spec=spec, points=config.points, batch_size=config.batch_size,
-               device=device, sample_unit=config.sample_unit, reservoir_size=config.reservoir_size,
-               seed=config.seed, moments=config.moments, moment_positions=config.moment_positions,
-               progress=progress)
+    blocks = find_blocks(model, stream[0][None])
+    kw = dict(points=config.points, batch_size=config.batch_size, sample_unit=config.sample_unit,
+              reservoir_size=config.reservoir_size, seed=config.seed, moments=config.moments,
+              moment_positions=config.moment_positions)
+    if scheduler is not None or workers is not None:
+        from probes.shard import dask_client, probe_sharded
+
+        with dask_client(scheduler, workers) as client:
+            pr = probe_sharded(model, stream, client, **kw)
+    else:
+        from probes.shard import probe_stream
+
+        n_loader = loader_workers if loader_workers is not None else (
+            min(2, os.cpu_count() or 1) if isinstance(stream, ImageFiles) else 0)
+        pr = probe_stream(model, stream, num_workers=n_loader, device=device, progress=progress, **kw)
+
     t_probe = time.perf_counter() - t0
     info, t_info = None, 0.0
     if "information" in config.families:
@@ -629,7 +671,7 @@ def run_study(checkpoint: Any, config: StudyConfig | None = None, *, arch: str |
         "checkpoint": loaded.name, "arch": loaded.arch, "design": design.get("design") or loaded.arch,
         "bottleneck_act": act if isinstance(act, str) or act is None else "schedule",
         "expand_ratio": design.get("expand_ratio"), "shortcut": design.get("shortcut"),
-        "seed": design.get("seed"), "dataset": ds.name,
+        "seed": design.get("seed"), "dataset": stream.name,
     }
     df = pd.DataFrame([{**fixed, **r} for r in rows], columns=list(SCHEMA_COLUMNS))
     df = df.astype({"block": "int64", "n_points": "int64", "pre": "bool", "has_residual": "bool",
@@ -637,7 +679,7 @@ def run_study(checkpoint: Any, config: StudyConfig | None = None, *, arch: str |
     meta = {
         "checkpoint": loaded.name, "source": str(loaded.source), "arch": loaded.arch,
         "sha256": loaded.sha256, "design": design, "input_spec": spec.to_dict(),
-        "dataset": {"name": ds.name, **{k: v for k, v in ds.meta.items() if k != "factor_ranges"}},
+        "dataset": {"name": stream.name, **{k: v for k, v in stream.meta.items() if k != "factor_ranges"}},
         "config": config.to_dict(), "n_images": int(pr.n_images), "n_blocks": len(blocks),
         "seconds": {"probe": round(t_probe, 2), "metrics": round(t_metrics, 2),
                     "information": round(t_info, 2)},

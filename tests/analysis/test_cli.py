@@ -86,3 +86,9 @@ def test_surgery_rejects_a_bad_figure_suffix_before_work(tmp_path, capsys) -> No
 def test_surgery_unknown_checkpoint(capsys) -> None:
     assert main(["surgery", "digits-magic-s9", "--blocks", "0"]) == 2
     assert "digits-magic-s9" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flag", "value", "low"), [("--workers", "0", 1), ("--loader-workers", "-1", 0)])
+def test_probe_worker_counts_are_checked_before_work(flag, value, low, capsys) -> None:
+    assert main(["probe", "no-such-net", flag, value]) == 2
+    assert capsys.readouterr().err.strip() == f"bnprobe probe: error: {flag} must be an int >= {low}; got {value}"

@@ -102,12 +102,12 @@ def test_deterministic(linear: StudyResult) -> None:
 def test_cache_returns_saved_result_without_recomputing(tmp_path, monkeypatch) -> None:
     cfg = StudyConfig(n_images=8, reservoir_size=40, families=("spectrum",))
     first = run_study(_zoo("digits-linear-s0"), cfg, cache_dir=tmp_path, progress=False)
-    import probes.capture
+    import probes.shard
 
     def boom(*args, **kwargs):
-        raise AssertionError("probe() ran again although the result was cached")
+        raise AssertionError("probe_stream() ran again although the result was cached")
 
-    monkeypatch.setattr(probes.capture, "probe", boom)
+    monkeypatch.setattr(probes.shard, "probe_stream", boom)
     second = run_study("digits-linear-s0", cfg, cache_dir=tmp_path, progress=False)
     pd.testing.assert_frame_equal(first.metrics, second.metrics)
     assert second.meta["sha256"] == first.meta["sha256"]
