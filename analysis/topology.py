@@ -1,6 +1,6 @@
 """Persistent homology of activation clouds: diagrams, significant Betti numbers, distances.
 
-Pipeline of :func:`persistent_homology` (ripser for homology, gudhi for diagram distances):
+Pipeline of :func:`persistent_homology` (ripser for homology, gudhi's hera and POT bindings for diagram distances):
 
 1. Optional greedy-permutation (farthest-point) subsample of ``n_perm`` points
    (:func:`greedy_permutation`): the first point is point 0, each next one is the point farthest
@@ -268,8 +268,10 @@ def _off_diagonal(d: np.ndarray) -> np.ndarray:
 def diagram_distances(diagram: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     """Bottleneck and 1-Wasserstein distance between two diagrams.
 
-    bottleneck = min over matchings g of max_p ||p - g(p)||_inf (gudhi's ``bottleneck_distance``
-    with its default ``e=None``: exact up to the last 2 or 3 bits of the float64 mantissa);
+    bottleneck = min over matchings g of max_p ||p - g(p)||_inf (the hera library's exact
+    bottleneck distance through ``gudhi.hera.bottleneck_distance(delta=0)``; hera is BSD-licensed,
+    unlike gudhi's own CGAL-based ``gudhi.bottleneck_distance``, whose GPL would bind this MIT
+    project);
     wasserstein = min over matchings g of sum_p ||p - g(p)||_2 (persim's convention: p = 1,
     Euclidean ground metric; exact optimal transport: gudhi's ``wasserstein_distance`` on
     POT's network simplex, with the diagonal as one node of the transport problem), where g may match a point to
@@ -291,12 +293,12 @@ def diagram_distances(diagram: np.ndarray, reference: np.ndarray) -> dict[str, f
     >>> d["bottleneck"], round(d["wasserstein"], 6)
     (0.5, 0.707107)
     """
-    from gudhi import bottleneck_distance
+    from gudhi.hera import bottleneck_distance
     from gudhi.wasserstein import wasserstein_distance
 
     a = _off_diagonal(_finite_bars(_check_diagram(diagram, "diagram_distances", "diagram")))
     b = _off_diagonal(_finite_bars(_check_diagram(reference, "diagram_distances", "reference")))
-    return {"bottleneck": float(bottleneck_distance(a, b)),
+    return {"bottleneck": float(bottleneck_distance(a, b, delta=0.0)),
             "wasserstein": float(wasserstein_distance(a, b, order=1, internal_p=2))}
 
 
