@@ -56,6 +56,7 @@ __all__ = [
     "depth_bands",
     "load_design_metrics",
     "paired_stats",
+    "seed_interval",
     "sign_flip_p_value",
 ]
 
@@ -223,6 +224,33 @@ def paired_stats(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarra
                          f"{alpha:.3g}" + (f" ({n} pairs cannot reach p below {floor:.3g})" if floor > alpha else ""))
     out["reason"] = "; ".join(filter(None, notes))
     return out
+
+
+def seed_interval(values: Sequence[float] | np.ndarray, *, level: float = DEFAULT_LEVEL) -> tuple[float, float, float, int]:
+    """Mean of one design's per-seed values and its Student-t interval (not paired).
+
+    ``mean +- t_{(1 + level)/2, n-1} * sd / sqrt(n)`` over the ``n`` finite values; the interval is
+    NaN for fewer than two values. Use it to describe one design; compare designs with
+    :func:`paired_stats`.
+
+    Returns
+    -------
+    mean, ci_low, ci_high : float
+    n : int
+        Number of finite values.
+    """
+    from scipy import stats
+
+    level = _check_level(level, "seed_interval")
+    v = np.asarray(values, dtype=np.float64).ravel()
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return math.nan, math.nan, math.nan, 0
+    mean = float(v.mean())
+    if v.size < 2:
+        return mean, math.nan, math.nan, 1
+    half = float(stats.t.ppf(0.5 + level / 2, v.size - 1)) * float(v.std(ddof=1)) / math.sqrt(v.size)
+    return mean, mean - half, mean + half, int(v.size)
 
 
 # --------------------------------------------------------------------------------- pairing
