@@ -58,6 +58,7 @@ __all__ = [
     "paired_stats",
     "seed_interval",
     "sign_flip_p_value",
+    "values_mean",
 ]
 
 #: Confidence level of the intervals (and 1 - level is the significance threshold of p).
@@ -144,6 +145,17 @@ def sign_flip_p_value(diffs: Sequence[float] | np.ndarray, *, seed: int = 0) -> 
 def _join(values: Sequence[Any]) -> str:
     return ";".join("nan" if isinstance(v, float) and not math.isfinite(v) else
                     (format(v, ".10g") if isinstance(v, float) else str(v)) for v in values)
+
+
+def values_mean(joined: str) -> float:
+    """Mean of the finite values in a ``;``-joined per-seed string (``values_a`` / ``values_b``).
+
+    Shows one design's level where no seed pairs (a metric undefined for the other design);
+    NaN when no value is finite.
+    """
+    v = np.array([float(x) for x in str(joined).split(";") if x.strip()], dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else math.nan
 
 
 def paired_stats(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, *,

@@ -842,8 +842,14 @@ def _comparison_cells(table: pd.DataFrame) -> list[tuple[str, str, str, str, str
     def fmt(x: float, dec: int) -> str:
         return f"{x:.{dec}f}" if np.isfinite(x) else "--"
 
+    from analysis.compare import values_mean
+
     out = []
     for _, r in table.iterrows():
+        if r["n_pairs"] == 0:
+            # no pair, but one design may still have values (dead units of a ReLU6 output)
+            r = r.copy()
+            r["mean_a"], r["mean_b"] = values_mean(r["values_a"]), values_mean(r["values_b"])
         spread = [abs(r["ci_high"] - r["ci_low"])] if np.isfinite(r["ci_low"]) else []
         dec = _decimals([r["mean_a"], r["mean_b"]], [s / 2 for s in spread if s > 0])
         diff = (f"{fmt(r['mean_diff'], dec)} [{fmt(r['ci_low'], dec)}, {fmt(r['ci_high'], dec)}]"

@@ -28,7 +28,6 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 #: Design-independent information metrics (same target for both designs), at these stages.
@@ -60,13 +59,6 @@ def _interval(row: pd.Series) -> str:
     if not math.isfinite(row["ci_low"]):
         return f"{_fmt(row['mean_diff'])} (no interval)" if math.isfinite(row["mean_diff"]) else "n/a"
     return f"{_fmt(row['mean_diff'])} [{_fmt(row['ci_low'])}, {_fmt(row['ci_high'])}]"
-
-
-def _design_mean(values: str) -> float:
-    """Mean over the finite per-seed values (a ';'-joined string), NaN when none."""
-    v = np.array([float(x) for x in str(values).split(";") if x], dtype=np.float64)
-    v = v[np.isfinite(v)]
-    return float(v.mean()) if v.size else math.nan
 
 
 def _blocks(row: pd.Series) -> str:
@@ -125,6 +117,8 @@ def _settings(dataset: str, checkpoints: Sequence[str]) -> str:
 def markdown(table: pd.DataFrame, acc: dict, design_a: str, design_b: str, *, dataset: str,
              settings: str, missing: Sequence[str] = ()) -> str:
     """The README section: method, accuracy, paired table, statements, per-seed values."""
+    from analysis.compare import values_mean
+
     a, b = design_a, design_b
     seeds = acc["seeds"].split(";") if acc["seeds"] else []
     if not table.empty:
@@ -152,8 +146,8 @@ def markdown(table: pd.DataFrame, acc: dict, design_a: str, design_b: str, *, da
         for _, r in part.iterrows():
             if r["n_pairs"] == 0:
                 # one design may still have values (dead units of a ReLU6 output): show them
-                lines.append(f"| `{r['metric']}` | {_blocks(r)} | {_fmt(_design_mean(r['values_a']))} | "
-                             f"{_fmt(_design_mean(r['values_b']))} | n/a | n/a | n/a |")
+                lines.append(f"| `{r['metric']}` | {_blocks(r)} | {_fmt(values_mean(r['values_a']))} | "
+                             f"{_fmt(values_mean(r['values_b']))} | n/a | n/a | n/a |")
                 continue
             lines.append(f"| `{r['metric']}` | {_blocks(r)} | {_fmt(r['mean_a'])} | {_fmt(r['mean_b'])} | "
                          f"{_interval(r)} | {_p(r['p_value'])} | {r['verdict']} |")

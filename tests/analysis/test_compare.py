@@ -221,3 +221,90 @@ def test_compare_on_shipped_results_includes_every_block() -> None:
     assert sorted(project["block"]) == sorted(set(df["block"]))
     seeds = sorted(set(df.loc[df["design"] == "linear", "seed"]))
     assert (project["n_pairs"] == len(seeds)).all()
+
+
+# ------------------------------------------------------------------- report, CLI and findings
+
+
+def _eight_seeds() -> tuple[pd.DataFrame, list[float], list[float]]:
+    """effective_rank_frac at project over 2 blocks and 8 seeds; linear higher in every seed."""
+    lin = [0.81, 0.84, 0.79, 0.88, 0.83, 0.86, 0.80, 0.85]
+    relu = [0.74, 0.80, 0.77, 0.79, 0.81, 0.80, 0.78, 0.76]
+    vals = {}
+    for s in range(8):
+        vals[("linear", s)] = [lin[s] - 0.1, lin[s] + 0.1]
+        vals[("relu6", s)] = [relu[s] - 0.05, relu[s] + 0.05]
+    df = _tidy(vals, metric="effective_rank_frac")
+    dead = _tidy({**{("linear", s): [np.nan, np.nan] for s in range(8)},
+                  **{("relu6", s): [0.1, 0.0] for s in range(8)}}, metric="dead_fraction")
+    return pd.concat([df, dead], ignore_index=True), lin, relu
+
+
+def test_report_comparison_table_matches_the_hand_computation() -> None:
+    from analysis import report as rp
+
+    df, lin, relu = _eight_seeds()
+    cards = pd.DataFrame({"design": ["linear"] * 3 + ["relu6"] * 3, "seed": [0, 1, 2] * 2, "dataset": "digits",
+                          "test_accuracy": [0.99, 0.98, 1.0, 0.97, 0.98, 0.96]})
+    table = rp.comparison_table(df, "linear", "relu6", metrics=["effective_rank_frac", "dead_fraction"],
+                                stages=["project"], cards=cards)
+    assert list(table["metric"]) == ["test_accuracy", "effective_rank_frac", "dead_fraction"]
+    acc = table.iloc[0]
+    mean, lo, hi, p = _by_hand([99.0, 98.0, 100.0], [97.0, 98.0, 96.0])
+    assert acc["mean_diff"] == pytest.approx(mean) and acc["ci_low"] == pytest.approx(lo) and acc["p_value"] == p
+    row = table.iloc[1]
+    mean, lo, hi, p = _by_hand(lin, relu)  # the block mean of each seed is the seed's centre value
+    assert row["mean_diff"] == pytest.approx(mean) and row["ci_high"] == pytest.approx(hi)
+    assert row["verdict"] == "linear higher"
+    md = rp.comparison_to_markdown(table)
+    assert "| Stage | Metric | linear | relu6 | linear \u2212 relu6 [95 % CI] | p | verdict |" in md
+    assert f"| project | `effective_rank_frac` | {np.mean(lin):.3f} | {np.mean(relu):.3f} | " in md
+    assert "| project | `dead_fraction` | -- | 0.0500 | -- | -- | n/a: not applicable: linear output |" in md
+    tex = rp.comparison_to_latex(table, caption="digits")
+    assert r"Stage & Metric & linear & relu6 & linear $-$ relu6 [95\,\% CI] & $p$ & Verdict \\" in tex
+    assert f"& {2 / 256:.3g}$ & linear higher \\\\" in tex.replace("$0.00781$", "0.00781$")
+
+
+def test_cli_compare_writes_rows_and_names_unpaired_seeds(tmp_path, capsys) -> None:
+    from analysis.cli import main
+    from analysis.study import write_table
+
+    df, lin, relu = _eight_seeds()
+    extra = _tidy({("linear", 9): [0.5, 0.5]}, metric="effective_rank_frac")
+    src = tmp_path / "metrics.parquet"
+    write_table(pd.concat([df, extra], ignore_index=True), src)
+    out = tmp_path / "cmp.csv"
+    assert main(["compare", "--results", str(src), "--out", str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "digits-linear-s9 (seed 9, only linear)" in err
+    table = pd.read_csv(out)
+    assert set(table.columns) == set(cp.COMPARE_COLUMNS)
+    assert len(table) == 4 and set(table["n_pairs"]) == {8, 0}
+    assert main(["compare", "--results", str(src), "--bands", "--out", str(tmp_path / "b.csv"), "--quiet"]) == 0
+    bands = pd.read_csv(tmp_path / "b.csv")
+    assert list(bands.loc[bands["metric"] == "effective_rank_frac", "band"]) == ["0", "1", "all"]
+    assert main(["compare", "--designs", "linear", "--results", str(src)]) == 2
+    assert "--designs takes exactly two designs" in capsys.readouterr().err
+    assert main(["compare", "--out", "x.txt"]) == 2
+
+
+def test_findings_markdown_states_what_is_significant() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("findings", Path(__file__).parents[2] / "scripts" / "findings.py")
+    findings = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(findings)
+    df, lin, relu = _eight_seeds()
+    table = findings.findings(df, "linear", "relu6", dataset="digits")
+    acc = cp.paired_stats([99.0, 98.0, 100.0], [99.0, 98.0, 100.0], seeds=[0, 1, 2], names=("linear", "relu6"))
+    md = findings.markdown(table, acc, "linear", "relu6", dataset="digits", settings="test settings")
+    mean, lo, hi, p = _by_hand(lin, relu)
+    assert (f"| `effective_rank_frac` | all (0-1) | {np.mean(lin):.3g} | {np.mean(relu):.3g} | "
+            f"{mean:.3g} [{lo:.3g}, {hi:.3g}] | {p:.3g} | linear higher |") in md
+    assert "- **`effective_rank_frac` at `project`** differs significantly" in md
+    assert "- **Test accuracy**: no significant difference (linear − relu6 = 0 [0, 0] points" in md
+    assert "`dead_fraction` at `project` is not compared" in md and "not applicable: linear output" in md
+    assert "| `dead_fraction` | all (0-1) | n/a | 0.05 | n/a | n/a | n/a |" in md
+    assert "| `effective_rank_frac` | project | " + " | ".join(
+        f"{x:.3g} / {y:.3g}" for x, y in zip(lin, relu)) + " |" in md
