@@ -147,6 +147,14 @@ def _join(values: Sequence[Any]) -> str:
                     (format(v, ".10g") if isinstance(v, float) else str(v)) for v in values)
 
 
+@lru_cache(maxsize=256)
+def _t_quantile(level: float, dof: int) -> float:
+    """``t_{(1 + level)/2, dof}``, the two-sided Student-t quantile (cached: one per n)."""
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + level / 2, dof))
+
+
 def values_mean(joined: str) -> float:
     """Mean of the finite values in a ``;``-joined per-seed string (``values_a`` / ``values_b``).
 
@@ -188,8 +196,6 @@ def paired_stats(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarra
     >>> r["mean_diff"], r["p_value"], r["verdict"]
     (1.5, 0.25, 'no significant difference')
     """
-    from scipy import stats
-
     level = _check_level(level, "paired_stats")
     va = np.asarray(a, dtype=np.float64).ravel()
     vb = np.asarray(b, dtype=np.float64).ravel()
@@ -220,7 +226,7 @@ def paired_stats(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarra
     d = va[ok] - vb[ok]
     mean = float(d.mean())
     sd = float(d.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    half = _t_quantile(level, n - 1) * sd / math.sqrt(n)
     p = sign_flip_p_value(d)
     out.update(sd_diff=sd, ci_low=mean - half, ci_high=mean + half, p_value=p)
     excludes = out["ci_low"] > 0 or out["ci_high"] < 0
@@ -251,8 +257,6 @@ def seed_interval(values: Sequence[float] | np.ndarray, *, level: float = DEFAUL
     n : int
         Number of finite values.
     """
-    from scipy import stats
-
     level = _check_level(level, "seed_interval")
     v = np.asarray(values, dtype=np.float64).ravel()
     v = v[np.isfinite(v)]
@@ -261,7 +265,7 @@ def seed_interval(values: Sequence[float] | np.ndarray, *, level: float = DEFAUL
     mean = float(v.mean())
     if v.size < 2:
         return mean, math.nan, math.nan, 1
-    half = float(stats.t.ppf(0.5 + level / 2, v.size - 1)) * float(v.std(ddof=1)) / math.sqrt(v.size)
+    half = _t_quantile(level, v.size - 1) * float(v.std(ddof=1)) / math.sqrt(v.size)
     return mean, mean - half, mean + half, int(v.size)
 
 
@@ -333,6 +337,11 @@ def _reasons(part: pd.DataFrame) -> str:
     return "; ".join(found)
 
 
+def _wide(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """``value`` with one row per ``keys`` present and one column per ``(design, seed)``."""
+    return df.set_index([*keys, "design", "seed"])["value"].unstack(["design", "seed"])
+
+
 def _paired_rows(wide: pd.DataFrame, keys: list[str], design_a: str, design_b: str, level: float,
                  reasons: Mapping[tuple[Any, ...], str],
                  notes: Mapping[tuple[Any, ...], str] | None = None) -> list[dict[str, Any]]:
@@ -397,12 +406,9 @@ def compare_designs(df: pd.DataFrame, design_a: str, design_b: str, *, dataset: 
         return pd.DataFrame(columns=list(COMPARE_COLUMNS))
     keys = ["dataset", "metric", "block", "point", "stage", "pre"]
     df = df.assign(value=df["value"].astype(float), block=df["block"].astype(int), pre=df["pre"].astype(bool))
-    wide = df.pivot_table(index=keys, columns=["design", "seed"], values="value", aggfunc="first",
-                          dropna=False)
-    reasons = {k if isinstance(k, tuple) else (k,): _reasons(g) for k, g in df.groupby(keys, sort=False)
-               if not np.all(np.isfinite(g["value"]))}
-    present = set(df.set_index(keys).index)
-    wide = wide[wide.index.isin(present)]
+    wide = _wide(df, keys)
+    undefined = df[~np.isfinite(df["value"])]
+    reasons = {k if isinstance(k, tuple) else (k,): _reasons(g) for k, g in undefined.groupby(keys, sort=False)}
     out = pd.DataFrame(_paired_rows(wide, keys, design_a, design_b, level, reasons), columns=list(COMPARE_COLUMNS))
     return out.sort_values(["metric", "block", "point"], kind="stable").reset_index(drop=True)
 
@@ -533,10 +539,7 @@ def compare_bands(df: pd.DataFrame, design_a: str, design_b: str, *, dataset: st
     if vals.empty:
         return pd.DataFrame(columns=list(BAND_COLUMNS))
     keys = ["dataset", "metric", "stage", "pre", "band", "blocks"]
-    wide = vals.pivot_table(index=keys, columns=["design", "seed"], values="value", aggfunc="first",
-                            dropna=False)
-    present = set(vals.set_index(keys).index)
-    wide = wide[wide.index.isin(present)]
+    wide = _wide(vals, keys)
     reasons: dict[tuple[Any, ...], str] = {}
     notes: dict[tuple[Any, ...], str] = {}
     for key, g in vals.groupby(keys, sort=False):

@@ -237,7 +237,8 @@ def render() -> None:
     dataset = state.current_dataset()
     st.title("Overview")
     st.caption("Does the linear bottleneck keep more information than a ReLU bottleneck? "
-               f"Shipped checkpoints on **{dataset}**, one line per design, band = mean \u00b1 std over seeds.")
+               f"Shipped checkpoints on **{dataset}**, one line per design, band = mean \u00b1 std over seeds; "
+               "below it, linear \u2212 relu6 paired over seeds with its 95 % interval per block.")
     if not ensure_results(dataset):
         return
     show_overview(state.dataset_metrics(dataset), state.dataset_cards(dataset), key="overview")
