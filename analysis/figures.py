@@ -944,6 +944,7 @@ def paired_difference_chart(
     comparison: pd.DataFrame,
     *,
     metrics: Sequence[str] | None = None,
+    level: float = 0.95,
     title: str | None = None,
     width: float = 420,
     height: float = 150,
@@ -964,6 +965,8 @@ def paired_difference_chart(
         metrics are drawn as rows with independent y scales).
     metrics : sequence of str, optional
         Metrics to draw, in this order (default: those in ``comparison``).
+    level : float, default=0.95
+        The confidence level the comparison was computed with (named in the subtitle).
     title : str, optional
         Default "<a> - <b>, paired over seeds, at <stage>".
     width, height : float
@@ -997,9 +1000,10 @@ def paired_difference_chart(
     panels, notes = [], []
     n = comparison.loc[comparison["n_pairs"] > 0, "n_pairs"]
     if not n.empty:
-        notes.append(f"Line: mean difference; band: 95 % t-interval over n = {int(n.min())}"
+        notes.append(f"Line: mean difference; band: {100 * level:g} % t-interval over n = {int(n.min())}"
                      + (f"\u2013{int(n.max())}" if n.max() != n.min() else "")
-                     + " seed pairs; filled points: significant (interval excludes 0 and sign-flip p <= 0.05)")
+                     + " seed pairs; filled points: significant (interval excludes 0 and sign-flip "
+                     f"p <= {1 - level:.2g})")
     for metric in chosen:
         rows = comparison[(comparison["metric"] == metric) & np.isfinite(comparison["mean_diff"].astype(float))]
         if rows.empty:
@@ -1017,7 +1021,7 @@ def paired_difference_chart(
         band = base.mark_area(opacity=0.25, color="#999999").encode(
             y=alt.Y("ci_low:Q", title=y_title), y2="ci_high:Q")
         line = base.mark_line(color="#222222", strokeWidth=1.8).encode(y=alt.Y("mean_diff:Q", title=y_title))
-        pts = base.mark_point(size=55, strokeWidth=1.5, color="#222222").encode(
+        pts = base.mark_point(size=55, strokeWidth=1.5, color="#222222", opacity=1).encode(
             y=alt.Y("mean_diff:Q", title=y_title),
             fill=alt.condition("datum.significant", alt.value("#222222"), alt.value("white")),
             tooltip=[alt.Tooltip("block:Q", title="Block"), alt.Tooltip("mean_diff:Q", format=".4g", title=f"{a} - {b}"),

@@ -840,7 +840,10 @@ def comparison_table(df: pd.DataFrame, design_a: str, design_b: str, *, metrics:
 def _comparison_cells(table: pd.DataFrame) -> list[tuple[str, str, str, str, str, str, str]]:
     """Formatted (stage, metric, mean a, mean b, diff [CI], p, verdict) per row."""
     def fmt(x: float, dec: int) -> str:
-        return f"{x:.{dec}f}" if np.isfinite(x) else "--"
+        if not np.isfinite(x):
+            return "--"
+        text = f"{x:.{dec}f}"
+        return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.0"
 
     from analysis.compare import values_mean
 
@@ -1114,7 +1117,7 @@ def _paired_figures(metrics: pd.DataFrame, config: ReportConfig, notes: list[str
                         f"difference and its {100 * config.compare_level:g} % t-interval; filled points are "
                         "significant (interval excludes 0 and sign-flip p \u2264 "
                         f"{1 - config.compare_level:.2g}).",
-                        F.paired_difference_chart(rows, metrics=list(config.depth_metrics),
+                        F.paired_difference_chart(rows, metrics=list(config.depth_metrics), level=config.compare_level,
                                                   title=f"{a} \u2212 {b} on {ds}, {stage} stage", height=120)))
     return out
 
@@ -1169,7 +1172,7 @@ def _comparison_tables(metrics: pd.DataFrame, cards: pd.DataFrame, config: Repor
                                         metrics=sorted(set(config.table_metrics) | set(config.depth_metrics)))
         notes.extend(dict.fromkeys(f"{ds}: {w.message}".replace("compare_bands: ", "").replace(
             "compare_designs: ", "") for w in caught))
-        n = sorted(set(table["n_pairs"].astype(int))) if not table.empty else []
+        n = sorted(set(table["n_pairs"].astype(int)) - {0}) if not table.empty else []
         caption = (f"{ds}: {a} vs {b} paired over seeds (n = {', '.join(map(str, n)) or '-'} pairs); per seed "
                    f"the mean over blocks, {100 * config.compare_level:g} % Student-t interval of the mean paired "
                    "difference, exact sign-flip p-value.")
