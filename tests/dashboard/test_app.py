@@ -351,7 +351,7 @@ def test_reports_browse_a_report_directory(results_env, tmp_path: Path) -> None:
     results_env.metrics.to_parquet(tmp_path / "metrics.parquet", index=False)
     at = run_page("reports", results_env.dataset, **{"report-dir": str(tmp_path)})
     assert_clean(at)
-    assert len(charts(at)) == 3  # depth curve, reconstruction, Figure 7
+    assert len(charts(at)) == 4  # depth curve, paired difference, reconstruction, Figure 7
     means = expected_means(results_env.metrics, "effective_rank_frac", "project")
     assert f"**relu6** {means['relu6']:.3g}" in at.markdown[0].value
 
