@@ -13,6 +13,7 @@ completely *before* any work starts, runs one job per (checkpoint, dataset) thro
       tables/*.tex                      booktabs tables, mean +- std over seeds, best in bold;
                                         comparison-*.tex: paired a - b over seeds, 95 % CI, p, verdict
       comparison-*.csv                  analysis.compare.compare_designs rows (per block and point)
+      surgery-*.csv                     analysis.surgery.run_surgery of each [surgery] checkpoint
       report.md  report.html            the report; the HTML embeds every figure (offline)
       provenance.json                   config, versions, git commit, sha256, seeds, timings
       jobs/<job-id>.parquet|npz         one finished job each (the resume cache)
@@ -78,6 +79,9 @@ __all__ = [
     "comparison_table",
     "comparison_to_latex",
     "comparison_to_markdown",
+    "surgery_summary",
+    "surgery_to_latex",
+    "surgery_to_markdown",
     "load_config",
     "metric_family",
     "metrics_table",
@@ -196,6 +200,9 @@ class ReportConfig:
     notes: tuple[str, ...] = ()
     compare_designs: tuple[str, ...] = ("linear", "relu6")
     compare_level: float = 0.95
+    surgery_checkpoints: tuple[str, ...] = ()
+    surgery_metric: str = "input_decode_r2"
+    surgery_point: str = "project"
 
 
 class _Checker:
@@ -285,6 +292,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "tables": ("metrics", "stages", "designs"),
     "spiral": ("enabled", "dims", "activation", "seeds"),
     "compare": ("designs", "level"),
+    "surgery": ("checkpoints", "metric", "point"),
 }
 _FILE_KEYS = ("path", "arch", "mean", "std", "size", "gray_to_rgb")
 _POINT_RE = re.compile(r"^blocks\.(\d+)\.(input|expand\.pre|expand|depthwise\.pre|depthwise|"
@@ -547,6 +555,24 @@ def load_config(path: str | Path) -> ReportConfig:
         raise ck.fail("compare.designs", "two different design names (a, b)", list(compare_designs))
     compare_level = ck.float_("compare.level", cmp.get("level", 0.95), 0.0, 1.0)
 
+    surg = sec["surgery"]
+    surgery_checkpoints = ck.str_list("surgery.checkpoints", surg.get("checkpoints", []))
+    surgery_metric = surg.get("metric", "input_decode_r2")
+    surgery_point = ck.choice("surgery.point", surg.get("point", "project"), ("project", "output"))
+    if surgery_checkpoints:
+        from probes.loading import list_zoo
+
+        try:
+            from analysis.surgery import SURGERY_METRICS
+        except ImportError:
+            raise ck.fail("surgery.checkpoints", "empty: this version has no analysis.surgery",
+                          list(surgery_checkpoints)) from None
+        surgery_metric = ck.choice("surgery.metric", surgery_metric, SURGERY_METRICS)
+        zoo = sorted(c["name"] for c in list_zoo())
+        for name in surgery_checkpoints:
+            if name not in zoo:
+                raise ck.fail("surgery.checkpoints", f"shipped checkpoint names from {zoo}", name)
+
     checkpoints, notes = _resolve_checkpoints(ck, sec["checkpoints"], base)
     return ReportConfig(
         source=source.resolve(), raw=raw, title=title, formats=formats,
@@ -555,6 +581,7 @@ def load_config(path: str | Path) -> ReportConfig:
         depth_stages=depth_stages, table_metrics=table_metrics, table_stages=table_stages,
         table_designs=table_designs, spiral=spiral, notes=tuple(notes),
         compare_designs=compare_designs, compare_level=compare_level,
+        surgery_checkpoints=surgery_checkpoints, surgery_metric=surgery_metric, surgery_point=surgery_point,
     )
 
 
@@ -897,6 +924,138 @@ def comparison_to_latex(table: pd.DataFrame, *, caption: str = "", level: float 
         lines.append(" & ".join([_latex_escape(stage), _latex_escape(metric), *cells, _latex_escape(verdict)]) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}"]
     return "\n".join(lines) + "\n"
+
+
+def surgery_summary(table: pd.DataFrame, *, metric: str = "input_decode_r2", point: str = "project") -> pd.DataFrame:
+    """One row per surgery variant of :func:`analysis.surgery.run_surgery` output (one checkpoint).
+
+    ``accuracy`` and ``accuracy_delta`` (test accuracy in %, minus the unmodified network's);
+    ``value`` (with the variant's bootstrap ``ci_low`` / ``ci_high``), ``baseline`` and ``delta``
+    of ``metric`` at the changed block's ``point`` for ``block <i>``; for ``none`` and
+    ``all blocks`` the mean over every block's ``point`` (no interval: the blocks' bootstrap
+    intervals do not combine into one).
+
+    Returns
+    -------
+    DataFrame
+        ``variant, changed_blocks, act_from, act_to, accuracy, accuracy_delta, value, ci_low,
+        ci_high, baseline, delta, reason`` in variant order (none, blocks, all blocks).
+    """
+    cols = ["variant", "changed_blocks", "act_from", "act_to", "accuracy", "accuracy_delta", "value", "ci_low",
+            "ci_high", "baseline", "delta", "reason"]
+    acc = table[table["metric"] == "test_accuracy"].set_index("variant")
+    sel = table[(table["metric"] == metric) & table["point"].astype(str).str.endswith(f".{point}")]
+    rows = []
+    for variant, a in acc.iterrows():
+        part = sel[sel["variant"] == variant]
+        if variant.startswith("block "):
+            part = part[part["block"] == int(variant.split()[1])]
+        single = len(part) == 1
+        reasons = sorted({str(r) for r in part["reason"] if str(r)})
+        rows.append({
+            "variant": variant, "changed_blocks": a["changed_blocks"], "act_from": a["act_from"],
+            "act_to": a["act_to"], "accuracy": 100.0 * float(a["value"]),
+            "accuracy_delta": 100.0 * float(a["delta"]),
+            "value": float(part["value"].mean()) if len(part) else math.nan,
+            "ci_low": float(part["ci_low"].iloc[0]) if single else math.nan,
+            "ci_high": float(part["ci_high"].iloc[0]) if single else math.nan,
+            "baseline": float(part["baseline"].mean()) if len(part) else math.nan,
+            "delta": float(part["delta"].mean()) if len(part) else math.nan,
+            "reason": "; ".join(reasons),
+        })
+    out = pd.DataFrame(rows, columns=cols)
+    rank = [(0, 0) if v == "none" else (2, 0) if v == "all blocks" else (1, int(v.split()[1])) for v in out["variant"]]
+    return out.assign(_k=rank).sort_values("_k", kind="stable").drop(columns="_k").reset_index(drop=True)
+
+
+def _surgery_cells(summary: pd.DataFrame) -> list[list[str]]:
+    def f(x: float, spec: str) -> str:
+        return format(x, spec) if np.isfinite(x) else "--"
+
+    out = []
+    for _, r in summary.iterrows():
+        value = f(r["value"], ".3f") + (f" [{f(r['ci_low'], '.3f')}, {f(r['ci_high'], '.3f')}]"
+                                        if np.isfinite(r["ci_low"]) else "")
+        out.append([str(r["variant"]), f(r["accuracy"], ".2f"), f(r["accuracy_delta"], "+.2f"), value,
+                    f(r["baseline"], ".3f"), f(r["delta"], "+.3f")])
+    return out
+
+
+def surgery_to_markdown(summary: pd.DataFrame, *, metric: str, point: str) -> str:
+    """Markdown table of :func:`surgery_summary`."""
+    if summary.empty:
+        return "_(no surgery results)_\n"
+    lines = [f"| Blocks changed | accuracy (%) | \u0394 accuracy | `{metric}` at {point} [95 % bootstrap CI] | "
+             "unmodified | \u0394 |", "|---|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in _surgery_cells(summary)]
+    return "\n".join(lines) + "\n"
+
+
+def surgery_to_latex(summary: pd.DataFrame, *, metric: str, point: str, caption: str = "") -> str:
+    """A booktabs ``tabular`` of :func:`surgery_summary`."""
+    lines = ["% Generated by `bnprobe report` (analysis.surgery); needs \\usepackage{booktabs}."]
+    if caption:
+        lines += [f"% {line}" for line in caption.splitlines()]
+    if summary.empty:
+        return "\n".join(lines + ["% (no surgery results)"]) + "\n"
+    lines += ["\\begin{tabular}{lccccc}", "\\toprule",
+              " & ".join(["Blocks changed", "Accuracy (\\%)", "$\\Delta$ accuracy",
+                          f"{_latex_escape(metric)} at {_latex_escape(point)}", "Unmodified", "$\\Delta$"]) + " \\\\",
+              "\\midrule"]
+    for cells in _surgery_cells(summary):
+        lines.append(" & ".join([_latex_escape(cells[0]), *(f"${c}$" if c != "--" else "--" for c in cells[1:])])
+                     + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def _surgery_parts(config: ReportConfig, out: Path, progress: bool
+                   ) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, Any]], list[str]]:
+    """Run :func:`analysis.surgery.run_surgery` for each ``[surgery]`` checkpoint (cached in
+    ``jobs/`` by the weights' sha256): tables, figures and failures."""
+    if not config.surgery_checkpoints:
+        return [], [], []
+    import torch
+    from threadpoolctl import threadpool_limits
+    from tqdm.auto import tqdm
+
+    from analysis.study import read_table, write_table
+    from analysis.surgery import run_surgery, surgery_figure
+    from probes.loading import list_zoo
+
+    shas = {c["name"]: c.get("sha256") for c in list_zoo()}
+    tables: list[tuple[str, str, str]] = []
+    charts: list[tuple[str, str, Any]] = []
+    failures: list[str] = []
+    metric, point = config.surgery_metric, config.surgery_point
+    for name in tqdm(config.surgery_checkpoints, desc="surgery", disable=not progress, file=sys.stderr):
+        cache = out / "jobs" / f"surgery-{_safe(name)}-{str(shas.get(name))[:12]}-s{config.study.seed}.parquet"
+        try:
+            if cache.is_file():
+                table = read_table(cache)
+            else:
+                threads = torch.get_num_threads()
+                try:
+                    torch.set_num_threads(1)
+                    with threadpool_limits(limits=1):
+                        table = run_surgery(name, seed=config.study.seed, device="cpu", progress=False)
+                finally:
+                    torch.set_num_threads(threads)
+                write_table(table.assign(value=table["value"].astype(float)), cache)
+            write_table(table, out / f"surgery-{_safe(name)}.csv")
+            summary = surgery_summary(table, metric=metric, point=point)
+            first = summary.iloc[1] if len(summary) > 1 else summary.iloc[0]
+            caption = (f"{name}: bottleneck activation {first['act_from'] or 'as trained'} -> {first['act_to']} at "
+                       f"inference, one block at a time and in all blocks (no retraining); test accuracy and "
+                       f"{metric} at the changed block's {point} point (none / all blocks: mean over blocks).")
+            stem = f"surgery-{_safe(name)}"
+            atomic_write_text(out / "tables" / f"{stem}.tex",
+                              surgery_to_latex(summary, metric=metric, point=point, caption=caption))
+            tables.append((stem, caption, surgery_to_markdown(summary, metric=metric, point=point)))
+            charts.append((stem, caption, surgery_figure(table, metric=metric, point=point)))
+        except Exception as exc:  # noqa: BLE001 - one part fails, the report goes on
+            failures.append(f"surgery of {name}: {type(exc).__name__}: {exc}")
+    return tables, charts, failures
 
 
 def _decimals(means: Sequence[float], stds: Sequence[float]) -> int:
@@ -1488,6 +1647,9 @@ def _report(config: ReportConfig, jobs: list[Job], plan_notes: list[str], out: P
     except Exception as exc:  # noqa: BLE001
         charts, fig_notes = [], []
         part_failures.append(f"figures: {type(exc).__name__}: {exc}")
+    surgery_tables, surgery_charts, surgery_failures = _surgery_parts(config, out, progress)
+    charts.extend(surgery_charts)
+    part_failures.extend(surgery_failures)
     if spiral_chart is not None:
         charts.append(("spiral", "A 2-D spiral embedded in n dimensions by a random matrix T, passed "
                        "through ReLU and mapped back (paper Fig. 1).", spiral_chart))
@@ -1523,6 +1685,7 @@ def _report(config: ReportConfig, jobs: list[Job], plan_notes: list[str], out: P
         fig_notes.extend(cmp_notes)
     except Exception as exc:  # noqa: BLE001 - one part fails, the report goes on
         part_failures.append(f"paired comparison: {type(exc).__name__}: {exc}")
+    tables.extend(surgery_tables)
     if not cards.empty:
         acc = accuracy_table(cards)
         caption = "Test accuracy (%) per dataset and design, mean +- sample std over seeds (checkpoint cards)."
@@ -1627,7 +1790,19 @@ def _build_doc(out: Path, config: ReportConfig, jobs: Sequence[Job], status: dic
             doc.p(f"**{name}** \u2014 {caption}")
             doc.table(md)
         doc.figures([written[stem] for stem in paired_figs], columns=1)
-    metric_tables = [t for t in tables if t[0] != "accuracy" and not t[0].startswith("comparison-")]
+    surgery_tables = [t for t in tables if t[0].startswith("surgery-")]
+    if surgery_tables:
+        doc.h(2, "Within-network surgery")
+        doc.p("The controlled test of the paper's claim: one trained network, its bottleneck activation "
+              "removed (ReLU6 -> identity) or inserted (linear -> ReLU6) at inference, one block at a time "
+              "and in all blocks, without retraining. Intervals are bootstrap intervals over test images "
+              "within one run (one checkpoint: no spread over seeds). Full tables: `surgery-*.csv`.")
+        for name, caption, md in surgery_tables:
+            doc.p(f"**{name}** \u2014 {caption}")
+            doc.table(md)
+            if name in written:
+                doc.figures([written[name]], columns=1)
+    metric_tables = [t for t in tables if t[0] != "accuracy" and not t[0].startswith(("comparison-", "surgery-"))]
     if metric_tables:
         doc.h(2, "Tables")
         doc.p("LaTeX versions (booktabs, ready to `\\input`) are in `tables/`.")
