@@ -348,3 +348,22 @@ def test_surgery_summary_reads_each_variant_at_its_changed_block() -> None:
     assert "| all blocks | 80.00 | -19.00 | 0.530 | 0.550 | -0.020 |" in md
     tex = rp.surgery_to_latex(summary, metric="input_decode_r2", point="project")
     assert r"block 1 & $99.00$ & $+0.00$ & $0.450 [0.400, 0.500]$ & $0.500$ & $-0.050$ \\" in tex
+
+
+@pytest.mark.parametrize(("table", "message"), [
+    ({"designs": ["linear"]}, r"Config cfg\.toml: 'compare\.designs' must be two different design names \(a, b\)\. "
+                              r"Got \['linear'\] instead\."),
+    ({"designs": ["relu6", "relu6"]}, r"'compare\.designs' must be two different design names"),
+    ({"level": 95}, r"'compare\.level' must be a number in \(0, 1\)\. Got 95 instead\."),
+    ({"colour": "red"}, r"unknown key 'compare\.colour'\. Allowed keys of \[compare\]: designs, level\."),
+])
+def test_report_compare_section_is_validated(tmp_path, table, message) -> None:
+    import json
+
+    from analysis import report as rp
+
+    path = tmp_path / "cfg.toml"
+    body = "".join(f"{k} = {json.dumps(v)}\n" for k, v in table.items())
+    path.write_text(f'[checkpoints]\nzoo = ["digits-*"]\n\n[compare]\n{body}')
+    with pytest.raises(ValueError, match=message):
+        rp.load_config(path)
