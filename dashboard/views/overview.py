@@ -96,7 +96,10 @@ def comparison(df: pd.DataFrame, metric: str, stage: str, pre: bool) -> pd.DataF
         return pd.DataFrame(columns=list(COMPARE_COLUMNS))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # reading() names the unpaired seeds
-        return compare_designs(rows, *pair, metrics=[metric])
+        try:
+            return compare_designs(rows, *pair, metrics=[metric])
+        except ValueError:  # checkpoints without a seed cannot be paired; reading() says why
+            return pd.DataFrame(columns=list(COMPARE_COLUMNS))
 
 
 def reading(df: pd.DataFrame, metric: str, stage: str, pre: bool) -> str:
@@ -137,8 +140,12 @@ def reading(df: pd.DataFrame, metric: str, stage: str, pre: bool) -> str:
         a, b = pair
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", UserWarning)
-            band = compare_bands(finite, a, b, metrics=[metric], pre=None,
-                                 bands={"all": sorted(set(finite["block"].astype(int)))})
+            try:
+                band = compare_bands(finite, a, b, metrics=[metric], pre=None,
+                                     bands={"all": sorted(set(finite["block"].astype(int)))})
+            except ValueError as err:
+                band = pd.DataFrame()
+                text += f" {a} and {b} cannot be paired over seeds: {err}"
         dropped = [str(w.message).split(": ", 2)[-1] for w in caught]
         if not band.empty:
             r = band.iloc[0]
