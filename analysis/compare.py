@@ -326,6 +326,9 @@ def _select(df: pd.DataFrame, dataset: str | None, metrics: Sequence[str] | None
         keep = ~df["metric"].astype(str).str.endswith(("_ci_low", "_ci_high"))
     else:
         keep = df["metric"].isin(list(metrics))
+        if not keep.any():
+            raise ValueError(f"The 'metrics' parameter of {func} must name metrics in the results. Got "
+                             f"{list(metrics)} instead; the results hold {sorted(pd.unique(df['metric'].astype(str)))}.")
     return df[keep]
 
 

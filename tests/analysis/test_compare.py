@@ -167,6 +167,9 @@ def test_compare_designs_rejects_bad_input() -> None:
         cp.compare_designs(two, "linear", "relu6")
     with pytest.raises(ValueError, match=r"The 'dataset' parameter of compare_designs must be a dataset in the results"):
         cp.compare_designs(df, "linear", "relu6", dataset="shapes")
+    with pytest.raises(ValueError, match=r"The 'metrics' parameter of compare_designs must name metrics in the "
+                                         r"results\. Got \['rank'\] instead; the results hold \['m'\]\."):
+        cp.compare_designs(df, "linear", "relu6", metrics=["rank"])
 
 
 def test_depth_bands_split_the_blocks_into_thirds() -> None:
