@@ -1263,10 +1263,13 @@ def _paired_figures(metrics: pd.DataFrame, config: ReportConfig, notes: list[str
         part = metrics[metrics["dataset"].astype(str) == ds]
         if not {a, b} <= set(part["design"].astype(str)):
             continue
+        wanted = [m for m in config.depth_metrics if m in set(part["metric"].astype(str))]
+        if not wanted:
+            continue
         with warnings.catch_warnings():
             # unpaired seeds are named once, in the notes of the comparison table
             warnings.simplefilter("ignore", UserWarning)
-            cmp = compare_designs(part, a, b, metrics=list(config.depth_metrics), level=config.compare_level)
+            cmp = compare_designs(part, a, b, metrics=wanted, level=config.compare_level)
         for stage in config.depth_stages:
             rows = cmp[(cmp["stage"] == stage) & ~cmp["pre"].astype(bool)]
             if rows.empty:
@@ -1310,7 +1313,7 @@ def _comparison_tables(metrics: pd.DataFrame, cards: pd.DataFrame, config: Repor
     per-block comparison rows (``comparison-<dataset>.csv``); notes on datasets skipped."""
     import warnings
 
-    from analysis.compare import compare_designs
+    from analysis.compare import COMPARE_COLUMNS, compare_designs
     from analysis.study import write_table
 
     a, b = config.compare_designs
@@ -1327,8 +1330,9 @@ def _comparison_tables(metrics: pd.DataFrame, cards: pd.DataFrame, config: Repor
             warnings.simplefilter("always", UserWarning)
             table = comparison_table(part, a, b, metrics=config.table_metrics, stages=config.table_stages,
                                      cards=ds_cards, level=config.compare_level)
-            per_block = compare_designs(part, a, b, level=config.compare_level,
-                                        metrics=sorted(set(config.table_metrics) | set(config.depth_metrics)))
+            wanted = sorted((set(config.table_metrics) | set(config.depth_metrics)) & set(part["metric"].astype(str)))
+            per_block = (compare_designs(part, a, b, level=config.compare_level, metrics=wanted) if wanted
+                         else pd.DataFrame(columns=list(COMPARE_COLUMNS)))
         notes.extend(dict.fromkeys(f"{ds}: {w.message}".replace("compare_bands: ", "").replace(
             "compare_designs: ", "") for w in caught))
         n = sorted(set(table["n_pairs"].astype(int)) - {0}) if not table.empty else []
