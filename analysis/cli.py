@@ -13,6 +13,7 @@ naming where it went.
     bnprobe probe CHECKPOINT [--arch ARCH] [--dataset NAME|PATH] [--points GLOB] [--out FILE]
     bnprobe blocks CHECKPOINT [--arch ARCH]       # only discover the blocks: one line per block
     bnprobe spiral [--dims 2 3 5 15 30] [--activation relu] [--out FILE]
+    bnprobe surgery CHECKPOINT [--act identity|relu6] [--blocks I ...] [--out FILE] [--figure FILE]
     bnprobe report CONFIG.toml --out DIR [--scheduler ADDRESS]
     bnprobe compare --dataset digits --designs linear relu6 [--bands] [--out FILE]
     bnprobe predict CHECKPOINT [--arch ARCH] IMAGE...
@@ -111,6 +112,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_probe(args: argparse.Namespace) -> int:
     _check_out(args.out)
+    for flag in ("workers", "loader_workers"):
+        value = getattr(args, flag)
+        low = 1 if flag == "workers" else 0
+        if value is not None and value < low:
+            raise _UserError(f"--{flag.replace('_', '-')} must be an int >= {low}; got {value}")
     from analysis.study import StudyConfig, run_study
 
     config = StudyConfig(
@@ -124,7 +130,8 @@ def _cmd_probe(args: argparse.Namespace) -> int:
                              size=args.size, allow_nonfinite=args.allow_nonfinite)
     report, _, _ = _discovery_report(loaded)
     print(report, file=sys.stderr)  # its warnings come once, from the study's discovery
-    result = run_study(loaded, config, progress=not args.quiet)
+    result = run_study(loaded, config, progress=not args.quiet, scheduler=args.scheduler,
+                       workers=args.workers, loader_workers=args.loader_workers)
     df = result.metrics
     if args.out:
         _write_table(df, args.out)
@@ -175,6 +182,26 @@ def _cmd_spiral(args: argparse.Namespace) -> int:
 
         chart = spiral_figure(recon)
         _save(lambda path: save_chart(chart, path), args.figure)
+    return 0
+
+
+def _cmd_surgery(args: argparse.Namespace) -> int:
+    from analysis.surgery import run_surgery, surgery_figure
+
+    _check_out(args.out)
+    if args.figure and Path(args.figure).suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise _UserError(f"figure file {args.figure!r} must end in .png, .svg or .pdf")
+    table = run_surgery(args.checkpoint, dataset=args.dataset, act=args.act, blocks=args.blocks, seed=args.seed,
+                        progress=not args.quiet)
+    if args.out:
+        _write_table(table, args.out)
+    else:
+        print(table.to_csv(index=False), end="")
+    if args.figure:
+        from analysis.figures import save_chart
+
+        save_chart(surgery_figure(table), args.figure)
+        print(f"wrote {args.figure}", file=sys.stderr)
     return 0
 
 
@@ -270,13 +297,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-images", type=int, default=None, help="use only the first N images")
     p.add_argument("--points", default=None, help="capture points: a name or glob, e.g. 'blocks.*.project*'")
     p.add_argument("--metrics", nargs="+", default=["spectrum", "activity", "reconstruction", "topology",
-                                                     "dimension", "similarity", "quantization"],
+                                                     "dimension", "similarity", "quantization", "information"],
                    help="metric families to compute")
     p.add_argument("--reservoir", type=int, default=1000, help="reservoir points kept per capture point")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--gray-to-rgb", action="store_true", help="repeat a 1-channel dataset for an RGB model")
     p.add_argument("--out", default=None, help="output .parquet or .csv (default: CSV on stdout)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--scheduler", default=None,
+                   help="shard the images over the Dask scheduler at this address")
+    p.add_argument("--workers", type=int, default=None,
+                   help="shard the images over a local Dask cluster of N worker processes")
+    p.add_argument("--loader-workers", type=int, default=None,
+                   help="DataLoader processes decoding images (default: 2 for image files, else 0)")
     p.set_defaults(func=_cmd_probe)
 
     p = sub.add_parser("blocks", help="discover the inverted-residual blocks only: one line per block, "
@@ -291,6 +324,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output table .csv or .parquet (default: CSV on stdout)")
     p.add_argument("--figure", default=None, help="also write the figure (.png, .svg or .pdf)")
     p.set_defaults(func=_cmd_spiral)
+
+    p = sub.add_parser("surgery", help="remove / insert the bottleneck activation of a zoo checkpoint at "
+                                       "inference: accuracy and information per changed block")
+    p.add_argument("checkpoint", help="zoo checkpoint name (see `bnprobe zoo`)")
+    p.add_argument("--dataset", default=None, choices=["digits", "shapes"],
+                   help="dataset with a train / test split (default: the one it was trained on)")
+    p.add_argument("--act", default=None, choices=["identity", "relu6", "relu"],
+                   help="new activation (default: identity for a ReLU-type bottleneck, relu6 for a linear one)")
+    p.add_argument("--blocks", type=int, nargs="+", default=None, help="blocks changed one at a time (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap over test images")
+    p.add_argument("--out", default=None, help="output table .csv or .parquet (default: CSV on stdout)")
+    p.add_argument("--figure", default=None, help="also write the figure (.png, .svg or .pdf)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_surgery)
 
     p = sub.add_parser("report", help="run a whole study from a TOML config into a report folder")
     p.add_argument("config", help="TOML config (see analysis/configs/paper.toml)")

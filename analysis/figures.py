@@ -38,6 +38,9 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
+from analysis.metrics import METRICS
+from analysis.metrics import metric_label as registry_label
+
 from probes._io import atomic_path
 
 __all__ = [
@@ -145,52 +148,10 @@ _SOLID: list[float] = [1, 0]
 _DASHED: list[float] = [6, 3]
 
 # ASCII only: the renderers' fonts lack combining accents and fall back to a serif face.
-_REL_ERR = "||x_rec - x|| / ||x||"
+_REL_ERR = "||x_rec - x|| / ||x - mean x||"
 
-METRIC_LABELS: dict[str, str] = {
-    "rank": "Numerical rank (dims)",
-    "rank_frac": "Numerical rank / C",
-    "effective_rank": "Effective rank (dims)",
-    "effective_rank_frac": "Effective rank / C",
-    "participation_ratio": "Participation ratio (dims)",
-    "participation_ratio_frac": "Participation ratio / C",
-    "stable_rank": "Stable rank (dims)",
-    "stable_rank_frac": "Stable rank / C",
-    "pca_dims_90": "PCA dims for 90 % variance",
-    "pca_dims_95": "PCA dims for 95 % variance",
-    "pca_dims_99": "PCA dims for 99 % variance",
-    "pca_dims_90_frac": "PCA dims for 90 % variance / C",
-    "pca_dims_95_frac": "PCA dims for 95 % variance / C",
-    "pca_dims_99_frac": "PCA dims for 99 % variance / C",
-    "dead_fraction": "Dead channels (fraction of C)",
-    "rare_fraction": "Channels active < 1 % (fraction of C)",
-    "saturated_fraction": "Saturated values (fraction)",
-    "positive_min": "Min active channels per point (count)",
-    "positive_mean": "Mean active channels per point (count)",
-    "positive_max": "Max active channels per point (count)",
-    "above_threshold_fraction": "Points above invertibility threshold (fraction)",
-    "lemma2_invertible_fraction": "Lemma-2 invertible points (fraction)",
-    "recon_error_linear": f"Ridge reconstruction error {_REL_ERR}",
-    "recon_error_knn": f"k-NN reconstruction error {_REL_ERR}",
-    "recon_error_mlp": f"MLP reconstruction error {_REL_ERR}",
-    "recon_error_exact": f"Active-set inverse error {_REL_ERR}",
-    "recon_r2_linear": "Ridge reconstruction R\u00b2",
-    "recon_r2_knn": "k-NN reconstruction R\u00b2",
-    "recon_r2_mlp": "MLP reconstruction R\u00b2",
-    "recon_r2_exact": "Active-set inverse R\u00b2",
-    "betti0": "Betti-0 (significant H0 bars)",
-    "betti1": "Betti-1 (significant H1 bars)",
-    "betti2": "Betti-2 (significant H2 bars)",
-    "total_persistence_h1": "Total H1 persistence (normalised distance)",
-    "persistence_entropy_h1": "H1 persistence entropy (nats)",
-    "bottleneck_to_input_h1": "H1 bottleneck distance to block input",
-    "wasserstein_to_input_h1": "H1 Wasserstein distance to block input",
-    "twonn_id": "Intrinsic dimension, TwoNN (dims)",
-    "mle_id": "Intrinsic dimension, MLE (dims)",
-    "cka_to_input": "Linear CKA to block input (0\u20131)",
-    "int8_sqnr_db": "int8 fake-quant SQNR (dB)",
-}
-"""Metric identifier -> axis title with units."""
+METRIC_LABELS: dict[str, str] = {name: info.label for name, info in METRICS.items()}
+"""Metric identifier -> axis title with units (from the registry :mod:`analysis.metrics`)."""
 
 _TIDY_REQUIRED = ("design", "dataset", "block", "point", "stage", "pre", "metric", "value")
 
@@ -199,8 +160,12 @@ _TIDY_REQUIRED = ("design", "dataset", "block", "point", "stage", "pre", "metric
 
 
 def metric_label(metric: str) -> str:
-    """Readable axis title (with units) for a metric identifier; the identifier if unknown."""
-    return METRIC_LABELS.get(metric, metric)
+    """Readable axis title (with units) for a metric identifier; the identifier if unknown.
+
+    Derived names (``*_ci_low``, ``factor_decode_r2_<f>`` ...) resolve through
+    :func:`analysis.metrics.metric_label`.
+    """
+    return registry_label(metric)
 
 
 def design_colors(designs: Iterable[str]) -> dict[str, str]:
@@ -1403,7 +1368,7 @@ def reconstruction_bars(
 ) -> Chart:
     """Reconstruction error of each capture point of one block, per decoder.
 
-    Bars show the mean over seeds of the relative error ``||x_hat - x|| / ||x||`` (metrics
+    Bars show the mean over seeds of the centred relative error ``||x_hat - x|| / ||x - mean(x)||`` (metrics
     ``recon_error_<decoder>``) of decoding the block input from each point; error bars +- one
     sample std. Decoders with no value at a point (e.g. no exact inverse) are named in the
     subtitle with their reason. One panel per design, shared y.

@@ -25,6 +25,20 @@ Metrics (:func:`quantization_metrics`):
 
 Affine is the headline: symmetric quantization wastes the negative half of the range on a
 ReLU output (about 6 dB), which would bias a linear-vs-ReLU comparison.
+
+Calibration from all values (:func:`calibrated_metrics`): the four metrics above calibrate on
+the points they score (the reservoir), which misses rare extreme values (a point whose
+reservoir missed every value saturated at 6 reads too high). With the capture's ``Extent``
+sink (per-channel min / max over every captured value, and a histogram of |x|):
+
+- ``int8_sqnr_db_stream``: per channel, affine, [lo, hi] = [min(ch_min, 0), max(ch_max, 0)]
+  over all values (a deployment calibrated on the same data would use this range);
+- ``int8_sqnr_db_clipped``: per tensor, affine, the range clipped at the 99.99th percentile
+  a of |x| (``Extent.abs_quantile``; an upper bound within one histogram bin):
+  [max(-a, min ch_min), min(a, max ch_max)] (with 0 kept inside), values beyond it clipped.
+
+Both are scored on the reservoir points (the SQNR is an estimate from them; the range is not).
+Without an ``Extent`` they are NaN with a reason.
 Return values follow the metric convention of :mod:`analysis.spectrum`.
 """
 
@@ -38,7 +52,8 @@ from numpy.typing import ArrayLike, NDArray
 
 from analysis.spectrum import MetricValue, check_finite, undefined
 
-__all__ = ["QUANTIZATION_METRICS", "fake_quantize", "quantization_metrics", "sqnr_db"]
+__all__ = ["CALIBRATED_METRICS", "CLIP_QUANTILE", "QUANTIZATION_METRICS", "calibrated_metrics", "fake_quantize",
+           "fake_quantize_range", "quantization_metrics", "sqnr_db"]
 
 #: Metric identifiers returned by :func:`quantization_metrics`, with (per_channel, symmetric).
 QUANTIZATION_METRICS: dict[str, tuple[bool, bool]] = {
@@ -47,6 +62,12 @@ QUANTIZATION_METRICS: dict[str, tuple[bool, bool]] = {
     "int8_sqnr_db_symmetric": (False, True),
     "int8_sqnr_db_per_channel_symmetric": (True, True),
 }
+
+
+#: Metrics of :func:`calibrated_metrics` (ranges from every captured value).
+CALIBRATED_METRICS: tuple[str, ...] = ("int8_sqnr_db_stream", "int8_sqnr_db_clipped")
+#: Quantile of |x| at which ``int8_sqnr_db_clipped`` clips the range.
+CLIP_QUANTILE = 0.9999
 
 
 def _check_bits(bits: int, func: str) -> int:
@@ -88,12 +109,80 @@ def fake_quantize(
         amax = np.max(np.abs(X), axis=axis, keepdims=True)
         s = np.where(amax > 0, amax / qmax, 1.0)
         return np.clip(np.round(X / s), -qmax, qmax) * s
+    return _affine(X, np.min(X, axis=axis, keepdims=True), np.max(X, axis=axis, keepdims=True), bits)
+
+
+def _affine(X: NDArray[np.float64], lo: ArrayLike, hi: ArrayLike, bits: int) -> NDArray[np.float64]:
     qmax = 2**bits - 1
-    lo = np.minimum(np.min(X, axis=axis, keepdims=True), 0.0)
-    hi = np.maximum(np.max(X, axis=axis, keepdims=True), 0.0)
+    lo = np.minimum(np.asarray(lo, dtype=np.float64), 0.0)
+    hi = np.maximum(np.asarray(hi, dtype=np.float64), 0.0)
     s = np.where(hi > lo, (hi - lo) / qmax, 1.0)
     zp = np.clip(np.round(-lo / s), 0, qmax)
     return (np.clip(np.round(X / s) + zp, 0, qmax) - zp) * s
+
+
+def fake_quantize_range(x: ArrayLike, lo: ArrayLike, hi: ArrayLike, *, bits: int = 8) -> NDArray[np.float64]:
+    """Affine fake quantization of ``x`` (n_points, C) with a given range [lo, hi].
+
+    ``lo`` / ``hi`` are scalars (per tensor) or arrays of shape (C,) (per channel); 0 is put
+    inside the range as in :func:`fake_quantize`; values outside are clipped.
+    """
+    bits = _check_bits(bits, "fake_quantize_range")
+    return _affine(np.asarray(x, dtype=np.float64), lo, hi, bits)
+
+
+def calibrated_metrics(
+    points: ArrayLike,
+    extent: object | None,
+    *,
+    bits: int = 8,
+    point: str | None = None,
+) -> dict[str, MetricValue]:
+    """int8 SQNR with ranges calibrated on every captured value (module docstring).
+
+    Parameters
+    ----------
+    points : array-like of shape (n_points, C)
+        The points scored (the reservoir).
+    extent : probes.sinks.Extent or None
+        Per-channel ``ch_min`` / ``ch_max`` over all values and ``abs_quantile``; None gives
+        NaN with a reason.
+    bits : int, default 8
+    point : str, optional
+
+    Returns
+    -------
+    dict of str to MetricValue
+        Keys of :data:`CALIBRATED_METRICS`.
+    """
+    bits = _check_bits(bits, "calibrated_metrics")
+    if extent is None or getattr(extent, "ch_min", None) is None:
+        return undefined(CALIBRATED_METRICS, "not available: the probe result has no streaming per-channel range "
+                         "(Extent sink); int8_sqnr_db calibrates on the reservoir and can miss rare extreme values")
+    X = np.asarray(points, dtype=np.float64)
+    if X.ndim != 2 or X.shape[0] < 1:
+        return undefined(CALIBRATED_METRICS, "too few points: 0")
+    reason = check_finite(X, name="points", family="quantization", point=point)
+    if reason is not None:
+        return undefined(CALIBRATED_METRICS, reason)
+    ch_min = np.asarray(extent.ch_min, dtype=np.float64)
+    ch_max = np.asarray(extent.ch_max, dtype=np.float64)
+    if ch_min.shape != (X.shape[1],) or not (np.all(np.isfinite(ch_min)) and np.all(np.isfinite(ch_max))):
+        return undefined(CALIBRATED_METRICS, "not defined: the streaming range is empty or does not match the points")
+    a = float(extent.abs_quantile(CLIP_QUANTILE))
+    lo, hi = float(ch_min.min()), float(ch_max.max())
+    if math.isfinite(a):
+        lo, hi = max(-a, lo), min(a, hi)
+    out: dict[str, MetricValue] = {}
+    for name, q in (("int8_sqnr_db_stream", _affine(X, ch_min, ch_max, bits)), ("int8_sqnr_db_clipped", _affine(X, lo, hi, bits))):
+        value = sqnr_db(X, q)
+        if math.isnan(value):
+            out[name] = MetricValue(value, "not defined: zero signal (all points are 0)")
+        elif math.isinf(value):
+            out[name] = MetricValue(value, "infinite: quantization is exact (zero error)")
+        else:
+            out[name] = MetricValue(value)
+    return out
 
 
 def sqnr_db(x: ArrayLike, q: ArrayLike) -> float:

@@ -22,9 +22,13 @@ the train split and scored on the held-out split:
 Scores, over the held-out set (x_hat the decoder's output, x the true input, sums over points
 and channels):
 
-- ``recon_error_<decoder>`` = sqrt(sum ||x_hat - x||^2 / sum ||x||^2), the relative error
-  ||x_hat - x|| / ||x|| with Frobenius norms over the whole held-out set (not a mean of
-  per-point ratios). Note ||x|| is not centred: predicting 0 gives 1.
+- ``recon_error_<decoder>`` = sqrt(sum ||x_hat - x||^2 / sum ||x - mean(x)||^2), the centred
+  relative error ||x_hat - x|| / ||x - mean(x)|| with Frobenius norms over the whole held-out
+  set (not a mean of per-point ratios; the mean is the held-out mean). Predicting the mean
+  scores 1 whatever the offset of the target, so a two-sided block input (linear network) and
+  a non-negative one (ReLU6 network) are on the same scale; error = sqrt(1 - R^2). (An uncentred
+  denominator ||x|| credits a decoder for the target's mean: predicting the mean scored 0.99
+  on two-sided inputs but 0.75 on non-negative ones.)
 - ``recon_r2_<decoder>`` = 1 - sum ||x_hat - x||^2 / sum ||x - mean(x)||^2
   (scikit-learn's variance-weighted R^2; the mean is the held-out mean).
 
@@ -71,13 +75,29 @@ _ALPHAS = tuple(np.logspace(-6, 3, 10))
 
 
 def relative_error(x_hat: ArrayLike, x: ArrayLike) -> float:
-    """sqrt(sum ||x_hat - x||^2 / sum ||x||^2) over all points and channels.
+    """Centred relative error sqrt(sum ||x_hat - x||^2 / sum ||x - mean(x)||^2).
 
-    Returns NaN when sum ||x||^2 = 0 (relative error undefined).
+    Sums run over all points and channels; ``mean(x)`` is the per-channel mean over the points
+    of ``x``, so a predictor of that mean scores exactly 1 (and error^2 = 1 - R^2).
+
+    Parameters
+    ----------
+    x_hat, x : array-like of shape (n_points, n_channels)
+
+    Returns
+    -------
+    float
+        NaN when sum ||x - mean(x)||^2 = 0 (the targets are constant).
+
+    Examples
+    --------
+    >>> x = np.array([[1.0, 5.0], [3.0, 7.0]])
+    >>> relative_error(np.full_like(x, 1.0) * x.mean(axis=0), x)
+    1.0
     """
     x_hat = np.asarray(x_hat, dtype=np.float64)
     x = np.asarray(x, dtype=np.float64)
-    den = float(np.sum(x**2))
+    den = float(np.sum((x - x.mean(axis=0)) ** 2))
     if den == 0:
         return math.nan
     return float(np.sqrt(np.sum((x_hat - x) ** 2) / den))
@@ -220,7 +240,7 @@ def _metric_names(decoders: Sequence[str]) -> list[str]:
 def _scores(x_hat: NDArray[np.float64], x: NDArray[np.float64], name: str) -> dict[str, MetricValue]:
     err, r2 = relative_error(x_hat, x), r2_score_flat(x_hat, x)
     return {
-        f"recon_error_{name}": MetricValue(err, "not defined: held-out inputs are all zero" if math.isnan(err) else None),
+        f"recon_error_{name}": MetricValue(err, "not defined: held-out inputs have zero variance" if math.isnan(err) else None),
         f"recon_r2_{name}": MetricValue(r2, "not defined: held-out inputs have zero variance" if math.isnan(r2) else None),
     }
 

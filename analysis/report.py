@@ -9,11 +9,11 @@ completely *before* any work starts, runs one job per (checkpoint, dataset) thro
     OUT/
       metrics.parquet  metrics.csv      tidy results (docs/design.md schema), deterministic row order
       spiral.csv                        the paper's Figure 1 experiment (analysis.spiral)
+      surgery.csv                       bottleneck activation removed / inserted at inference (analysis.surgery)
       figures/*.svg|png|pdf             analysis.figures builders (vl-convert, no browser)
       tables/*.tex                      booktabs tables, mean +- std over seeds, best in bold;
                                         comparison-*.tex: paired a - b over seeds, 95 % CI, p, verdict
       comparison-*.csv                  analysis.compare.compare_designs rows (per block and point)
-      surgery-*.csv                     analysis.surgery.run_surgery of each [surgery] checkpoint
       report.md  report.html            the report; the HTML embeds every figure (offline)
       provenance.json                   config, versions, git commit, sha256, seeds, timings
       jobs/<job-id>.parquet|npz         one finished job each (the resume cache)
@@ -68,6 +68,8 @@ import numpy as np
 import pandas as pd
 
 from analysis._workers import init_worker
+from analysis.metrics import METRICS, higher_is_better
+from analysis.metrics import metric_family as registry_family
 from probes._io import atomic_write_json, atomic_write_text, check_output, sha256_file
 
 __all__ = [
@@ -81,9 +83,6 @@ __all__ = [
     "comparison_table",
     "comparison_to_latex",
     "comparison_to_markdown",
-    "surgery_summary",
-    "surgery_to_latex",
-    "surgery_to_markdown",
     "load_config",
     "metric_family",
     "metrics_table",
@@ -100,37 +99,14 @@ DEFAULT_CONFIG: Path = Path(__file__).resolve().parent / "configs" / "paper.toml
 #: Figure file formats that :func:`analysis.figures.save_chart` writes.
 FIGURE_FORMATS: tuple[str, ...] = ("svg", "png", "pdf")
 
-#: Direction of "better" per metric for the bold cell of a table row (True: higher is better).
-#: Metrics without a direction (Betti numbers, intrinsic dimension ...) get no bold cell.
+#: Direction of "better" per metric for the bold cell of a table row (True: higher keeps more),
+#: from the registry :mod:`analysis.metrics`. Metrics without a direction there (Betti numbers,
+#: intrinsic dimension, CKA, interval bounds ...) get no bold cell; derived names resolve
+#: through :func:`analysis.metrics.higher_is_better`.
 HIGHER_IS_BETTER: dict[str, bool] = {
-    **{m: True for m in ("rank", "effective_rank", "participation_ratio", "stable_rank",
-                         "pca_dims_90", "pca_dims_95", "pca_dims_99")},
-    **{f"{m}_frac": True for m in ("rank", "effective_rank", "participation_ratio", "stable_rank",
-                                   "pca_dims_90", "pca_dims_95", "pca_dims_99")},
-    "dead_fraction": False, "rare_fraction": False, "saturated_fraction": False,
-    "positive_min": True, "positive_mean": True, "positive_max": True,
-    "above_threshold_fraction": True, "lemma2_invertible_fraction": True,
-    "recon_error_linear": False, "recon_error_knn": False, "recon_error_mlp": False,
-    "recon_error_exact": False, "recon_r2_linear": True, "recon_r2_knn": True,
-    "recon_r2_mlp": True, "recon_r2_exact": True,
-    "bottleneck_to_input_h1": False, "wasserstein_to_input_h1": False,
-    "cka_to_input": True, "int8_sqnr_db": True, "int8_sqnr_db_per_channel": True,
-    "test_accuracy": True,
+    name: info.direction == "higher keeps more" for name, info in METRICS.items() if info.direction is not None
 }
 
-_FAMILY_PREFIXES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("spectrum", ("rank", "effective_rank", "participation_ratio", "stable_rank", "pca_dims_")),
-    ("activity", ("dead_fraction", "rare_fraction", "saturated_fraction", "positive_",
-                  "above_threshold_fraction", "lemma2_invertible_fraction")),
-    ("reconstruction", ("recon_",)),
-    ("topology", ("betti", "total_persistence", "persistence_entropy", "bottleneck_to_input",
-                  "wasserstein_to_input")),
-    ("dimension", ("twonn_id", "mle_id")),
-    ("similarity", ("cka_",)),
-    ("quantization", ("int8_sqnr",)),
-)
-
-#: Function that each metric family needs (checked before any work starts).
 _FAMILY_FUNCTIONS: dict[str, tuple[str, str]] = {
     "spectrum": ("analysis.spectrum", "spectrum_metrics"),
     "activity": ("analysis.activity", "activity_metrics"),
@@ -139,6 +115,7 @@ _FAMILY_FUNCTIONS: dict[str, tuple[str, str]] = {
     "dimension": ("analysis.dimension", "intrinsic_dimension"),
     "similarity": ("analysis.similarity", "similarity_metrics"),
     "quantization": ("analysis.quantization", "quantization_metrics"),
+    "information": ("analysis.information", "information_metrics"),
 }
 
 _VERSIONED_PACKAGES: tuple[str, ...] = (
@@ -149,11 +126,13 @@ _VERSIONED_PACKAGES: tuple[str, ...] = (
 
 
 def metric_family(metric: str) -> str | None:
-    """The metric family (see :data:`analysis.study.FAMILIES`) that computes ``metric``."""
-    for family, prefixes in _FAMILY_PREFIXES:
-        if any(metric == p or metric.startswith(p) for p in prefixes):
-            return family
-    return None
+    """The metric family (see :data:`analysis.study.FAMILIES`) that computes ``metric``.
+
+    From the registry :mod:`analysis.metrics`; None for unknown names and for
+    ``test_accuracy`` (not computed by a family).
+    """
+    family = registry_family(metric)
+    return None if family == "accuracy" else family
 
 
 # ============================================================================================
@@ -202,9 +181,7 @@ class ReportConfig:
     notes: tuple[str, ...] = ()
     compare_designs: tuple[str, ...] = ("linear", "relu6")
     compare_level: float = 0.95
-    surgery_checkpoints: tuple[str, ...] = ()
-    surgery_metric: str = "input_decode_r2"
-    surgery_point: str = "project"
+    surgery: dict[str, Any] | None = None
 
 
 class _Checker:
@@ -294,7 +271,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "tables": ("metrics", "stages", "designs"),
     "spiral": ("enabled", "dims", "activation", "seeds"),
     "compare": ("designs", "level"),
-    "surgery": ("checkpoints", "metric", "point"),
+    "surgery": ("enabled", "checkpoints", "blocks"),
 }
 _FILE_KEYS = ("path", "arch", "mean", "std", "size", "gray_to_rgb")
 _POINT_RE = re.compile(r"^blocks\.(\d+)\.(input|expand\.pre|expand|depthwise\.pre|depthwise|"
@@ -567,23 +544,20 @@ def load_config(path: str | Path) -> ReportConfig:
         raise ck.fail("compare.designs", "two different design names (a, b)", list(compare_designs))
     compare_level = ck.float_("compare.level", cmp.get("level", 0.95), 0.0, 1.0)
 
-    surg = sec["surgery"]
-    surgery_checkpoints = ck.str_list("surgery.checkpoints", surg.get("checkpoints", []))
-    surgery_metric = surg.get("metric", "input_decode_r2")
-    surgery_point = ck.choice("surgery.point", surg.get("point", "project"), ("project", "output"))
-    if surgery_checkpoints:
+    su = sec["surgery"]
+    surgery: dict[str, Any] | None = {
+        "checkpoints": ck.str_list("surgery.checkpoints", su.get("checkpoints", [])),
+        "blocks": ck.int_list("surgery.blocks", su.get("blocks", []), 0) if su.get("blocks") else None,
+    }
+    if not ck.bool_("surgery.enabled", su.get("enabled", False)) or not surgery["checkpoints"]:
+        surgery = None
+    else:
         from probes.loading import list_zoo
 
-        try:
-            from analysis.surgery import SURGERY_METRICS
-        except ImportError:
-            raise ck.fail("surgery.checkpoints", "empty: this version has no analysis.surgery",
-                          list(surgery_checkpoints)) from None
-        surgery_metric = ck.choice("surgery.metric", surgery_metric, SURGERY_METRICS)
         zoo = sorted(c["name"] for c in list_zoo())
-        for name in surgery_checkpoints:
+        for name in surgery["checkpoints"]:
             if name not in zoo:
-                raise ck.fail("surgery.checkpoints", f"shipped checkpoint names from {zoo}", name)
+                raise ck.fail("surgery.checkpoints", f"shipped zoo checkpoint names ({', '.join(zoo)})", name)
 
     checkpoints, notes = _resolve_checkpoints(ck, sec["checkpoints"], base)
     return ReportConfig(
@@ -591,9 +565,8 @@ def load_config(path: str | Path) -> ReportConfig:
         checkpoints=tuple(checkpoints), datasets=tuple(datasets), pairing=pairing, study=study,
         diagram_points=diagrams, figure_designs=figure_designs, depth_metrics=depth_metrics,
         depth_stages=depth_stages, table_metrics=table_metrics, table_stages=table_stages,
-        table_designs=table_designs, spiral=spiral, notes=tuple(notes),
+        table_designs=table_designs, spiral=spiral, notes=tuple(notes), surgery=surgery,
         compare_designs=compare_designs, compare_level=compare_level,
-        surgery_checkpoints=surgery_checkpoints, surgery_metric=surgery_metric, surgery_point=surgery_point,
     )
 
 
@@ -1004,138 +977,6 @@ def comparison_to_latex(table: pd.DataFrame, *, caption: str = "", level: float 
     return "\n".join(lines) + "\n"
 
 
-def surgery_summary(table: pd.DataFrame, *, metric: str = "input_decode_r2", point: str = "project") -> pd.DataFrame:
-    """One row per surgery variant of :func:`analysis.surgery.run_surgery` output (one checkpoint).
-
-    ``accuracy`` and ``accuracy_delta`` (test accuracy in %, minus the unmodified network's);
-    ``value`` (with the variant's bootstrap ``ci_low`` / ``ci_high``), ``baseline`` and ``delta``
-    of ``metric`` at the changed block's ``point`` for ``block <i>``; for ``none`` and
-    ``all blocks`` the mean over every block's ``point`` (no interval: the blocks' bootstrap
-    intervals do not combine into one).
-
-    Returns
-    -------
-    DataFrame
-        ``variant, changed_blocks, act_from, act_to, accuracy, accuracy_delta, value, ci_low,
-        ci_high, baseline, delta, reason`` in variant order (none, blocks, all blocks).
-    """
-    cols = ["variant", "changed_blocks", "act_from", "act_to", "accuracy", "accuracy_delta", "value", "ci_low",
-            "ci_high", "baseline", "delta", "reason"]
-    acc = table[table["metric"] == "test_accuracy"].set_index("variant")
-    sel = table[(table["metric"] == metric) & table["point"].astype(str).str.endswith(f".{point}")]
-    rows = []
-    for variant, a in acc.iterrows():
-        part = sel[sel["variant"] == variant]
-        if variant.startswith("block "):
-            part = part[part["block"] == int(variant.split()[1])]
-        single = len(part) == 1
-        reasons = sorted({str(r) for r in part["reason"] if str(r)})
-        rows.append({
-            "variant": variant, "changed_blocks": a["changed_blocks"], "act_from": a["act_from"],
-            "act_to": a["act_to"], "accuracy": 100.0 * float(a["value"]),
-            "accuracy_delta": 100.0 * float(a["delta"]),
-            "value": float(part["value"].mean()) if len(part) else math.nan,
-            "ci_low": float(part["ci_low"].iloc[0]) if single else math.nan,
-            "ci_high": float(part["ci_high"].iloc[0]) if single else math.nan,
-            "baseline": float(part["baseline"].mean()) if len(part) else math.nan,
-            "delta": float(part["delta"].mean()) if len(part) else math.nan,
-            "reason": "; ".join(reasons),
-        })
-    out = pd.DataFrame(rows, columns=cols)
-    rank = [(0, 0) if v == "none" else (2, 0) if v == "all blocks" else (1, int(v.split()[1])) for v in out["variant"]]
-    return out.assign(_k=rank).sort_values("_k", kind="stable").drop(columns="_k").reset_index(drop=True)
-
-
-def _surgery_cells(summary: pd.DataFrame) -> list[list[str]]:
-    def f(x: float, spec: str) -> str:
-        return format(x, spec) if np.isfinite(x) else "--"
-
-    out = []
-    for _, r in summary.iterrows():
-        value = f(r["value"], ".3f") + (f" [{f(r['ci_low'], '.3f')}, {f(r['ci_high'], '.3f')}]"
-                                        if np.isfinite(r["ci_low"]) else "")
-        out.append([str(r["variant"]), f(r["accuracy"], ".2f"), f(r["accuracy_delta"], "+.2f"), value,
-                    f(r["baseline"], ".3f"), f(r["delta"], "+.3f")])
-    return out
-
-
-def surgery_to_markdown(summary: pd.DataFrame, *, metric: str, point: str) -> str:
-    """Markdown table of :func:`surgery_summary`."""
-    if summary.empty:
-        return "_(no surgery results)_\n"
-    lines = [f"| Blocks changed | accuracy (%) | \u0394 accuracy | `{metric}` at {point} [95 % bootstrap CI] | "
-             "unmodified | \u0394 |", "|---|---|---|---|---|---|"]
-    lines += ["| " + " | ".join(cells) + " |" for cells in _surgery_cells(summary)]
-    return "\n".join(lines) + "\n"
-
-
-def surgery_to_latex(summary: pd.DataFrame, *, metric: str, point: str, caption: str = "") -> str:
-    """A booktabs ``tabular`` of :func:`surgery_summary`."""
-    lines = ["% Generated by `bnprobe report` (analysis.surgery); needs \\usepackage{booktabs}."]
-    if caption:
-        lines += [f"% {line}" for line in caption.splitlines()]
-    if summary.empty:
-        return "\n".join(lines + ["% (no surgery results)"]) + "\n"
-    lines += ["\\begin{tabular}{lccccc}", "\\toprule",
-              " & ".join(["Blocks changed", "Accuracy (\\%)", "$\\Delta$ accuracy",
-                          f"{_latex_escape(metric)} at {_latex_escape(point)}", "Unmodified", "$\\Delta$"]) + " \\\\",
-              "\\midrule"]
-    for cells in _surgery_cells(summary):
-        lines.append(" & ".join([_latex_escape(cells[0]), *(f"${c}$" if c != "--" else "--" for c in cells[1:])])
-                     + " \\\\")
-    lines += ["\\bottomrule", "\\end{tabular}"]
-    return "\n".join(lines) + "\n"
-
-
-def _surgery_parts(config: ReportConfig, out: Path, progress: bool
-                   ) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, Any]], list[str]]:
-    """Run :func:`analysis.surgery.run_surgery` for each ``[surgery]`` checkpoint (cached in
-    ``jobs/`` by the weights' sha256): tables, figures and failures."""
-    if not config.surgery_checkpoints:
-        return [], [], []
-    import torch
-    from threadpoolctl import threadpool_limits
-    from tqdm.auto import tqdm
-
-    from analysis.study import read_table, write_table
-    from analysis.surgery import run_surgery, surgery_figure
-    from probes.loading import list_zoo
-
-    shas = {c["name"]: c.get("sha256") for c in list_zoo()}
-    tables: list[tuple[str, str, str]] = []
-    charts: list[tuple[str, str, Any]] = []
-    failures: list[str] = []
-    metric, point = config.surgery_metric, config.surgery_point
-    for name in tqdm(config.surgery_checkpoints, desc="surgery", disable=not progress, file=sys.stderr):
-        cache = out / "jobs" / f"surgery-{_safe(name)}-{str(shas.get(name))[:12]}-s{config.study.seed}.parquet"
-        try:
-            if cache.is_file():
-                table = read_table(cache)
-            else:
-                threads = torch.get_num_threads()
-                try:
-                    torch.set_num_threads(1)
-                    with threadpool_limits(limits=1):
-                        table = run_surgery(name, seed=config.study.seed, device="cpu", progress=False)
-                finally:
-                    torch.set_num_threads(threads)
-                write_table(table.assign(value=table["value"].astype(float)), cache)
-            write_table(table, out / f"surgery-{_safe(name)}.csv")
-            summary = surgery_summary(table, metric=metric, point=point)
-            first = summary.iloc[1] if len(summary) > 1 else summary.iloc[0]
-            caption = (f"{name}: bottleneck activation {first['act_from'] or 'as trained'} -> {first['act_to']} at "
-                       f"inference, one block at a time and in all blocks (no retraining); test accuracy and "
-                       f"{metric} at the changed block's {point} point (none / all blocks: mean over blocks).")
-            stem = f"surgery-{_safe(name)}"
-            atomic_write_text(out / "tables" / f"{stem}.tex",
-                              surgery_to_latex(summary, metric=metric, point=point, caption=caption))
-            tables.append((stem, caption, surgery_to_markdown(summary, metric=metric, point=point)))
-            charts.append((stem, caption, surgery_figure(table, metric=metric, point=point)))
-        except Exception as exc:  # noqa: BLE001 - one part fails, the report goes on
-            failures.append(f"surgery of {name}: {type(exc).__name__}: {exc}")
-    return tables, charts, failures
-
-
 def _decimals(means: Sequence[float], stds: Sequence[float]) -> int:
     """Decimals of a table row: 3 significant digits of the largest mean, and enough to show
     the smallest non-zero std with one significant digit (at most 4)."""
@@ -1161,7 +1002,7 @@ def _table_rows(summary: pd.DataFrame) -> tuple[list[str], list[tuple[str, str, 
     for (stage, metric), part in summary.groupby(["stage", "metric"], sort=False):
         cells = {d: (m, s, n) for d, m, s, n in zip(part["design"], part["mean"], part["std"], part["n"])}
         dec = _decimals([c[0] for c in cells.values()], [c[1] for c in cells.values()])
-        direction = HIGHER_IS_BETTER.get(metric)
+        direction = higher_is_better(metric)
         best = None
         if direction is not None and len(cells) > 1:
             means = [c[0] for c in cells.values()]
@@ -1722,6 +1563,26 @@ def _report(config: ReportConfig, jobs: list[Job], plan_notes: list[str], out: P
             part_failures.append(f"spiral: {type(exc).__name__}: {exc}")
     t_spiral = time.perf_counter() - t_spiral
 
+    # ---------------------------------------------------------------- surgery
+    surgery_charts = []
+    if config.surgery is not None:
+        from analysis.surgery import run_surgery, surgery_figure
+
+        frames_s = []
+        for name in config.surgery["checkpoints"]:
+            try:
+                table = run_surgery(name, blocks=config.surgery["blocks"], seed=config.study.seed, progress=False)
+                frames_s.append(table)
+                surgery_charts.append((f"surgery-{_safe(name)}", f"{name}: bottleneck activation changed at "
+                                       "inference, one block at a time and in all blocks; change of test accuracy "
+                                       "and of the input image's decodability (ridge R\u00b2) at the changed "
+                                       "block's projection, with 95 % bootstrap intervals over test images.",
+                                       surgery_figure(table)))
+            except Exception as exc:  # noqa: BLE001 - one part fails, the report goes on
+                part_failures.append(f"surgery {name}: {type(exc).__name__}: {exc}")
+        if frames_s:
+            write_table(pd.concat(frames_s, ignore_index=True), out / "surgery.csv")
+
     # ---------------------------------------------------------------- figures
     t_fig = time.perf_counter()
     cards = _cards_frame(config)
@@ -1732,12 +1593,10 @@ def _report(config: ReportConfig, jobs: list[Job], plan_notes: list[str], out: P
     except Exception as exc:  # noqa: BLE001
         charts, fig_notes = [], []
         part_failures.append(f"figures: {type(exc).__name__}: {exc}")
-    surgery_tables, surgery_charts, surgery_failures = _surgery_parts(config, out, progress)
-    charts.extend(surgery_charts)
-    part_failures.extend(surgery_failures)
     if spiral_chart is not None:
         charts.append(("spiral", "A 2-D spiral embedded in n dimensions by a random matrix T, passed "
                        "through ReLU and mapped back (paper Fig. 1).", spiral_chart))
+    charts.extend(surgery_charts)
     fig_dir = out / "figures"
     written: dict[str, tuple[dict[str, Path], str]] = {}
     for stem, caption, chart in charts:
@@ -1770,7 +1629,6 @@ def _report(config: ReportConfig, jobs: list[Job], plan_notes: list[str], out: P
         fig_notes.extend(cmp_notes)
     except Exception as exc:  # noqa: BLE001 - one part fails, the report goes on
         part_failures.append(f"paired comparison: {type(exc).__name__}: {exc}")
-    tables.extend(surgery_tables)
     if not cards.empty:
         acc = accuracy_table(cards)
         caption = "Test accuracy (%) per dataset and design, mean +- sample std over seeds (checkpoint cards)."
@@ -1850,6 +1708,7 @@ def _build_doc(out: Path, config: ReportConfig, jobs: Sequence[Job], status: dic
         ("depth-", "Metrics across depth", len(config.depth_stages)),
         ("positive-", "Active channels after each ReLU (Fig. 7)", 1),
         ("spiral", "Spiral through ReLU (Fig. 1)", 1),
+        ("surgery-", "Surgery: bottleneck activation removed or inserted at inference", 1),
         ("diagram-", "Persistence diagrams", 1),
     ]
     for prefix, heading, columns in sections:
@@ -1875,19 +1734,7 @@ def _build_doc(out: Path, config: ReportConfig, jobs: Sequence[Job], status: dic
             doc.p(f"**{name}** \u2014 {caption}")
             doc.table(md)
         doc.figures([written[stem] for stem in paired_figs], columns=1)
-    surgery_tables = [t for t in tables if t[0].startswith("surgery-")]
-    if surgery_tables:
-        doc.h(2, "Within-network surgery")
-        doc.p("The controlled test of the paper's claim: one trained network, its bottleneck activation "
-              "removed (ReLU6 -> identity) or inserted (linear -> ReLU6) at inference, one block at a time "
-              "and in all blocks, without retraining. Intervals are bootstrap intervals over test images "
-              "within one run (one checkpoint: no spread over seeds). Full tables: `surgery-*.csv`.")
-        for name, caption, md in surgery_tables:
-            doc.p(f"**{name}** \u2014 {caption}")
-            doc.table(md)
-            if name in written:
-                doc.figures([written[name]], columns=1)
-    metric_tables = [t for t in tables if t[0] != "accuracy" and not t[0].startswith(("comparison-", "surgery-"))]
+    metric_tables = [t for t in tables if t[0] != "accuracy" and not t[0].startswith("comparison-")]
     if metric_tables:
         doc.h(2, "Tables")
         doc.p("LaTeX versions (booktabs, ready to `\\input`) are in `tables/`.")
@@ -1911,6 +1758,7 @@ def _build_doc(out: Path, config: ReportConfig, jobs: Sequence[Job], status: dic
         "`metrics.parquet`, `metrics.csv`: tidy results, one row per value "
         f"({len(metrics)} rows)",
         "`spiral.csv`: the spiral experiment" if (out / "spiral.csv").exists() else "spiral: not run",
+        "`surgery.csv`: the surgery table" if (out / "surgery.csv").exists() else "surgery: not run",
         f"`figures/`: {len(written)} figures as {', '.join(f.upper() for f in config.formats)}",
         "`tables/`: LaTeX tables; `provenance.json`: config, versions, checkpoint sha256, seeds, timings",
         f"config `{config.source.name}` (sha256 {provenance['config_sha256'][:12]}), git commit "

@@ -269,7 +269,9 @@ def spectrum_metrics(
     rtol : float in (0, 1), default 1e-6
         Relative threshold of the numerical rank: #{lambda_i > rtol * lambda_1}.
     n_points : int, optional
-        Number of points behind ``cov``; with fewer than 2 every metric is NaN.
+        Number of points behind ``cov``; with fewer than 2 every metric is NaN; with fewer
+        than C + 1 every defined value carries a reason saying it is a lower bound (the
+        covariance of n points has rank at most n - 1).
     point : str, optional
         Capture-point name, used in the warning about non-finite values.
     eigvals : array-like of shape (C,), optional
@@ -311,6 +313,11 @@ def spectrum_metrics(
     else:
         out = {"rank": MetricValue(0.0)}
         out |= undefined(_BASE[1:], "not defined: zero total variance (all points equal)")
+    if n_points is not None and n_points - 1 < c:
+        # a covariance of n points has rank <= n - 1: every rank-like count is capped by the sample
+        cap = (f"lower bound: {n_points} points < {c} channels, so at most {n_points - 1} directions can "
+               "carry variance; the rank of the full cloud may be higher (use exact moments or more images)")
+        out = {k: v if v.reason else MetricValue(v.value, cap) for k, v in out.items()}
     for name in _BASE:
         v = out[name]
         out[f"{name}_frac"] = MetricValue(v.value / c, v.reason)

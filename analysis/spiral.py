@@ -3,8 +3,10 @@
 A 2-D spiral x (n_points, 2) is embedded by a random matrix T (n x 2, standard Gaussian,
 seeded), passed through an activation, y = act(T x), and mapped back to 2-D by
 
-``pinv``        x_hat = pinv(T) act(T x): the paper's "T^-1". It does not recover x even for
-                large n: for ReLU, act(Tx) = (Tx + |Tx|) / 2 and pinv(T) |Tx| / 2 is not 0.
+``pinv``        x_hat = pinv(T) act(T x): the paper's "T^-1". For ReLU, act(Tx) = (Tx + |Tx|) / 2,
+                so x_hat = x / 2 + pinv(T) |Tx| / 2: at large n the second term is small and
+                x_hat is the spiral at half its size (its relative error sits near 0.5 although
+                the shape is kept, which is what the paper's Fig. 1 shows at n = 15, 30).
 ``active_set``  least squares on the rows of T whose outputs are in the activation's
                 injective region (see :func:`analysis.reconstruction.active_set_inverse`),
                 the minimum-norm solution where fewer than 2 independent rows are active (the
@@ -13,16 +15,28 @@ seeded), passed through an activation, y = act(T x), and mapped back to 2-D by
 ``learned``     a k-NN regressor (k = 5, distance-weighted) from y to x, 5-fold cross-fitted:
                 every point is predicted by a decoder that never saw it (held out).
 
-For each (n, seed) the table reports, per method, the relative error
-sqrt(sum ||x_hat - x||^2 / sum ||x||^2) over all points, and the Lemma-2 invertible fraction
+For each (n, seed) the table reports, per method,
+
+- ``recon_error``: the centred relative error sqrt(sum ||x_hat - x||^2 / sum ||x - mean(x)||^2)
+  over all points (:func:`analysis.reconstruction.relative_error`): does x_hat equal x?
+- ``procrustes_disparity``: :func:`scipy.spatial.procrustes` of x and x_hat, both centred and
+  scaled to unit Frobenius norm, then x_hat rotated / reflected and scaled onto x; the
+  disparity is the remaining sum of squares, 1 - (sum_i s_i)^2 with s_i the singular values
+  of x_c^T x_hat_c / (||x_c|| ||x_hat_c||), in [0, 1]: is the *shape* kept?
+- ``procrustes_scale``: the size of the fit, s in x_hat_c ~ s x_c R (R orthogonal),
+  s = sum_i sigma_i(x_c^T x_hat_c) / ||x_c||^2 (0.5 for pinv at large n, 1 for an exact inverse),
+
+and the Lemma-2 invertible fraction
 (:func:`analysis.activity.lemma2_invertible`). For ReLU and rows with a sign-symmetric
 distribution, Theorem 1 of the paper's appendix gives its expectation over T when the
 spiral's angles are uniform (they are here, with whole turns): the probability that at least
 2 of the n rows are active, sum_{k=0}^{n-2} C(n, k) / 2^n (:func:`expected_invertible_fraction`).
 
-The expected finding (and what the tests check): at n = 2, 3 points collapse (large error for
-every method); at n = 15, 30 the active-set inverse is exact (error ~ 1e-15) and the learned
-decoder is close, while ``pinv`` stays far off.
+The expected finding (and what the tests check): at n = 2, 3 points collapse (large error and
+large Procrustes disparity for every method); at n = 15, 30 the shape is kept by every method
+(disparity near 0), the active-set inverse is exact (error ~ 1e-15) and the learned decoder is
+close, while ``pinv`` returns the spiral shrunk by about half (error near 0.5, scale near 0.5):
+its error measures the scale, not a loss of information.
 """
 
 from __future__ import annotations
@@ -35,6 +49,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
+from scipy.spatial import procrustes
 from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.neighbors import KNeighborsRegressor
 
@@ -47,6 +62,7 @@ __all__ = [
     "activate",
     "expected_invertible_fraction",
     "make_spiral",
+    "procrustes_fit",
     "run_spiral",
     "spiral_figure",
 ]
@@ -127,6 +143,31 @@ def expected_invertible_fraction(m: int, n: int = 2) -> float:
     return sum(math.comb(m, k) for k in range(m - n + 1)) / 2**m
 
 
+def procrustes_fit(x_hat: NDArray[np.float64], x: NDArray[np.float64]) -> tuple[float, float]:
+    """Procrustes disparity and scale of x_hat against x (shape kept up to rotation and size).
+
+    Parameters
+    ----------
+    x_hat, x : ndarray of shape (n_points, 2)
+
+    Returns
+    -------
+    disparity : float
+        :func:`scipy.spatial.procrustes` disparity in [0, 1]: 0 when x_hat = s x R + c for
+        some scale s > 0, orthogonal R and shift c. NaN when x_hat is a single point (a
+        collapse to one point has no shape; scipy cannot scale it).
+    scale : float
+        s = sum_i sigma_i(x_c^T x_hat_c) / ||x_c||^2 (c: centred), the factor of the best fit
+        x_hat_c ~ s x_c R; 0 when x_hat is a single point.
+    """
+    xc = x - x.mean(axis=0)
+    hc = x_hat - x_hat.mean(axis=0)
+    scale = float(np.linalg.svd(xc.T @ hc, compute_uv=False).sum() / np.sum(xc**2))
+    if not np.any(hc):
+        return math.nan, 0.0
+    return float(procrustes(x, x_hat)[2]), scale
+
+
 def _check_int_list(values: Iterable[int], name: str, minimum: int) -> list[int]:
     out = list(values)
     if not out or any(
@@ -174,7 +215,8 @@ def run_spiral(
     -------
     table : pandas.DataFrame
         One row per (n, seed, method) with columns ``n, seed, activation, method,
-        recon_error, invertible_fraction, expected_invertible_fraction, n_points``
+        recon_error, procrustes_disparity, procrustes_scale, invertible_fraction,
+        expected_invertible_fraction, n_points`` (formulas in the module docstring)
         (``expected_invertible_fraction``: Theorem 1, for ``relu`` only, else NaN).
     reconstructions : dict
         ``"input"``: the spiral (n_points, 2); ``"s"``: position along it (n_points,);
@@ -208,6 +250,7 @@ def run_spiral(
             recon[(n, seed)] = {**estimates, "invertible": invertible}
             expected = expected_invertible_fraction(n, 2) if activation == "relu" else math.nan
             for method in METHODS:
+                disparity, scale = procrustes_fit(estimates[method], X)
                 rows.append(
                     {
                         "n": n,
@@ -215,6 +258,8 @@ def run_spiral(
                         "activation": activation,
                         "method": method,
                         "recon_error": relative_error(estimates[method], X),
+                        "procrustes_disparity": disparity,
+                        "procrustes_scale": scale,
                         "invertible_fraction": float(invertible.mean()),
                         "expected_invertible_fraction": expected,
                         "n_points": n_points,

@@ -30,8 +30,23 @@ Which metric is computed where
   ``bottleneck_to_input_h1``, ``wasserstein_to_input_h1``): every point's reservoir after
   greedy subsampling to ``topology_points`` points.
 - dimension (``twonn_id``, ``mle_id``), quantisation (``int8_sqnr_db``,
-  ``int8_sqnr_db_per_channel``): every point's reservoir.
+  ``int8_sqnr_db_per_channel`` ..., calibrated on the reservoir; ``int8_sqnr_db_stream`` and
+  ``int8_sqnr_db_clipped``, calibrated on every captured value when the capture has an
+  ``Extent`` sink, else NaN with a reason): every point's reservoir. Their spread over
+  reservoir redraws: ``<metric>_ci_low`` / ``_ci_high`` rows by the delete-half jackknife
+  (:func:`analysis.dimension.redraw_interval`). Topology is not resampled (each redraw is a
+  ripser run); its values carry the reservoir's sampling error without an interval.
+
+Sampling caveats carried as reasons on finite values: spectrum metrics from fewer points than
+channels (a lower bound), ``dead_fraction`` from activity counts at sampled positions (an upper
+bound; from counts at every position when the capture's ``Extent`` sink has them).
 - similarity (``cka_to_input``): every point against its block's input (paired reservoirs).
+- information (``input_decode_r2``, ``label_decode_acc``, ``factor_decode_r2_<name>``, each with
+  a ``_knn`` column and ``_ci_low`` / ``_ci_high`` rows; :mod:`analysis.information`): the points
+  of :data:`analysis.information.INFO_POINTS` (or ``points`` when given), from a second pass
+  over the dataset's train AND test splits with one globally pooled point per image, whatever
+  ``split``, ``n_images`` and ``sample_unit`` say; ``n_points`` is the number of test images.
+  NaN with a reason on datasets without a train / test split.
 """
 
 from __future__ import annotations
@@ -40,6 +55,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -75,6 +91,7 @@ __all__ = [
 #: Metric families, in the order they are computed.
 FAMILIES: tuple[str, ...] = (
     "spectrum", "activity", "reconstruction", "topology", "dimension", "similarity", "quantization",
+    "information",
 )
 
 #: Columns of the tidy results table, in order.
@@ -275,6 +292,29 @@ def load_inputs(dataset: str, *, split: str = "test", size: int | None = None, n
 # metrics of one probe result
 
 
+def _study_stream(config: StudyConfig, spec: Any, resize_size: int | None) -> Any:
+    """The study's images as a stream prepared for ``spec`` (the shared ``predict`` transform).
+
+    Built-in sets are made in memory (small); a user ``.npz`` is memory-mapped and an image
+    folder decoded image by image. ``natural`` crops are cut at the model's size, so they are
+    not resized again.
+    """
+    from probes.datasets import BUILTIN, open_streaming
+
+    if config.dataset in BUILTIN:
+        # built-in images are made at their native 32 px; natural crops at the model's size
+        data_size = spec.size if config.dataset == "natural" else 32
+        stream = open_streaming(load_inputs(config.dataset, split=config.split, size=data_size,
+                                            n_images=config.n_images, seed=config.seed))
+        if config.dataset == "natural":
+            resize_size = None
+    else:
+        stream = open_streaming(config.dataset)
+        if config.n_images is not None:
+            stream = stream.shard(0, min(config.n_images, len(stream)))
+    return stream.prepared(spec, resize_size=resize_size, gray_to_rgb=config.gray_to_rgb)
+
+
 def _folded(model: torch.nn.Module, conv_path: str | None, bn_path: str | None) -> tuple[np.ndarray, np.ndarray] | None:
     from probes.blocks import fold_bn
 
@@ -288,7 +328,9 @@ def _folded(model: torch.nn.Module, conv_path: str | None, bn_path: str | None) 
 
 
 def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[Any],
-                    config: StudyConfig, *, progress: bool = True) -> tuple[list[dict[str, Any]], dict[str, dict[str, np.ndarray]]]:
+                    config: StudyConfig, *, progress: bool = True,
+                    information: tuple[dict[str, dict[str, Any]], int] | None = None,
+                    ) -> tuple[list[dict[str, Any]], dict[str, dict[str, np.ndarray]]]:
     """Metric rows (without design columns) and details for every probed point.
 
     Parameters
@@ -299,6 +341,9 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
     blocks : sequence of probes.blocks.BlockInfo
         The model's blocks (module paths of the expansion conv and BN).
     config : StudyConfig
+    information : (dict, int), optional
+        ``({point: {metric: MetricValue}}, n_test)`` of the information family (computed by
+        :func:`run_study` from its own pass over the train and test splits).
 
     Returns
     -------
@@ -316,6 +361,7 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
     rows: list[dict[str, Any]] = []
     details: dict[str, dict[str, np.ndarray]] = {}
     input_topology: dict[int, Any] = {}
+    topology_cache: dict[tuple[int, int, int], Any] = {}
     bar = tqdm(list(points.values()), desc="metrics", disable=not progress, leave=False)
     for pt in bar:
         stats = probe_result.stats[pt.name]
@@ -363,6 +409,7 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
                 m = activity_metrics(act.active, n_points=int(act.n_points), histogram=act.histogram,
                                      activation=act.kind, saturated_counts=act.saturated,
                                      threshold=pt.block_in, point=pt.name, **kw)
+                m |= _full_activity(stats, m, sampled=config.moments != "exact")
                 det["positive_hist"] = np.asarray(act.histogram, dtype=np.int64)
                 det["active_fraction"] = np.asarray(act.active_fraction, dtype=np.float64)
                 vals.update({k: (v, int(act.n_points)) for k, v in m.items()})
@@ -384,13 +431,19 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
             vals.update({k: (v, n_res) for k, v in m.items()})
 
         if "topology" in fams and cloud is not None:
-            from analysis.topology import persistent_homology
+            from analysis.topology import persistent_homology, with_reference
 
             ref = input_topology.get(pt.block) if pt.stage != "input" else None
             n_topo = min(n_res, config.topology_points)
             if finite:
-                tr = persistent_homology(cloud, maxdim=config.topology_maxdim, n_perm=config.topology_points,
-                                         reference=ref)
+                # aliased points (a block's input is the previous block's output) share one
+                # reservoir: its diagrams are computed once, only the distances to the reference
+                # are per point
+                key = (id(res), config.topology_maxdim, config.topology_points)
+                if key not in topology_cache:
+                    topology_cache[key] = persistent_homology(
+                        cloud, maxdim=config.topology_maxdim, n_perm=config.topology_points)
+                tr = with_reference(topology_cache[key], ref)
                 if pt.stage == "input":
                     input_topology[pt.block] = tr
                 for dim, dgm in enumerate(tr.diagrams):
@@ -407,6 +460,7 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
             if finite:
                 m, reasons = intrinsic_dimension(cloud)
                 vals.update({k: ((v, reasons.get(k)), n_res) for k, v in m.items()})
+                vals.update(_redraw_rows(cloud, lambda c: intrinsic_dimension(c)[0], m, n_res, config.seed))
             else:
                 vals.update({k: ((math.nan, nonfinite), n_res) for k in ("twonn_id", "mle_id")})
 
@@ -422,8 +476,18 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
         if "quantization" in fams and cloud is not None:
             from analysis.quantization import quantization_metrics
 
-            m = quantization_metrics(cloud, point=pt.name)
+            from analysis.quantization import calibrated_metrics
+
+            extent = getattr(stats, "extent", None)
+            m = quantization_metrics(cloud, point=pt.name) | calibrated_metrics(cloud, extent, point=pt.name)
             vals.update({k: (v, n_res) for k, v in m.items()})
+            if finite:
+                vals.update(_redraw_rows(
+                    cloud, lambda c: quantization_metrics(c) | calibrated_metrics(c, extent),
+                    {k: m[k].value for k in _REDRAW_QUANT}, n_res, config.seed))
+
+        if "information" in fams and information is not None and pt.name in information[0]:
+            vals.update({k: (v, information[1]) for k, v in information[0][pt.name].items()})
 
         for metric, (mv, n) in vals.items():
             value, reason = _value_reason(mv)
@@ -439,6 +503,49 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
     return rows, details
 
 
+_REDRAW_QUANT = ("int8_sqnr_db", "int8_sqnr_db_per_channel", "int8_sqnr_db_stream", "int8_sqnr_db_clipped")
+
+
+def _redraw_rows(cloud: np.ndarray, func: Any, values: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
+    """``<metric>_ci_low`` / ``_ci_high`` over reservoir redraws (analysis.dimension.redraw_interval)."""
+    from analysis.dimension import redraw_interval
+
+    plain = {k: float(getattr(v, "value", v)) for k, v in values.items()}
+    out: dict[str, Any] = {}
+    if cloud.shape[0] < 20:
+        return out
+    for k, (lo, hi) in redraw_interval(cloud, func, plain, seed=seed).items():
+        why = None if math.isfinite(lo) else "not defined: the value or a half-sample value is not finite"
+        out[f"{k}_ci_low"] = ((lo, why), n)
+        out[f"{k}_ci_high"] = ((hi, why), n)
+    return out
+
+
+def _full_activity(stats: Any, m: dict[str, Any], *, sampled: bool) -> dict[str, Any]:
+    """dead / rare fractions from counts at every position (``Extent``) when the capture has them.
+
+    Without them, counts at sampled positions make a rarely active unit read as dead: the
+    value is then an upper bound and says so.
+    """
+    from analysis.spectrum import MetricValue
+
+    extent = getattr(stats, "extent", None)
+    active = None if extent is None else getattr(extent, "active", None)
+    if active is not None and int(getattr(extent, "n_points", 0)) > 0:
+        frac = np.asarray(active, dtype=np.float64) / float(extent.n_points)
+        return {"dead_fraction": MetricValue(float(np.mean(frac == 0))),
+                "rare_fraction": MetricValue(float(np.mean(frac < 0.01)))}
+    if not sampled:
+        return {}
+    out = {}
+    for k in ("dead_fraction",):
+        v = m.get(k)
+        if v is not None and not getattr(v, "reason", None) and math.isfinite(getattr(v, "value", math.nan)):
+            out[k] = MetricValue(v.value, "upper bound: counted at sampled positions only (a unit active only "
+                                          "at positions that were not sampled reads as dead); use moments='exact'")
+    return out
+
+
 def _value_reason(mv: Any) -> tuple[float, str]:
     if isinstance(mv, tuple) and len(mv) == 2 and not hasattr(mv, "value"):
         value, reason = mv
@@ -450,6 +557,26 @@ def _value_reason(mv: Any) -> tuple[float, str]:
     if reason is None:
         reason = "" if math.isfinite(value) else "undefined"
     return value, reason
+
+
+def _information(model: torch.nn.Module, spec: Any, config: StudyConfig, pr: Any, *,
+                 device: str | None, progress: bool) -> tuple[dict[str, dict[str, Any]], int]:
+    """The information family on the points of ``pr`` that it covers (see the module docstring)."""
+    import fnmatch
+
+    from analysis.information import INFO_POINTS, information_rows, metric_names
+    from analysis.spectrum import MetricValue
+
+    names = list(pr.points)
+    if config.points is None:
+        names = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in INFO_POINTS)]
+    if config.dataset not in ("digits", "shapes"):
+        reason = (f"not available: the information family decodes from a train split and scores on a "
+                  f"test split; only the built-in digits and shapes have them (got {config.dataset!r})")
+        return {n: {m: MetricValue(math.nan, reason) for m in metric_names()} for n in names}, 0
+    metrics, meta = information_rows(model, config.dataset, input_spec=spec, points=names, seed=config.seed,
+                                     gray_to_rgb=config.gray_to_rgb, device=device, progress=progress)
+    return metrics, int(meta["n_test"])
 
 
 def _cache_path(cache_dir: Path, identity: str, config: StudyConfig) -> Path:
@@ -466,7 +593,8 @@ def _cache_path(cache_dir: Path, identity: str, config: StudyConfig) -> Path:
 def run_study(checkpoint: Any, config: StudyConfig | None = None, *, arch: str | None = None,
               mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
               size: int | None = None, cache_dir: str | Path | None = None, progress: bool = True,
-              device: str | None = None) -> StudyResult:
+              device: str | None = None, scheduler: str | None = None, workers: int | None = None,
+              loader_workers: int | None = None) -> StudyResult:
     """Probe one checkpoint on one dataset and compute every requested metric family.
 
     Parameters
@@ -483,15 +611,21 @@ def run_study(checkpoint: Any, config: StudyConfig | None = None, *, arch: str |
         Show progress bars.
     device : str, optional
         Device of the forward pass (default: cuda when available).
+    scheduler, workers : optional
+        Shard the images over the Dask scheduler at ``scheduler``, or over a local cluster of
+        ``workers`` processes (:func:`probes.shard.probe_sharded`); the metrics equal a
+        single-process run up to float64 merge rounding.
+    loader_workers : int, optional
+        DataLoader processes decoding images (default: up to 2 for image files, else 0: arrays
+        need no decoding and a worker takes seconds to start).
 
     Returns
     -------
     StudyResult
     """
     from probes.blocks import find_blocks
-    from probes.capture import probe
+    from probes.datasets import ImageFiles
     from probes.loading import LoadedModel, load_checkpoint
-    from probes.preprocess import prepare
 
     config = config or StudyConfig()
     loaded = checkpoint if isinstance(checkpoint, LoadedModel) else load_checkpoint(
@@ -505,22 +639,30 @@ def run_study(checkpoint: Any, config: StudyConfig | None = None, *, arch: str |
 
     spec = loaded.input_spec
     t0 = time.perf_counter()
-    # built-in images are made at their native 32 px (prepare() resizes them for the model);
-    # natural crops are cut at the model's size; user data keeps its own resolution
-    data_size = spec.size if config.dataset == "natural" else (32 if config.dataset in ("digits", "shapes") else None)
-    ds = load_inputs(config.dataset, split=config.split, size=data_size, n_images=config.n_images,
-                     seed=config.seed)
-    if config.gray_to_rgb and ds.x.shape[1] == 1 and spec.channels == 3:
-        ds = dataclasses.replace(ds, x=np.repeat(ds.x, 3, axis=1))
-    example = prepare(ds.x[:1], spec, name=f"dataset {ds.name!r}")
+    stream = _study_stream(config, spec, loaded.preset.get("resize_size"))
     model = loaded.model
-    blocks = find_blocks(model, example)
-    pr = probe(model, ds, input_spec=spec, points=config.points, batch_size=config.batch_size,
-               device=device, sample_unit=config.sample_unit, reservoir_size=config.reservoir_size,
-               seed=config.seed, moments=config.moments, moment_positions=config.moment_positions,
-               progress=progress)
+    blocks = find_blocks(model, stream[0][None])
+    kw = dict(points=config.points, batch_size=config.batch_size, sample_unit=config.sample_unit,
+              reservoir_size=config.reservoir_size, seed=config.seed, moments=config.moments,
+              moment_positions=config.moment_positions)
+    if scheduler is not None or workers is not None:
+        from probes.shard import dask_client, probe_sharded
+
+        with dask_client(scheduler, workers) as client:
+            pr = probe_sharded(model, stream, client, **kw)
+    else:
+        from probes.shard import probe_stream
+
+        n_loader = loader_workers if loader_workers is not None else (
+            min(2, os.cpu_count() or 1) if isinstance(stream, ImageFiles) else 0)
+        pr = probe_stream(model, stream, num_workers=n_loader, device=device, progress=progress, **kw)
+
     t_probe = time.perf_counter() - t0
-    rows, details = compute_metrics(pr, model, blocks, config, progress=progress)
+    info, t_info = None, 0.0
+    if "information" in config.families:
+        info = _information(model, spec, config, pr, device=device, progress=progress)
+        t_info = time.perf_counter() - t0 - t_probe
+    rows, details = compute_metrics(pr, model, blocks, config, progress=progress, information=info)
     t_metrics = time.perf_counter() - t0 - t_probe
 
     design = loaded.design or {}
@@ -529,7 +671,7 @@ def run_study(checkpoint: Any, config: StudyConfig | None = None, *, arch: str |
         "checkpoint": loaded.name, "arch": loaded.arch, "design": design.get("design") or loaded.arch,
         "bottleneck_act": act if isinstance(act, str) or act is None else "schedule",
         "expand_ratio": design.get("expand_ratio"), "shortcut": design.get("shortcut"),
-        "seed": design.get("seed"), "dataset": ds.name,
+        "seed": design.get("seed"), "dataset": stream.name,
     }
     df = pd.DataFrame([{**fixed, **r} for r in rows], columns=list(SCHEMA_COLUMNS))
     df = df.astype({"block": "int64", "n_points": "int64", "pre": "bool", "has_residual": "bool",
@@ -537,9 +679,10 @@ def run_study(checkpoint: Any, config: StudyConfig | None = None, *, arch: str |
     meta = {
         "checkpoint": loaded.name, "source": str(loaded.source), "arch": loaded.arch,
         "sha256": loaded.sha256, "design": design, "input_spec": spec.to_dict(),
-        "dataset": {"name": ds.name, **{k: v for k, v in ds.meta.items() if k != "factor_ranges"}},
+        "dataset": {"name": stream.name, **{k: v for k, v in stream.meta.items() if k != "factor_ranges"}},
         "config": config.to_dict(), "n_images": int(pr.n_images), "n_blocks": len(blocks),
-        "seconds": {"probe": round(t_probe, 2), "metrics": round(t_metrics, 2)},
+        "seconds": {"probe": round(t_probe, 2), "metrics": round(t_metrics, 2),
+                    "information": round(t_info, 2)},
     }
     result = StudyResult(metrics=df, details=details, meta=meta, probe=pr)
     if cache is not None:

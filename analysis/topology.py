@@ -1,16 +1,18 @@
 """Persistent homology of activation clouds: diagrams, significant Betti numbers, distances.
 
-Pipeline of :func:`persistent_homology` (ripser for homology, persim for distances):
+Pipeline of :func:`persistent_homology` (ripser for homology, gudhi for diagram distances):
 
-1. Optional greedy-permutation (farthest-point) subsample of ``n_perm`` points, done by
-   ripser's own ``n_perm`` option (:func:`ripser.ripser`): the first point is point 0, each
-   next one is the point farthest from those already chosen. We use ripser's implementation
-   rather than our own because it returns the covering radius r_cover = max_x min_p ||x - p||
-   (the Hausdorff distance from the subsample to the cloud), which bounds the error: by Rips
-   stability (Chazal, de Silva & Oudot 2014) the subsample's diagram is within bottleneck
-   distance 2 r_cover of the full cloud's. Greedy subsamples cover thin parts of a cloud that a
-   uniform random subsample of the same size misses (a torus from 250 random points loses its
-   H2 bar; from 250 greedy points it keeps it).
+1. Optional greedy-permutation (farthest-point) subsample of ``n_perm`` points
+   (:func:`greedy_permutation`): the first point is point 0, each next one is the point farthest
+   from those already chosen, exactly as ripser's own ``n_perm`` option picks them, but
+   vectorised (one matrix-vector product per chosen point instead of one scikit-learn
+   ``pairwise_distances`` call). It returns the covering radius
+   r_cover = max_x min_p ||x - p|| (the Hausdorff distance from the subsample to the cloud),
+   which bounds the error: by Rips stability (Chazal, de Silva & Oudot 2014) the subsample's
+   diagram is within bottleneck distance 2 r_cover of the full cloud's. Greedy subsamples cover
+   thin parts of a cloud that a uniform random subsample of the same size misses (a torus from
+   250 random points loses its H2 bar; from 250 greedy points it keeps it). Ripser then runs on
+   the subsample's precomputed distance matrix, which is what its ``n_perm`` path does too.
 2. Vietoris-Rips persistence (ripser, Euclidean distance, Z/2 coefficients, filtration value =
    edge length, no truncation), H0..H``maxdim``.
 3. Scale normalisation: every diagram is divided by the cloud's scale s, so that diagrams of
@@ -46,7 +48,6 @@ and wasserstein_to_input_h1.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from typing import Literal
 
 import numpy as np
@@ -56,12 +57,18 @@ __all__ = [
     "betti_numbers",
     "cloud_scale",
     "diagram_distances",
+    "greedy_permutation",
     "persistence_entropy",
     "persistent_homology",
     "total_persistence",
+    "with_reference",
 ]
 
 Normalize = Literal["rms", "median"] | None
+
+#: Clouds of at most this many points get their whole distance matrix at once (32 MB at the
+#: limit) in :func:`greedy_permutation`; larger ones one row per chosen point.
+DENSE_GREEDY_MAX = 2048
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,7 +230,7 @@ def total_persistence(diagram: np.ndarray) -> float:
 
 
 def persistence_entropy(diagram: np.ndarray) -> float:
-    """Persistence entropy of the finite bars (Rucco et al. 2015; persim).
+    """Persistence entropy of the finite bars (Rucco et al. 2015; as persim computes it).
 
     E = -sum_i p_i log p_i with p_i = l_i / sum_j l_j, l_i = d_i - b_i over the finite bars with
     l_i > 0 (natural log, not normalised). 0 for one bar, log m for m equal bars.
@@ -243,22 +250,32 @@ def persistence_entropy(diagram: np.ndarray) -> float:
     >>> round(persistence_entropy(np.array([[0.0, 1.0], [0.0, 1.0]])), 6)
     0.693147
     """
-    from persim import persistent_entropy
-
     d = _finite_bars(_check_diagram(diagram, "persistence_entropy", "diagram"))
-    d = d[d[:, 1] > d[:, 0]]
-    if len(d) == 0:
+    life = d[:, 1] - d[:, 0]
+    life = life[life > 0]
+    if len(life) == 0:
         return float("nan")
-    return float(persistent_entropy.persistent_entropy(d)[0])
+    p = life / life.sum()
+    return float(-np.sum(p * np.log(p)))
+
+
+def _off_diagonal(d: np.ndarray) -> np.ndarray:
+    # bars of zero length cost nothing in either distance (matched to the diagonal); gudhi
+    # refuses points on the diagonal
+    return d[d[:, 1] > d[:, 0]]
 
 
 def diagram_distances(diagram: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    """Bottleneck and 1-Wasserstein distance between two diagrams (persim).
+    """Bottleneck and 1-Wasserstein distance between two diagrams.
 
-    bottleneck = min over matchings g of max_p ||p - g(p)||_inf;
+    bottleneck = min over matchings g of max_p ||p - g(p)||_inf (gudhi's ``bottleneck_distance``
+    with its default ``e=None``: exact up to the last 2 or 3 bits of the float64 mantissa);
     wasserstein = min over matchings g of sum_p ||p - g(p)||_2 (persim's convention: p = 1,
-    Euclidean ground metric), where g may match a point to its projection on the diagonal
-    (distance (d - b) / 2 in L_inf, (d - b) / sqrt(2) in L_2). Infinite bars are excluded.
+    Euclidean ground metric; exact optimal transport: gudhi's ``wasserstein_distance`` on
+    POT's network simplex, with the diagonal as one node of the transport problem), where g may match a point to
+    its projection on the diagonal (distance (d - b) / 2 in L_inf, (d - b) / sqrt(2) in L_2).
+    Infinite bars are excluded. Both agree with persim's ``bottleneck`` and ``wasserstein`` to
+    rounding (tested), at a fraction of the time of persim's pure-Python bottleneck.
 
     Parameters
     ----------
@@ -274,11 +291,95 @@ def diagram_distances(diagram: np.ndarray, reference: np.ndarray) -> dict[str, f
     >>> d["bottleneck"], round(d["wasserstein"], 6)
     (0.5, 0.707107)
     """
-    from persim import bottleneck, wasserstein
+    from gudhi import bottleneck_distance
+    from gudhi.wasserstein import wasserstein_distance
 
-    a = _finite_bars(_check_diagram(diagram, "diagram_distances", "diagram"))
-    b = _finite_bars(_check_diagram(reference, "diagram_distances", "reference"))
-    return {"bottleneck": float(bottleneck(a, b)), "wasserstein": float(wasserstein(a, b))}
+    a = _off_diagonal(_finite_bars(_check_diagram(diagram, "diagram_distances", "diagram")))
+    b = _off_diagonal(_finite_bars(_check_diagram(reference, "diagram_distances", "reference")))
+    return {"bottleneck": float(bottleneck_distance(a, b)),
+            "wasserstein": float(wasserstein_distance(a, b, order=1, internal_p=2))}
+
+
+def greedy_permutation(points: np.ndarray, n_perm: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Farthest-point (greedy) permutation of a cloud, as ripser's ``n_perm`` option makes it.
+
+    p_0 = 0; p_k = argmax_x min_{j<k} ||x - x_{p_j}|| (the first maximiser on ties, like
+    ``np.argmax``). Distances are computed as ripser's scikit-learn call does,
+    sqrt(max(|x|^2 + |y|^2 - 2 x.y, 0)), with the distance of a point to itself set to 0, so
+    the same points are picked (up to exact ties of float64 rounding).
+
+    Parameters
+    ----------
+    points : ndarray of shape (n_points, n_channels)
+    n_perm : int
+        Number of points to pick, 1 <= n_perm <= n_points.
+
+    Returns
+    -------
+    idx_perm : ndarray of shape (n_perm,)
+        Indices of the chosen points, in greedy order.
+    dperm2all : ndarray of shape (n_perm, n_points)
+        Distances from each chosen point to every point.
+    r_cover : float
+        max_x min_j ||x - x_{p_j}||, the covering radius of the subsample.
+
+    Examples
+    --------
+    >>> idx, _, r = greedy_permutation(np.array([[0.0], [1.0], [10.0], [4.0]]), 3)
+    >>> idx.tolist(), r
+    ([0, 2, 3], 1.0)
+    """
+    x = check_points(points, "greedy_permutation")
+    n = x.shape[0]
+    n_perm = _check_int(n_perm, "greedy_permutation", "n_perm", 1)
+    if n_perm > n:
+        raise ValueError(
+            f"The 'n_perm' parameter of greedy_permutation must be an int <= n_points ({n}). "
+            f"Got {n_perm} instead."
+        )
+    idx = np.zeros(n_perm, dtype=np.int64)
+    if n <= DENSE_GREEDY_MAX:
+        # one matrix product beats n_perm matrix-vector products; rows agree with the
+        # one-at-a-time formula to ~1e-14 (the summation order of the dot products differs)
+        full = _distance_matrix(x)
+        nearest = full[0].copy()
+        for k in range(1, n_perm):
+            i = int(np.argmax(nearest))
+            idx[k] = i
+            np.minimum(nearest, full[i], out=nearest)
+        return idx, full[idx], float(nearest.max())
+    sq = np.einsum("ij,ij->i", x, x)
+    dperm2all = np.empty((n_perm, n))
+
+    def row(i: int, out: np.ndarray) -> np.ndarray:
+        np.dot(x, x[i], out=out)
+        out *= -2.0
+        out += sq
+        out += sq[i]
+        np.maximum(out, 0.0, out=out)
+        np.sqrt(out, out=out)
+        out[i] = 0.0
+        return out
+
+    nearest = row(0, dperm2all[0]).copy()
+    for k in range(1, n_perm):
+        i = int(np.argmax(nearest))
+        idx[k] = i
+        np.minimum(nearest, row(i, dperm2all[k]), out=nearest)
+    return idx, dperm2all, float(nearest.max())
+
+
+def _distance_matrix(x: np.ndarray) -> np.ndarray:
+    """Euclidean distance matrix, zero diagonal (the formula of :func:`greedy_permutation`)."""
+    sq = np.einsum("ij,ij->i", x, x)
+    d2 = x @ x.T
+    d2 *= -2.0
+    d2 += sq[:, None]
+    d2 += sq[None, :]
+    np.maximum(d2, 0.0, out=d2)
+    np.sqrt(d2, out=d2)
+    np.fill_diagonal(d2, 0.0)
+    return d2
 
 
 def _check_int(value: object, func: str, name: str, minimum: int) -> int:
@@ -362,22 +463,24 @@ def persistent_homology(
 
     n = x.shape[0]
     subsample = n_perm is not None and n_perm < n
-    with warnings.catch_warnings():
-        # Rows are points by contract; few points in many channels is legal here.
-        warnings.filterwarnings("ignore", message="The input point cloud has more columns than rows")
-        res = ripser(x, maxdim=maxdim, n_perm=n_perm if subsample else None)
+    if subsample:
+        idx_perm, dperm2all, r_cover = greedy_permutation(x, n_perm)
+        dm = dperm2all[:, idx_perm]
+    else:
+        idx_perm, r_cover = np.arange(n), 0.0
+        dm = _distance_matrix(x)
+    res = ripser(dm, maxdim=maxdim, distance_matrix=True)
 
     if normalize == "rms":
         scale = _rms_scale(x)
     elif normalize == "median":
-        dm = res["dperm2all"][:, res["idx_perm"]] if subsample else res["dperm2all"]
         iu = np.triu_indices(dm.shape[0], k=1)
         scale = float(np.median(dm[iu])) if len(iu[0]) else 0.0
     else:
         scale = 1.0
     divisor = scale if scale > 0 else 1.0
     diagrams = [np.asarray(d, dtype=np.float64) / divisor for d in res["dgms"]]
-    cover = float(res["r_cover"]) / divisor
+    cover = float(r_cover) / divisor
     threshold = max(float(min_persistence), 2.0 * cover)
 
     metrics: dict[str, float] = {}
@@ -388,18 +491,30 @@ def persistent_homology(
     metrics["persistence_entropy_h1"] = persistence_entropy(diagrams[1])
     if np.isnan(metrics["persistence_entropy_h1"]):
         reasons["persistence_entropy_h1"] = "no H1 bar with positive persistence"
-    if ref_h1 is not None:
-        dist = diagram_distances(diagrams[1], ref_h1)
-        metrics["bottleneck_to_input_h1"] = dist["bottleneck"]
-        metrics["wasserstein_to_input_h1"] = dist["wasserstein"]
-
-    return TopologyResult(
+    return with_reference(TopologyResult(
         diagrams=diagrams,
         metrics=metrics,
         reasons=reasons,
         scale=float(scale),
         threshold=threshold,
         cover_radius=cover,
-        idx_perm=np.asarray(res["idx_perm"], dtype=np.int64),
+        idx_perm=np.asarray(idx_perm, dtype=np.int64),
         n_points=n,
-    )
+    ), ref_h1)
+
+
+def with_reference(result: TopologyResult, reference: TopologyResult | np.ndarray | None) -> TopologyResult:
+    """``result`` with its distances to ``reference`` (as :func:`persistent_homology` would give).
+
+    Diagrams, scale and threshold are kept; ``bottleneck_to_input_h1`` and
+    ``wasserstein_to_input_h1`` are recomputed (dropped for ``reference=None``). Used when one
+    cloud is compared with several references without recomputing its diagrams.
+    """
+    metrics = {k: v for k, v in result.metrics.items() if not k.endswith("_to_input_h1")}
+    if reference is not None:
+        ref_h1 = (reference.diagrams[1] if isinstance(reference, TopologyResult)
+                  else _finite_bars(_check_diagram(reference, "with_reference", "reference")))
+        dist = diagram_distances(result.diagrams[1], ref_h1)
+        metrics["bottleneck_to_input_h1"] = dist["bottleneck"]
+        metrics["wasserstein_to_input_h1"] = dist["wasserstein"]
+    return dataclasses.replace(result, metrics=metrics)

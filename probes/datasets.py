@@ -33,8 +33,8 @@ User data
     resizes for the model anyway. Never unpickles (``allow_pickle=False``).
 :func:`load_image_folder`
     A folder with one subfolder per class (``root/cat/001.png``, ``root/dog/a.jpg`` ...),
-    class names = sorted subfolder names; every image is resized to ``size`` x ``size``
-    (aspect ratio not kept) with PIL.
+    class names = sorted subfolder names; every image's shorter side is resized to ``size`` and
+    the centre square cut out (aspect ratio kept). :func:`image_files` streams the same folder.
 
 :func:`load_dataset` takes a built-in name, a path ending in ``.npz`` or an existing folder.
 User data has no split: ``split`` is checked but ignored and ``meta["split"]`` is ``"all"``.
@@ -42,17 +42,26 @@ User data has no split: ``split`` is checked but ignored and ``meta["split"]`` i
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import os
+import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
+
+from probes.imageset import ImageDataset
 
 __all__ = [
     "BUILTIN",
     "IMAGE_EXTENSIONS",
+    "ArrayImages",
     "ImageDataset",
+    "ImageFiles",
+    "NpzImages",
+    "StreamingImages",
+    "image_files",
+    "open_streaming",
     "load_digits32",
     "load_dataset",
     "load_image_folder",
@@ -64,54 +73,6 @@ __all__ = [
 BUILTIN: tuple[str, ...] = ("digits", "shapes", "natural")
 
 SPLITS = ("train", "test", "all")
-
-
-@dataclasses.dataclass
-class ImageDataset:
-    """A set of images with optional labels and generating factors.
-
-    Attributes
-    ----------
-    name : str
-    x : ndarray of shape (n_images, n_channels, height, width), float32 in [0, 1]
-    y : ndarray of shape (n_images,), int64, or None
-    factors : dict of str to ndarray of shape (n_images,), or None
-        Continuous generating factors (``shapes``), for colouring embeddings and checking
-        intrinsic dimension.
-    class_names : list of str
-    meta : dict
-        Provenance: source, split, seed, sizes.
-    """
-
-    name: str
-    x: np.ndarray
-    y: np.ndarray | None = None
-    factors: dict[str, np.ndarray] | None = None
-    class_names: list[str] = dataclasses.field(default_factory=list)
-    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return int(self.x.shape[0])
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """(channels, height, width) of one image."""
-        return tuple(self.x.shape[1:])  # type: ignore[return-value]
-
-    def subset(self, index: np.ndarray) -> "ImageDataset":
-        """The images at ``index`` (labels and factors follow)."""
-        index = np.asarray(index)
-        return dataclasses.replace(
-            self,
-            x=self.x[index],
-            y=None if self.y is None else self.y[index],
-            factors=None if self.factors is None else {k: v[index] for k, v in self.factors.items()},
-            meta={**self.meta, "n_images": int(len(index))},
-        )
-
-    def head(self, n: int) -> "ImageDataset":
-        """The first ``n`` images."""
-        return self.subset(np.arange(min(n, len(self))))
 
 
 def _check_split(split: str) -> None:
@@ -397,7 +358,8 @@ def load_image_folder(path: str | os.PathLike[str], *, size: int = 32,
         are read (PIL), other files and hidden entries are skipped. Class names are the sorted
         subfolder names; label ``i`` is the i-th name.
     size : int
-        Every image is resized (bilinear, aspect ratio not kept) to ``size`` x ``size``.
+        Every image's shorter side is resized (bilinear, antialiased) to ``size`` and the centre
+        ``size`` x ``size`` square is cut out (aspect ratio kept, as ``predict`` does).
     channels : {1, 3} or None
         Convert to gray (1) or RGB (3). ``None``: 1 if every image is gray, else 3.
 
@@ -414,9 +376,14 @@ def load_image_folder(path: str | os.PathLike[str], *, size: int = 32,
         If ``path`` is not an existing folder.
     ValueError
         If there are no class subfolders, a class folder holds no images, or an image cannot
-        be read (the message names the file).
+        be read or declares more pixels than :data:`probes.preprocess.MAX_IMAGE_PIXELS` (a
+        decompression bomb); the message names the file.
+
+    See Also
+    --------
+    image_files : the same folder streamed, for folders too large for memory.
     """
-    from PIL import Image, UnidentifiedImageError
+    from probes.preprocess import InputSpec, open_image
 
     root = Path(path)
     if not isinstance(size, (int, np.integer)) or isinstance(size, bool) or size < 1:
@@ -425,6 +392,28 @@ def load_image_folder(path: str | os.PathLike[str], *, size: int = 32,
         raise ValueError(
             f"The 'channels' parameter of load_image_folder must be 1, 3 or None. Got {channels!r} instead."
         )
+    files, labels, classes = _folder_files(root)
+    if channels is None:
+        channels = 1 if all(open_image(f, None) in _GRAY_MODES for f in files) else 3
+    spec = InputSpec(size=size, channels=channels, mean=(0.0,) * channels, std=(1.0,) * channels,
+                     interpolation="bilinear", source="identity (load_image_folder)")
+    stream = ImageFiles(files, name=root.name).prepared(spec)
+    x = np.empty((len(files), channels, size, size), dtype=np.float32)
+    for i in range(len(files)):
+        x[i] = stream[i].numpy()
+    return ImageDataset(
+        name=root.name,
+        x=x,
+        y=np.asarray(labels, dtype=np.int64),
+        class_names=classes,
+        meta={"source": str(root), "format": "image_folder", "split": "all", "n_images": len(files),
+              "size": size, "channels": channels,
+              "files": [str(f.relative_to(root)) for f in files]},
+    )
+
+
+def _folder_files(root: Path) -> tuple[list[Path], list[int], list[str]]:
+    """Image files of a class-subfolder tree (sorted by class, then name), labels, class names."""
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such folder. Expected {FOLDER_LAYOUT}.")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -432,7 +421,8 @@ def load_image_folder(path: str | os.PathLike[str], *, size: int = 32,
         loose = len(_class_images(root))
         found = f"found {loose} image files directly in it but no subfolders" if loose else "found no subfolders"
         raise ValueError(f"{root}: {found}. Expected {FOLDER_LAYOUT}.")
-    files: list[tuple[Path, int]] = []
+    files: list[Path] = []
+    labels: list[int] = []
     for label, name in enumerate(classes):
         images = _class_images(root / name)
         if not images:
@@ -440,31 +430,9 @@ def load_image_folder(path: str | os.PathLike[str], *, size: int = 32,
                 f"{root / name}: class folder has no image files (suffixes {list(IMAGE_EXTENSIONS)}). "
                 f"Expected {FOLDER_LAYOUT}."
             )
-        files += [(f, label) for f in images]
-    pictures = []
-    for f, _ in files:
-        try:
-            with Image.open(f) as im:
-                im.load()
-                pictures.append(im.copy())
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise ValueError(f"{f}: cannot read this image ({exc}). Expected {FOLDER_LAYOUT}.") from None
-    if channels is None:
-        channels = 1 if all(im.mode in _GRAY_MODES for im in pictures) else 3
-    x = np.empty((len(files), channels, size, size), dtype=np.float32)
-    for i, im in enumerate(pictures):
-        im = im.convert("L" if channels == 1 else "RGB").resize((size, size), Image.Resampling.BILINEAR)
-        a = np.asarray(im, dtype=np.float32) / np.float32(255.0)
-        x[i] = a[None] if channels == 1 else a.transpose(2, 0, 1)
-    return ImageDataset(
-        name=root.name,
-        x=x,
-        y=np.array([label for _, label in files], dtype=np.int64),
-        class_names=classes,
-        meta={"source": str(root), "format": "image_folder", "split": "all", "n_images": len(files),
-              "size": size, "channels": channels,
-              "files": [str(f.relative_to(root)) for f, _ in files]},
-    )
+        files += images
+        labels += [label] * len(images)
+    return files, labels, classes
 
 
 def load_dataset(name: str | os.PathLike[str], *, split: str = "test",
@@ -512,3 +480,250 @@ def load_dataset(name: str | os.PathLike[str], *, split: str = "test",
         f"Unknown dataset {str(name)!r}; available datasets are {list(BUILTIN)}, "
         f"or a path to {NPZ_LAYOUT}, or {FOLDER_LAYOUT}."
     )
+
+
+# --------------------------------------------------------------------------------------------
+# streaming: images decoded one at a time, in DataLoader worker processes
+
+
+class StreamingImages:
+    """A map-style dataset (``torch.utils.data.Dataset`` protocol) of images decoded on demand.
+
+    ``ds[i]`` is image ``i`` prepared for a model with :func:`probes.preprocess.transform_image`
+    (shorter side resized to ``resize_size``, centre crop, mean/std), the transform that
+    ``bnprobe predict`` applies, so probes and predictions see the same pixels. Nothing but
+    the list of images is held in memory: peak memory does not grow with their number.
+    Subclasses say how to read one raw image (:meth:`_raw`). Instances pickle (DataLoader
+    workers, Dask workers).
+
+    Attributes
+    ----------
+    name : str
+    labels : ndarray of shape (n_images,), int64, or None
+    class_names : list of str
+    meta : dict
+    spec : probes.preprocess.InputSpec or None
+        Set by :meth:`prepared`; None gives the image in [0, 1] at its own size.
+    resize_size : int or None
+    gray_to_rgb : bool
+    """
+
+    def __init__(self, name: str, n: int, *, labels: np.ndarray | None = None,
+                 class_names: Sequence[str] = (), meta: dict[str, Any] | None = None) -> None:
+        self.name = name
+        self.n = int(n)
+        self.labels = labels
+        self.class_names = list(class_names)
+        self.meta = dict(meta or {})
+        self.spec: Any = None
+        self.resize_size: int | None = None
+        self.gray_to_rgb = False
+        self.start = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _raw(self, i: int, channels: int) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def prepared(self, spec: Any, *, resize_size: int | None = None, gray_to_rgb: bool = False
+                 ) -> "StreamingImages":
+        """A copy whose items are prepared for a model with input ``spec``."""
+        out = copy.copy(self)
+        out.spec, out.resize_size, out.gray_to_rgb = spec, resize_size, gray_to_rgb
+        return out
+
+    def shard(self, start: int, stop: int) -> "StreamingImages":
+        """The images [start, stop) (indices of this dataset) as a dataset of their own."""
+        if not 0 <= start <= stop <= self.n:
+            raise ValueError(f"The shard [{start}, {stop}) of {self.name!r} must lie in [0, {self.n}].")
+        out = copy.copy(self)
+        out.start, out.n = self.start + start, stop - start
+        return out
+
+    def __getitem__(self, i: int) -> Any:
+        import torch
+
+        from probes.preprocess import transform_image
+
+        if not 0 <= i < self.n:
+            raise IndexError(f"image {i} of {self.n}")
+        channels = 3 if self.spec is None else self.spec.channels
+        raw = self._raw(self.start + i, channels)
+        if self.spec is None:
+            return raw if isinstance(raw, torch.Tensor) else _pil_to_unit(raw)
+        if isinstance(raw, torch.Tensor) and raw.shape[0] != channels:
+            raw = _match_channels(raw, channels, self.gray_to_rgb, self.name)
+        return transform_image(raw, self.spec, resize_size=self.resize_size)
+
+
+def _pil_to_unit(img: Any) -> Any:
+    import torchvision.transforms.functional as TF
+
+    return TF.to_tensor(img)
+
+
+def _match_channels(t: Any, channels: int, gray_to_rgb: bool, name: str) -> Any:
+    if t.shape[0] == 1 and channels == 3 and gray_to_rgb:
+        return t.expand(3, -1, -1)
+    if t.shape[0] == 1 and channels == 3:
+        raise ValueError(
+            f"{name} has 1 channel but the model expects 3 (RGB). Use an RGB dataset (e.g. "
+            f"'natural'), or repeat the gray channel: gray_to_rgb=True (CLI: --gray-to-rgb)."
+        )
+    raise ValueError(f"{name} has {t.shape[0]} channels but the model expects {channels}. "
+                     f"Use a dataset with {channels}-channel images.")
+
+
+class ImageFiles(StreamingImages):
+    """Image files, decoded with :func:`probes.preprocess.open_image` (pixel limit) when read.
+
+    Gray files are converted to RGB for an RGB model (channel repeated), as ``predict`` does.
+    """
+
+    def __init__(self, files: Sequence[str | os.PathLike[str]], *, name: str,
+                 labels: np.ndarray | None = None, class_names: Sequence[str] = (),
+                 meta: dict[str, Any] | None = None) -> None:
+        super().__init__(name, len(files), labels=labels, class_names=class_names, meta=meta)
+        self.files = [str(f) for f in files]
+
+    def _raw(self, i: int, channels: int) -> Any:
+        from probes.preprocess import open_image
+
+        return open_image(self.files[i], "RGB" if channels == 3 else "L")
+
+
+class ArrayImages(StreamingImages):
+    """Images held in an array (or a memory map) of shape (n, C, H, W), uint8 or float in [0, 1]."""
+
+    def __init__(self, x: np.ndarray, *, name: str, labels: np.ndarray | None = None,
+                 class_names: Sequence[str] = (), meta: dict[str, Any] | None = None) -> None:
+        super().__init__(name, x.shape[0], labels=labels, class_names=class_names, meta=meta)
+        self.x = x
+
+    def _raw(self, i: int, channels: int) -> Any:
+        import torch
+
+        a = np.asarray(self.x[i])
+        a = a.astype(np.float32) / np.float32(255.0) if a.dtype == np.uint8 else a.astype(np.float32)
+        return torch.from_numpy(a)
+
+
+class NpzImages(ArrayImages):
+    """An ``.npz`` whose ``x`` is memory-mapped (stored uncompressed by ``np.savez``): pages are
+    read when an image is; compressed files (``np.savez_compressed``) cannot be mapped and are
+    read whole. Checked as :func:`load_npz` checks (layout, dtype; the range of float pixels is
+    checked image by image as they are read)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        path = Path(path)
+        small = load_npz_layout(path)
+        super().__init__(small["x"], name=path.stem, labels=small["y"], class_names=small["class_names"],
+                         meta={"source": str(path), "format": "npz", "split": "all",
+                               "n_images": int(small["x"].shape[0]), "memory_mapped": small["mapped"]})
+        self.path = path
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a worker maps the file itself rather than receiving the pixels
+        state = dict(self.__dict__)
+        state["x"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.x = load_npz_layout(self.path)["x"]
+
+    def _raw(self, i: int, channels: int) -> Any:
+        t = super()._raw(i, channels)
+        if self.x.dtype.kind == "f" and (not bool(t.isfinite().all()) or t.min() < 0 or t.max() > 1):
+            raise _npz_error(self.path, f"float image {i} of 'x' has values outside [0, 1] or NaN")
+        return t
+
+
+def _mapped_member(path: Path, member: str) -> np.ndarray | None:
+    """``member`` (an .npy inside the zip) as a read-only memory map, or None if compressed."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(member)
+        if info.compress_type != zipfile.ZIP_STORED:
+            return None
+        with zf.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(f)
+            header = f.tell()
+    with open(path, "rb") as raw:
+        raw.seek(info.header_offset)
+        local = raw.read(30)
+        name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
+    offset = info.header_offset + 30 + name_len + extra_len + header
+    if dtype.hasobject:
+        return None
+    return np.memmap(path, dtype=dtype, mode="r", shape=shape, order="F" if fortran else "C", offset=offset)
+
+
+def load_npz_layout(path: Path) -> dict[str, Any]:
+    """``x`` memory-mapped when possible (else loaded), ``y`` and ``class_names`` loaded and
+    checked; the same errors as :func:`load_npz`."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file. Expected {NPZ_LAYOUT}.")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise _npz_error(path, f"cannot be read as .npz ({exc})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise _npz_error(path, "is a single .npy array, not an .npz archive", "Save it with np.savez(path, x=x).")
+    with archive:
+        keys = sorted(archive.files)
+        if "x" not in keys:
+            raise _npz_error(path, f"has no 'x' array (keys: {keys})")
+        try:
+            small = {k: archive[k] for k in ("y", "class_names") if k in keys}
+        except ValueError as exc:
+            raise _npz_error(path, f"holds object (pickled) arrays, which are never loaded ({exc})") from None
+        x = _mapped_member(path, "x.npy")
+        mapped = x is not None
+        if x is None:
+            try:
+                x = archive["x"]
+            except ValueError as exc:
+                raise _npz_error(path, f"holds object (pickled) arrays, which are never loaded ({exc})") from None
+    _npz_images(path, x[:1])
+    if x.dtype not in (np.uint8, np.bool_) and not np.issubdtype(x.dtype, np.floating):
+        raise _npz_error(path, f"'x' has dtype {x.dtype}", "Convert it to uint8 (0..255) or to float32 scaled to [0, 1].")
+    y = _npz_labels(path, small["y"], x.shape[0]) if "y" in small else None
+    n_classes = 0 if y is None else int(y.max()) + 1
+    names = ([str(c) for c in np.asarray(small["class_names"]).ravel()] if "class_names" in small
+             else [str(i) for i in range(n_classes)])
+    return {"x": x, "y": y, "class_names": names, "mapped": mapped}
+
+
+def image_files(path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> ImageFiles:
+    """A folder of class subfolders (labels from the sorted subfolder names) or a list of image
+    files (no labels), as an :class:`ImageFiles` stream; nothing is decoded yet."""
+    if not isinstance(path, (str, os.PathLike)):
+        files = [Path(f) for f in path]
+        if not files:
+            raise ValueError("The list of image files is empty.")
+        return ImageFiles(files, name="files", meta={"source": "file list", "format": "image_files",
+                                                     "split": "all", "n_images": len(files)})
+    root = Path(path)
+    files, labels, classes = _folder_files(root)
+    return ImageFiles([f for f in files], name=root.name, labels=np.asarray(labels, dtype=np.int64),
+                      class_names=classes,
+                      meta={"source": str(root), "format": "image_folder", "split": "all",
+                            "n_images": len(files), "files": [str(f.relative_to(root)) for f in files]})
+
+
+def open_streaming(name: str | os.PathLike[str] | ImageDataset) -> StreamingImages:
+    """A user path (``.npz`` memory-mapped, or an image folder) as a stream; an in-memory
+    :class:`ImageDataset` wrapped as one (see :func:`load_dataset` for built-in names)."""
+    if isinstance(name, ImageDataset):
+        return ArrayImages(name.x, name=name.name, labels=name.y, class_names=name.class_names,
+                           meta=dict(name.meta))
+    path = Path(name)
+    if path.suffix.lower() == ".npz":
+        return NpzImages(path)
+    if path.is_dir():
+        return image_files(path)
+    raise ValueError(f"Unknown dataset {str(name)!r}: expected a path to {NPZ_LAYOUT}, or {FOLDER_LAYOUT}.")

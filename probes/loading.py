@@ -1041,28 +1041,15 @@ def load_images(image_paths: Sequence[str | Path], spec: InputSpec, *,
     Raises
     ------
     ValueError
-        Naming the file that is missing or not a readable image.
+        Naming the file that is missing, not a readable image, or over the pixel limit
+        (:func:`probes.preprocess.open_image`).
     """
-    import torchvision.transforms.functional as TF
-    from PIL import Image, UnidentifiedImageError
-    from torchvision.transforms import InterpolationMode
+    from probes.preprocess import open_image, transform_image
 
     if spec.channels not in (1, 3):
         raise ValueError(f"Image files can feed 1- or 3-channel models; this one takes {spec.channels}.")
-    out = []
-    for p in image_paths:
-        try:
-            with Image.open(p) as img:
-                img = img.convert("RGB" if spec.channels == 3 else "L")
-        except (FileNotFoundError, IsADirectoryError) as e:
-            raise ValueError(f"Image file {p} does not exist.") from e
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            raise ValueError(f"Cannot read image file {p}: {e}. Expected a PNG, JPEG or other "
-                             f"image format that PIL reads.") from e
-        img = TF.resize(img, resize_size or spec.size, interpolation=InterpolationMode(spec.interpolation),
-                        antialias=True)
-        img = TF.center_crop(img, spec.size)
-        out.append(TF.normalize(TF.to_tensor(img), spec.mean, spec.std))
+    mode = "RGB" if spec.channels == 3 else "L"
+    out = [transform_image(open_image(p, mode), spec, resize_size=resize_size) for p in image_paths]
     return torch.stack(out)
 
 

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from probes.datasets import ImageDataset
+from probes.imageset import ImageDataset
 
 __all__ = ["GRAY_PHOTOS", "PHOTOS", "load_natural", "load_photo"]
 

@@ -23,7 +23,8 @@ __all__ = ["TABLE_METRICS", "block_points", "checkpoint_picker", "render", "show
 TABLE_METRICS = ("channels", "rank_frac", "effective_rank_frac", "dead_fraction", "saturated_fraction",
                  "positive_mean", "above_threshold_fraction", "lemma2_invertible_fraction",
                  "recon_error_linear", "recon_error_knn", "recon_error_mlp", "recon_error_exact",
-                 "betti0", "betti1", "bottleneck_to_input_h1", "cka_to_input", "twonn_id")
+                 "betti0", "betti1", "bottleneck_to_input_h1", "cka_to_input", "twonn_id",
+                 "input_decode_r2", "label_decode_acc")
 
 
 def _point_key(point: str) -> tuple[int, int]:

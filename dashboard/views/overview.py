@@ -18,18 +18,11 @@ import streamlit as st
 
 from analysis import figures
 from analysis.compare import COMPARE_COLUMNS, band_values, compare_bands, compare_designs, seed_interval
+from analysis.metrics import metric_direction
 from dashboard import state
 
-__all__ = ["HIGHER_KEEPS_MORE", "LOWER_KEEPS_MORE", "comparison", "ensure_results", "metric_options", "reading",
+__all__ = ["comparison", "ensure_results", "metric_options", "reading",
            "render", "show_overview", "stage_options"]
-
-#: Metrics for which a higher value means that more information is kept.
-HIGHER_KEEPS_MORE = ("rank", "effective_rank", "participation_ratio", "stable_rank", "pca_dims_",
-                     "positive_", "above_threshold_fraction", "lemma2_invertible_fraction",
-                     "recon_r2_", "cka_to_input", "twonn_id", "mle_id")
-#: Metrics for which a lower value means that more information is kept.
-LOWER_KEEPS_MORE = ("dead_fraction", "rare_fraction", "saturated_fraction", "recon_error_",
-                    "bottleneck_to_input_h1", "wasserstein_to_input_h1")
 
 _STAGE_WORDS = {"input": "the block input", "expand": "the expansion", "depthwise": "the depthwise conv",
                 "project": "the projection", "output": "the block output"}
@@ -54,16 +47,6 @@ def stage_options(df: pd.DataFrame, metric: str) -> list[tuple[str, bool]]:
 def _stage_label(option: tuple[str, bool]) -> str:
     stage, pre = option
     return f"{stage} (before activation)" if pre else stage
-
-
-def _direction(metric: str) -> int:
-    """+1 when higher keeps more information, -1 when lower does, 0 when neither is clear."""
-    base = metric.removesuffix("_frac")
-    if any(base == m or (m.endswith("_") and base.startswith(m)) for m in HIGHER_KEEPS_MORE):
-        return 1
-    if any(base == m or (m.endswith("_") and base.startswith(m)) for m in LOWER_KEEPS_MORE):
-        return -1
-    return 0
 
 
 def _fmt(x: float) -> str:
@@ -161,7 +144,7 @@ def reading(df: pd.DataFrame, metric: str, stage: str, pre: bool) -> str:
                 if verdict == "no significant difference" and excludes:
                     text += (f" (The interval excludes 0, but with {int(r['n_pairs'])} seeds the sign-flip test "
                              "cannot confirm it.)")
-                sign = _direction(metric)
+                sign = metric_direction(metric)
                 if sign and verdict.endswith(" higher"):
                     keeps = a if sign * r["mean_diff"] > 0 else b
                     more = "higher" if sign > 0 else "lower"

@@ -76,3 +76,19 @@ def test_unknown_recipe(capsys) -> None:
 def test_parser_defaults() -> None:
     args = build_parser().parse_args(["probe", "x"])
     assert args.dataset == "digits" and args.split == "test" and args.out is None
+
+
+def test_surgery_rejects_a_bad_figure_suffix_before_work(tmp_path, capsys) -> None:
+    assert main(["surgery", "digits-relu6-s0", "--figure", str(tmp_path / "s.gif")]) == 2
+    assert "must end in .png, .svg or .pdf" in capsys.readouterr().err
+
+
+def test_surgery_unknown_checkpoint(capsys) -> None:
+    assert main(["surgery", "digits-magic-s9", "--blocks", "0"]) == 2
+    assert "digits-magic-s9" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flag", "value", "low"), [("--workers", "0", 1), ("--loader-workers", "-1", 0)])
+def test_probe_worker_counts_are_checked_before_work(flag, value, low, capsys) -> None:
+    assert main(["probe", "no-such-net", flag, value]) == 2
+    assert capsys.readouterr().err.strip() == f"bnprobe probe: error: {flag} must be an int >= {low}; got {value}"

@@ -313,46 +313,6 @@ def test_findings_markdown_states_what_is_significant() -> None:
         f"{x:.3g} / {y:.3g}" for x, y in zip(lin, relu)) + " |" in md
 
 
-def _surgery_rows() -> pd.DataFrame:
-    """run_surgery-shaped rows: unmodified, blocks 0 and 1 changed one at a time, all blocks."""
-    rows = []
-    acc = {"none": 0.99, "block 0": 0.97, "block 1": 0.99, "all blocks": 0.80}
-    changed = {"none": "", "block 0": "0", "block 1": "1", "all blocks": "0,1"}
-    base = {0: 0.60, 1: 0.50}
-    value = {("none", 0): 0.60, ("none", 1): 0.50, ("block 0", 0): 0.70, ("block 1", 1): 0.45,
-             ("all blocks", 0): 0.66, ("all blocks", 1): 0.40}
-    for variant, a in acc.items():
-        common = {"checkpoint": "digits-relu6-s0", "dataset": "digits", "variant": variant,
-                  "changed_blocks": changed[variant], "act_from": "relu6" if changed[variant] else "",
-                  "act_to": "identity" if changed[variant] else ""}
-        rows.append({**common, "block": -1, "point": "", "metric": "test_accuracy", "value": a, "ci_low": np.nan,
-                     "ci_high": np.nan, "baseline": 0.99, "delta": a - 0.99, "reason": ""})
-        for (v, block), x in value.items():
-            if v == variant:
-                for point in ("project", "output"):
-                    rows.append({**common, "block": block, "point": f"blocks.{block}.{point}",
-                                 "metric": "input_decode_r2", "value": x, "ci_low": x - 0.05, "ci_high": x + 0.05,
-                                 "baseline": base[block], "delta": x - base[block], "reason": ""})
-    return pd.DataFrame(rows)
-
-
-def test_surgery_summary_reads_each_variant_at_its_changed_block() -> None:
-    from analysis import report as rp
-
-    summary = rp.surgery_summary(_surgery_rows(), metric="input_decode_r2", point="project")
-    assert list(summary["variant"]) == ["none", "block 0", "block 1", "all blocks"]
-    np.testing.assert_allclose(summary["accuracy"], [99.0, 97.0, 99.0, 80.0])
-    np.testing.assert_allclose(summary["accuracy_delta"], [0.0, -2.0, 0.0, -19.0], atol=1e-12)
-    np.testing.assert_allclose(summary["value"], [0.55, 0.70, 0.45, 0.53])  # none / all: mean over blocks
-    np.testing.assert_allclose(summary["delta"], [0.0, 0.10, -0.05, -0.02], atol=1e-12)
-    assert np.isnan(summary.loc[0, "ci_low"]) and summary.loc[1, "ci_low"] == pytest.approx(0.65)
-    md = rp.surgery_to_markdown(summary, metric="input_decode_r2", point="project")
-    assert "| block 0 | 97.00 | -2.00 | 0.700 [0.650, 0.750] | 0.600 | +0.100 |" in md
-    assert "| all blocks | 80.00 | -19.00 | 0.530 | 0.550 | -0.020 |" in md
-    tex = rp.surgery_to_latex(summary, metric="input_decode_r2", point="project")
-    assert r"block 1 & $99.00$ & $+0.00$ & $0.450 [0.400, 0.500]$ & $0.500$ & $-0.050$ \\" in tex
-
-
 @pytest.mark.parametrize(("table", "message"), [
     ({"designs": ["linear"]}, r"Config cfg\.toml: 'compare\.designs' must be two different design names \(a, b\)\. "
                               r"Got \['linear'\] instead\."),

@@ -182,3 +182,25 @@ def test_rejects_bad_parameters(func, kwargs, match):
 def test_rejects_bad_shapes():
     with pytest.raises(ValueError, match=r"shape \(n_points, n_channels\)"):
         twonn_dimension(np.zeros(10))
+
+
+def test_redraw_interval_half_sample_spread_matches_the_sampling_error_of_the_mean():
+    # delete-half jackknife: the spread of half-sample means estimates sd(full mean) = 1 / sqrt(n)
+    from scipy import stats
+
+    from analysis.dimension import redraw_interval
+
+    n = 400
+    x = np.random.default_rng(0).normal(size=(n, 1))
+    centre = float(x.mean())
+    lo, hi = redraw_interval(x, lambda c: {"m": c.mean()}, {"m": centre}, n_halves=400, seed=1)["m"]
+    assert (hi - lo) / 2 == pytest.approx(stats.t.ppf(0.975, 399) / np.sqrt(n), rel=0.15)
+    assert lo < centre < hi
+    # a plain-numpy route for the default 4 halves
+    rng = np.random.default_rng(3)
+    halves = [x[np.sort(rng.choice(n, n // 2, replace=False))].mean() for _ in range(4)]
+    want = stats.t.ppf(0.975, 3) * np.std(halves, ddof=1)
+    got = redraw_interval(x, lambda c: {"m": c.mean()}, {"m": centre}, seed=3)["m"]
+    assert got == pytest.approx((centre - want, centre + want), rel=1e-12)
+    with pytest.raises(ValueError, match=r"'n_halves' parameter of redraw_interval must be an int >= 2\. Got 1"):
+        redraw_interval(x, lambda c: {"m": c.mean()}, {"m": centre}, n_halves=1)

@@ -73,3 +73,30 @@ def test_non_finite_points_warn():
 def test_bad_bits_message():
     with pytest.raises(ValueError, match=r"The 'bits' parameter of fake_quantize must be an int in \[2, 16\]\. Got 1 instead\."):
         fake_quantize(np.ones((2, 2)), bits=1)
+
+
+class _Extent:
+    def __init__(self, lo, hi, a):
+        self.ch_min, self.ch_max, self._a = np.asarray(lo, float), np.asarray(hi, float), a
+
+    def abs_quantile(self, q):
+        return self._a
+
+
+def test_streaming_range_sees_the_extremes_the_reservoir_missed():
+    from analysis.quantization import calibrated_metrics, fake_quantize_range
+
+    rng = np.random.default_rng(0)
+    X = rng.uniform(0, 1, size=(500, 3))
+    # all values reach 6 in channel 0, the reservoir only 1: the stream's range is wider
+    m = calibrated_metrics(X, _Extent([0, 0, 0], [6, 1, 1], a=6.0))
+    reservoir = quantization_metrics(X)["int8_sqnr_db_per_channel"].value
+    assert m["int8_sqnr_db_stream"].value < reservoir - 3
+    want = sqnr_db(X, fake_quantize_range(X, np.zeros(3), np.array([6.0, 1, 1])))
+    assert m["int8_sqnr_db_stream"].value == pytest.approx(want)
+    # clipping the per-tensor range at a = 0.5 clips half of the values: worse than no clipping
+    clipped = calibrated_metrics(X, _Extent([0, 0, 0], [1, 1, 1], a=0.5))["int8_sqnr_db_clipped"].value
+    assert clipped == pytest.approx(sqnr_db(X, np.clip(X, 0, 0.5)), abs=0.5)
+    none = calibrated_metrics(X, None)
+    assert np.isnan(none["int8_sqnr_db_stream"].value)
+    assert none["int8_sqnr_db_stream"].reason.startswith("not available: the probe result has no streaming")

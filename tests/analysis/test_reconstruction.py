@@ -15,10 +15,30 @@ from analysis.spiral import activate
 def test_relative_error_and_r2_formulas():
     x = np.array([[3.0, 4.0], [0.0, 0.0]])
     x_hat = np.array([[3.0, 1.0], [0.0, 0.0]])
-    assert relative_error(x_hat, x) == pytest.approx(3 / 5)
-    # mean (1.5, 2); sum ||x - mean||^2 = 2 * (1.5^2 + 2^2) = 12.5
+    # mean (1.5, 2); sum ||x - mean||^2 = 2 * (1.5^2 + 2^2) = 12.5; sum ||x_hat - x||^2 = 9
+    assert relative_error(x_hat, x) == pytest.approx(math.sqrt(9 / 12.5))
     assert r2_score_flat(x_hat, x) == pytest.approx(1 - 9 / 12.5)
     assert math.isnan(relative_error(x, np.zeros((2, 2))))
+    assert math.isnan(relative_error(x, np.full((2, 2), 3.0)))  # constant target
+
+
+@pytest.mark.parametrize("offset", [0.0, 5.0, -40.0])
+def test_mean_predictor_scores_error_one_and_r2_zero_whatever_the_offset(offset):
+    # the uncentred ||x|| made a mean predictor look good on targets far from 0
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(50, 4)) + offset
+    mean = np.broadcast_to(x.mean(axis=0), x.shape)
+    assert relative_error(mean, x) == pytest.approx(1.0)
+    assert r2_score_flat(mean, x) == pytest.approx(0.0, abs=1e-12)
+    x_hat = x + rng.normal(scale=0.3, size=x.shape)
+    assert relative_error(x_hat, x) == pytest.approx(math.sqrt(1 - r2_score_flat(x_hat, x)))
+
+
+def test_relative_error_matches_plain_numpy():
+    rng = np.random.default_rng(4)
+    x, x_hat = rng.normal(size=(30, 3)) ** 2, rng.normal(size=(30, 3))
+    want = np.linalg.norm(x_hat - x) / np.linalg.norm(x - x.mean(axis=0, keepdims=True))
+    assert relative_error(x_hat, x) == pytest.approx(want, rel=1e-12)
 
 
 def test_invertible_linear_map_has_zero_error():
@@ -104,7 +124,7 @@ def test_too_few_points_and_non_finite():
 
 def test_degenerate_inputs():
     m = reconstruction_metrics(np.random.default_rng(7).normal(size=(50, 3)), np.zeros((50, 2)))
-    assert "all zero" in m["recon_error_linear"].reason
+    assert "zero variance" in m["recon_error_linear"].reason
     assert "zero variance" in m["recon_r2_linear"].reason
 
 

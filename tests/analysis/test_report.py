@@ -510,3 +510,15 @@ def test_not_applicable_charts_are_recognised() -> None:
         "not applicable: linear output"
     metrics, _ = _synthetic_job()
     assert rp._message_of(F.depth_curve(metrics, "effective_rank_frac", stage="project")) is None
+
+
+def test_surgery_section(tmp_path: Path, tiny_zoo: Path) -> None:
+    files = [str(tiny_zoo / "digits-linear-s0.safetensors")]
+    assert rp.load_config(_config(tmp_path, files)).surgery is None  # off unless asked for
+    on = rp.load_config(_config(tmp_path, files, {"surgery": {"enabled": True, "checkpoints": ["digits-relu6-s0"],
+                                                              "blocks": [0, 3]}}))
+    assert on.surgery == {"checkpoints": ("digits-relu6-s0",), "blocks": (0, 3)}
+    with pytest.raises(ValueError, match=r"unknown key 'surgery.block'"):
+        rp.load_config(_config(tmp_path, files, {"surgery": {"block": [0]}}))
+    with pytest.raises(ValueError, match=r"'surgery.checkpoints' must be shipped zoo checkpoint names .*'nope'"):
+        rp.load_config(_config(tmp_path, files, {"surgery": {"enabled": True, "checkpoints": ["nope"]}}))

@@ -138,3 +138,13 @@ def test_to_records_rows():
         {"metric": "stable_rank", "value": rows[1]["value"], "reason": "why"},
     ]
     assert math.isnan(rows[1]["value"])
+
+
+def test_fewer_points_than_channels_flags_every_value_as_a_lower_bound():
+    X = np.random.default_rng(0).normal(size=(5, 8))
+    cov = np.cov(X, rowvar=False)
+    m = spectrum_metrics(cov, n_points=5)
+    assert m["rank"].value == 4
+    assert m["rank"].reason.startswith("lower bound: 5 points < 8 channels, so at most 4 directions")
+    assert m["effective_rank_frac"].reason == m["rank"].reason
+    assert spectrum_metrics(cov, n_points=9)["rank"].reason is None

@@ -25,8 +25,8 @@ def errors(table, method, n):
 def test_table_schema(relu_run):
     table, _ = relu_run
     assert list(table.columns) == [
-        "n", "seed", "activation", "method", "recon_error",
-        "invertible_fraction", "expected_invertible_fraction", "n_points",
+        "n", "seed", "activation", "method", "recon_error", "procrustes_disparity",
+        "procrustes_scale", "invertible_fraction", "expected_invertible_fraction", "n_points",
     ]
     assert len(table) == 4 * 3 * 3
     assert set(table.activation) == {"relu"} and set(table.n_points) == {600}
@@ -48,10 +48,42 @@ def test_large_n_active_set_inverse_recovers_the_spiral(relu_run):
         assert table[table.n == n].invertible_fraction.min() > 0.99
 
 
-def test_pseudo_inverse_does_not_recover_even_at_large_n(relu_run):
+def test_pseudo_inverse_keeps_the_shape_at_half_the_size_at_large_n(relu_run):
+    # pinv(T) ReLU(Tx) = x/2 + pinv(T)|Tx|/2: error near 0.5 although the shape survives
     table, _ = relu_run
     for n in (15, 30):
         assert errors(table, "pinv", n).min() > 0.3
+        sel = table[(table.method == "pinv") & (table.n == n)]
+        assert sel.procrustes_scale.between(0.4, 0.6).all()
+        assert sel.procrustes_disparity.mean() < 0.1
+
+
+def test_procrustes_disparity_high_at_small_n_and_near_zero_at_large_n(relu_run):
+    table, _ = relu_run
+    for method in ("pinv", "active_set", "learned"):
+        sel = table[table.method == method].groupby("n").procrustes_disparity.mean()
+        assert sel[2] > 0.2 and sel[3] > 0.1, method
+        assert sel[15] < sel[3] / 2 and sel[30] < sel[3] / 2, method
+    exact = table[(table.method != "pinv") & table.n.isin([15, 30])]
+    assert exact.procrustes_disparity.max() < 1e-3
+    assert exact[exact.method == "active_set"].procrustes_scale.to_numpy() == pytest.approx(1.0)
+
+
+def test_procrustes_fit_known_answers():
+    from analysis.spiral import procrustes_fit
+
+    X, _ = make_spiral(200)
+    c, s = np.cos(0.7), np.sin(0.7)
+    moved = 0.3 * X @ np.array([[c, -s], [s, c]]) + 5.0
+    disparity, scale = procrustes_fit(moved, X)
+    assert disparity == pytest.approx(0.0, abs=1e-12) and scale == pytest.approx(0.3)
+    disparity, scale = procrustes_fit(np.ones_like(X), X)
+    assert np.isnan(disparity) and scale == 0.0
+    # a plain-numpy route: disparity = 1 - (sum of singular values of normalised x_c^T x_hat_c)^2
+    noisy = X + np.random.default_rng(0).normal(scale=0.2, size=X.shape)
+    xc, hc = X - X.mean(0), noisy - noisy.mean(0)
+    sv = np.linalg.svd((xc / np.linalg.norm(xc)).T @ (hc / np.linalg.norm(hc)), compute_uv=False)
+    assert procrustes_fit(noisy, X)[0] == pytest.approx(1 - sv.sum() ** 2, rel=1e-9)
 
 
 def test_reconstructions_dict(relu_run):

@@ -60,7 +60,9 @@ def test_activity_not_applicable_on_linear_projection(linear: StudyResult, relu6
     row = _value(linear.metrics, "blocks.5.project", "dead_fraction")
     assert math.isnan(row.value) and row.reason.startswith("not applicable")
     row = _value(relu6.metrics, "blocks.5.project", "dead_fraction")
-    assert 0.0 <= row.value <= 1.0 and row.reason == ""
+    # counted at every position (the capture's Extent sink): exact, no caveat
+    extent = relu6.probe.stats["blocks.5.project"].extent
+    assert row.value == np.mean(np.asarray(extent.active) == 0) and row.reason == ""
 
 
 def test_spectrum_rank_is_bounded_by_channels_and_points(linear: StudyResult) -> None:
@@ -68,6 +70,9 @@ def test_spectrum_rank_is_bounded_by_channels_and_points(linear: StudyResult) ->
     rank = df[df.metric == "rank"]
     assert (rank.value <= rank.channels).all()
     assert (rank.value <= rank.n_points).all()
+    few = rank[rank.n_points - 1 < rank.channels]
+    assert len(few) and few.reason.str.startswith("lower bound:").all()
+    assert (rank[rank.n_points - 1 >= rank.channels].reason == "").all()
     frac = df[df.metric == "rank_frac"].set_index("point").value
     np.testing.assert_allclose(frac.values, (rank.set_index("point").value / rank.set_index("point").channels)
                                .loc[frac.index].values)
@@ -97,12 +102,12 @@ def test_deterministic(linear: StudyResult) -> None:
 def test_cache_returns_saved_result_without_recomputing(tmp_path, monkeypatch) -> None:
     cfg = StudyConfig(n_images=8, reservoir_size=40, families=("spectrum",))
     first = run_study(_zoo("digits-linear-s0"), cfg, cache_dir=tmp_path, progress=False)
-    import probes.capture
+    import probes.shard
 
     def boom(*args, **kwargs):
-        raise AssertionError("probe() ran again although the result was cached")
+        raise AssertionError("probe_stream() ran again although the result was cached")
 
-    monkeypatch.setattr(probes.capture, "probe", boom)
+    monkeypatch.setattr(probes.shard, "probe_stream", boom)
     second = run_study("digits-linear-s0", cfg, cache_dir=tmp_path, progress=False)
     pd.testing.assert_frame_equal(first.metrics, second.metrics)
     assert second.meta["sha256"] == first.meta["sha256"]
@@ -143,3 +148,19 @@ def test_table_errors(tmp_path) -> None:
 def test_config_validation(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         StudyConfig(**kwargs)
+
+
+def test_dead_fraction_from_counts_at_every_position_when_the_capture_has_them() -> None:
+    from types import SimpleNamespace
+
+    from analysis.spectrum import MetricValue
+    from analysis.study import _full_activity
+
+    sampled = {"dead_fraction": MetricValue(0.5), "rare_fraction": MetricValue(0.5)}
+    # unit 1 is active at 3 of 1000 positions: dead in a sample, alive over every position
+    extent = SimpleNamespace(active=np.array([0, 3, 500, 900]), n_points=1000)
+    full = _full_activity(SimpleNamespace(extent=extent), sampled, sampled=True)
+    assert full["dead_fraction"] == MetricValue(0.25) and full["rare_fraction"] == MetricValue(0.5)
+    bound = _full_activity(SimpleNamespace(extent=None), sampled, sampled=True)
+    assert bound["dead_fraction"].value == 0.5 and bound["dead_fraction"].reason.startswith("upper bound")
+    assert _full_activity(SimpleNamespace(), sampled, sampled=False) == {}

@@ -16,6 +16,7 @@ from analysis.topology import (
     betti_numbers,
     cloud_scale,
     diagram_distances,
+    greedy_permutation,
     persistence_entropy,
     persistent_homology,
     total_persistence,
@@ -187,7 +188,7 @@ def test_diagram_distances_of_known_diagrams():
     assert empty["bottleneck"] == pytest.approx(0.5)
     assert empty["wasserstein"] == pytest.approx(1 / np.sqrt(2))
     # infinite bars are ignored
-    assert diagram_distances(np.array([[0.0, np.inf], [0.0, 1.0]]), a)["bottleneck"] == 0.0
+    assert diagram_distances(np.array([[0.0, np.inf], [0.0, 1.0]]), a)["bottleneck"] == pytest.approx(0.0, abs=1e-12)
 
 
 # --- bad input ----------------------------------------------------------------------------
@@ -260,3 +261,51 @@ def test_make_manifold_rejects_bad_parameters(kwargs, match):
     args = {"name": "circle", "n": 10, **kwargs}
     with pytest.raises(ValueError, match=match):
         make_manifold(args.pop("name"), args.pop("n"), **args)
+
+
+# --- own greedy permutation and distances against ripser's and persim's ----------------------
+
+
+@pytest.mark.parametrize("dense_max", [0, 10_000])
+@pytest.mark.parametrize(("n", "dim"), [(400, 3), (300, 96)])
+def test_greedy_permutation_picks_ripsers_points(monkeypatch, dense_max, n, dim):
+    # both code paths (row by row, whole matrix) against ripser's n_perm option
+    from ripser import ripser
+
+    import analysis.topology as topo
+
+    monkeypatch.setattr(topo, "DENSE_GREEDY_MAX", dense_max)
+    x = np.random.default_rng(n + dim).standard_normal((n, dim)) * np.linspace(0.2, 2.0, dim)
+    ref = ripser(x, maxdim=1, n_perm=80)
+    idx, dperm2all, r_cover = topo.greedy_permutation(x, 80)
+    np.testing.assert_array_equal(idx, ref["idx_perm"])
+    np.testing.assert_allclose(dperm2all, ref["dperm2all"], rtol=0, atol=1e-12)
+    assert r_cover == pytest.approx(ref["r_cover"], rel=1e-12)
+    res = persistent_homology(x, n_perm=80, normalize=None)
+    for ours, theirs in zip(res.diagrams, ref["dgms"]):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+    assert res.cover_radius == pytest.approx(ref["r_cover"], rel=1e-12)
+
+
+def test_greedy_permutation_rejects_more_points_than_the_cloud():
+    with pytest.raises(ValueError, match=r"'n_perm' parameter of greedy_permutation must be an int <= n_points \(3\)"):
+        greedy_permutation(np.zeros((3, 2)), 4)
+
+
+def test_diagram_distances_agree_with_persim():
+    from persim import bottleneck, wasserstein
+
+    rng = np.random.default_rng(7)
+    for m, n in [(30, 20), (1, 12), (0, 5), (40, 40)]:
+        a = np.column_stack([b := rng.random(m), b + rng.random(m) * 0.5 + 1e-3])
+        c = np.column_stack([b := rng.random(n), b + rng.random(n) * 0.5 + 1e-3])
+        d = diagram_distances(a, c)
+        assert d["bottleneck"] == pytest.approx(bottleneck(a, c), rel=1e-12, abs=1e-12)
+        assert d["wasserstein"] == pytest.approx(wasserstein(a, c), rel=1e-9, abs=1e-12)
+
+
+def test_persistence_entropy_agrees_with_persim():
+    from persim.persistent_entropy import persistent_entropy
+
+    d = np.column_stack([b := np.random.default_rng(3).random(25), b + np.linspace(0.01, 1, 25)])
+    assert persistence_entropy(d) == pytest.approx(persistent_entropy(d)[0], rel=1e-12)

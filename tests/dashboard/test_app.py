@@ -297,6 +297,10 @@ def test_spiral_lab_shows_figure_one_and_its_errors() -> None:
     assert table.loc[30, "active-set inverse"] == pytest.approx(err[(30, "active_set")])
     assert table.loc[30, "active-set inverse"] < 1e-8 < table.loc[30, "pinv(T) act(Tx)"]
     assert table.loc[2, "Lemma-2 invertible"] < table.loc[30, "Lemma-2 invertible"]
+    shape = at.dataframe[1].value
+    disparity = want.set_index(["n", "method"])["procrustes_disparity"]
+    assert shape.loc[30, ("Procrustes disparity", "pinv(T) act(Tx)")] == pytest.approx(disparity[(30, "pinv")])
+    assert shape.loc[30, ("Procrustes disparity", "pinv(T) act(Tx)")] < shape.loc[2, ("Procrustes disparity", "pinv(T) act(Tx)")]
 
 
 def test_spiral_lab_without_dims_asks_for_one() -> None:

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 
 from probes.datasets import (
+    NpzImages,
+    image_files,
     BUILTIN,
     ImageDataset,
     load_dataset,
@@ -430,7 +432,7 @@ def test_folder_empty_class(folder):
 def test_folder_unreadable_image(folder):
     bad = folder / "dog" / "broken.png"
     bad.write_bytes(b"not a png at all")
-    with pytest.raises(ValueError, match=_match(bad, "cannot read this image")):
+    with pytest.raises(ValueError, match=rf"^Cannot read image file {re.escape(str(bad))}: cannot identify"):
         load_image_folder(folder)
 
 
@@ -454,3 +456,100 @@ def test_load_dataset_missing_path_is_unknown(tmp_path):
 def test_folder_bad_parameters(folder, kw, text):
     with pytest.raises(ValueError, match=text):
         load_image_folder(folder, **kw)
+
+
+# --- streaming, the shared predict transform, decompression bombs ----------------------------
+
+
+def _png_declaring(path: Path, width: int, height: int) -> Path:
+    """A tiny PNG whose header declares width x height gray pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_decompression_bomb_is_one_line_naming_the_file_in_folder_and_predict(tmp_path):
+    from probes.loading import load_images
+    from probes.preprocess import InputSpec, open_image
+
+    (tmp_path / "cls").mkdir()
+    bomb = _png_declaring(tmp_path / "cls" / "bomb.png", 30000, 30000)
+    assert bomb.stat().st_size < 1000
+    msg = rf"^Image file {re.escape(str(bomb))} declares too many pixels \(a decompression bomb\?\): .*900000000"
+    with pytest.raises(ValueError, match=msg):
+        load_image_folder(tmp_path)
+    with pytest.raises(ValueError, match=msg):
+        load_images([bomb], InputSpec(size=32))
+    with pytest.raises(ValueError, match=msg):
+        image_files(tmp_path).prepared(InputSpec(size=32))[0]
+    # below PIL's own refusal, our limit (the pixel count of the header) applies
+    small = _png_declaring(tmp_path / "big.png", 200, 100)
+    with pytest.raises(ValueError, match=r"big\.png declares 200 x 100 = 20,000 pixels, more than the limit of 10,000"):
+        open_image(small, "L", max_pixels=10_000)
+
+
+def test_streamed_folder_equals_predict_preprocessing(tmp_path):
+    from PIL import Image
+
+    from probes.loading import load_images
+    from probes.preprocess import InputSpec
+
+    rng = np.random.default_rng(0)
+    files = []
+    for k, (w, h) in enumerate([(50, 30), (24, 60), (40, 40)]):
+        (tmp_path / f"c{k}").mkdir()
+        f = tmp_path / f"c{k}" / "a.png"
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(f)
+        files.append(f)
+    spec = InputSpec(size=16, interpolation="bicubic", mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25))
+    stream = image_files(tmp_path).prepared(spec, resize_size=20)
+    want = load_images(files, spec, resize_size=20)
+    got = np.stack([stream[i].numpy() for i in range(len(stream))])
+    np.testing.assert_array_equal(got, want.numpy())
+    assert stream.labels.tolist() == [0, 1, 2] and stream.class_names == ["c0", "c1", "c2"]
+
+
+def test_folder_keeps_aspect_ratio_by_centre_crop(tmp_path):
+    from PIL import Image
+
+    # 40 x 20: left quarter black, middle half white, right quarter black; the centre 20 x 20
+    # square is all white (squashing to a square would keep the black stripes)
+    a = np.zeros((20, 40), np.uint8)
+    a[:, 10:30] = 255
+    (tmp_path / "c").mkdir()
+    Image.fromarray(a).save(tmp_path / "c" / "x.png")
+    ds = load_image_folder(tmp_path, size=20)
+    np.testing.assert_allclose(ds.x[0, 0], 1.0)
+
+
+def test_npz_is_memory_mapped_and_streams_the_images_of_load_npz(tmp_path):
+    from probes.preprocess import InputSpec, prepare
+
+    x = np.random.default_rng(1).integers(0, 256, (6, 3, 12, 12), dtype=np.uint8)
+    np.savez(tmp_path / "a.npz", x=x, y=np.arange(6))
+    stream = NpzImages(tmp_path / "a.npz")
+    assert isinstance(stream.x, np.memmap) and stream.meta["memory_mapped"]
+    spec = InputSpec(size=12, mean=(0.5,) * 3, std=(0.25,) * 3)
+    want = prepare(load_npz(tmp_path / "a.npz").x, spec)
+    got = np.stack([stream.prepared(spec)[i].numpy() for i in range(6)])
+    np.testing.assert_allclose(got, want.numpy(), rtol=0, atol=1e-6)
+    np.savez_compressed(tmp_path / "b.npz", x=x)
+    assert not NpzImages(tmp_path / "b.npz").meta["memory_mapped"]
+    assert NpzImages(tmp_path / "a.npz").shard(2, 5)[0].shape == (3, 12, 12)
+
+
+def test_npz_stream_refuses_out_of_range_float_image(tmp_path):
+    x = np.zeros((3, 1, 4, 4), np.float32)
+    x[2, 0, 0, 0] = 3.0
+    np.savez(tmp_path / "f.npz", x=x)
+    stream = NpzImages(tmp_path / "f.npz")
+    stream[0]
+    with pytest.raises(ValueError, match=r"f\.npz: float image 2 of 'x' has values outside \[0, 1\]"):
+        stream[2]
