@@ -15,6 +15,7 @@ naming where it went.
     bnprobe spiral [--dims 2 3 5 15 30] [--activation relu] [--out FILE]
     bnprobe surgery CHECKPOINT [--act identity|relu6] [--blocks I ...] [--out FILE] [--figure FILE]
     bnprobe report CONFIG.toml --out DIR [--scheduler ADDRESS]
+    bnprobe compare --dataset digits --designs linear relu6 [--bands] [--out FILE]
     bnprobe predict CHECKPOINT [--arch ARCH] IMAGE...
 """
 
@@ -211,6 +212,39 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return run_report(args.config, args.out, scheduler=args.scheduler, workers=args.workers)
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    _check_out(args.out)
+    import warnings
+
+    from analysis.compare import compare_bands, compare_designs, load_design_metrics
+    from analysis.study import read_table
+
+    if len(args.designs) != 2:
+        raise _UserError(f"--designs takes exactly two designs (a b); got {len(args.designs)}: {' '.join(args.designs)}")
+    a, b = args.designs
+    if args.results:
+        df = read_table(args.results)
+    else:
+        df = load_design_metrics(args.dataset, args.designs, compute=not args.no_compute, progress=not args.quiet)
+    metrics = args.metrics or None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        if args.bands:
+            table = compare_bands(df, a, b, dataset=args.dataset, metrics=metrics, pre=None, level=args.level)
+        else:
+            table = compare_designs(df, a, b, dataset=args.dataset, metrics=metrics, level=args.level)
+    for w in caught:
+        print(f"bnprobe compare: warning: {w.message}", file=sys.stderr)
+    if args.out:
+        _write_table(table, args.out)
+    else:
+        print(table.to_csv(index=False), end="")
+    counts = table["verdict"].value_counts()
+    print(f"bnprobe compare: {len(table)} rows, {a} - {b} paired over seeds at {100 * args.level:g} %: "
+          + ", ".join(f"{int(n)} {v}" for v, n in counts.items()), file=sys.stderr)
+    return 0
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     from probes.loading import format_predictions, load_checkpoint, predict
 
@@ -311,6 +345,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", default=None, help="Dask scheduler address (default: local processes)")
     p.add_argument("--workers", type=int, default=None, help="local worker processes (default: CPU count)")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("compare", help="paired comparison of two designs over training seeds (CI, p-value)",
+                       description="One row per metric x block x point (or x depth band with --bands): "
+                                   "paired differences a - b over the seeds trained for both designs, "
+                                   "Student-t interval, exact sign-flip p-value, verdict and the per-seed "
+                                   "values (';'-joined). See analysis/compare.py.")
+    p.add_argument("--dataset", default="digits", help="dataset the checkpoints were trained on (default digits)")
+    p.add_argument("--designs", nargs="+", default=["linear", "relu6"], metavar="DESIGN",
+                   help="the two designs a b (default: linear relu6)")
+    p.add_argument("--results", default=None,
+                   help="compare this tidy results table (.parquet/.csv, e.g. a report's metrics.parquet) "
+                        "instead of the shipped studies")
+    p.add_argument("--metrics", nargs="+", default=None, help="only these metrics (default: all)")
+    p.add_argument("--bands", action="store_true",
+                   help="per depth band (thirds of the blocks and all): per seed the mean over the band's blocks")
+    p.add_argument("--level", type=float, default=0.95, help="confidence level of the intervals (default 0.95)")
+    p.add_argument("--no-compute", action="store_true",
+                   help="fail instead of computing a study that is not precomputed")
+    p.add_argument("--out", default=None, help="output .parquet or .csv (default: CSV on stdout)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("predict", help="top-5 predictions for image files: check weights and preprocessing")
     _add_model_args(p)

@@ -63,6 +63,7 @@ __all__ = [
     "embedding_scatter",
     "message_chart",
     "metric_label",
+    "paired_difference_chart",
     "persistence_diagram",
     "positive_channels_plot",
     "positive_histogram",
@@ -899,6 +900,105 @@ def accuracy_chart(
     notes = [f"{_seed_note(agg['n'])}; circles = individual seeds; axis zoomed, not from 0"]
     chart = alt.hconcat(*panels).properties(title=_title(title, notes) if title else "")
     return _finish(chart, configure)
+
+
+# ------------------------------------------------------------------------ paired comparison
+
+
+def paired_difference_chart(
+    comparison: pd.DataFrame,
+    *,
+    metrics: Sequence[str] | None = None,
+    level: float = 0.95,
+    title: str | None = None,
+    width: float = 420,
+    height: float = 150,
+    configure: bool = True,
+) -> Chart:
+    """Paired difference ``a - b`` across depth with its confidence band, one panel per metric.
+
+    Draws the rows of :func:`analysis.compare.compare_designs` for one capture stage: the mean
+    paired difference over seeds per block (line), its Student-t interval (band, absent where
+    fewer than two seeds pair), a rule at 0, and points that are filled where the verdict names
+    a design and hollow where it says "no significant difference". Nothing is recomputed here:
+    the numbers are the comparison table's.
+
+    Parameters
+    ----------
+    comparison : DataFrame
+        Rows of :data:`analysis.compare.COMPARE_COLUMNS` (one stage and ``pre`` value; several
+        metrics are drawn as rows with independent y scales).
+    metrics : sequence of str, optional
+        Metrics to draw, in this order (default: those in ``comparison``).
+    level : float, default=0.95
+        The confidence level the comparison was computed with (named in the subtitle).
+    title : str, optional
+        Default "<a> - <b>, paired over seeds, at <stage>".
+    width, height : float
+        Size of each metric's panel in pixels.
+    configure : bool, default=True
+        Apply :func:`style_chart`.
+
+    Returns
+    -------
+    chart : alt.VConcatChart or alt.Chart
+        One layered panel per metric; a :func:`message_chart` naming the reason when no
+        difference is finite.
+    """
+    func = "paired_difference_chart"
+    _require_columns(comparison, ("metric", "block", "stage", "design_a", "design_b", "n_pairs", "mean_diff",
+                                  "ci_low", "ci_high", "p_value", "verdict"), func, "comparison")
+    _check_size(width, "width", func)
+    _check_size(height, "height", func)
+    if comparison.empty:
+        return message_chart("no paired values to draw", title=title, width=width, configure=configure)
+    pairs = comparison[["design_a", "design_b"]].drop_duplicates()
+    stages = sorted(pd.unique(comparison["stage"].astype(str)))
+    if len(pairs) != 1 or len(stages) != 1:
+        raise ValueError(f"The 'comparison' parameter of {func} must hold one design pair at one stage. Got "
+                         f"pairs {[tuple(p) for p in pairs.to_numpy()]} at stages {stages} instead.")
+    a, b = (str(x) for x in pairs.iloc[0])
+    stage = stages[0] + (" (pre-activation)" if "pre" in comparison.columns and comparison["pre"].any() else "")
+    title = f"{a} \u2212 {b}, paired over seeds, at {stage}" if title is None else title
+    present = list(dict.fromkeys(comparison["metric"].astype(str)))
+    chosen = [m for m in (metrics if metrics is not None else present) if m in present]
+    panels, notes = [], []
+    n = comparison.loc[comparison["n_pairs"] > 0, "n_pairs"]
+    if not n.empty:
+        notes.append(f"Line: mean difference; band: {100 * level:g} % t-interval over n = {int(n.min())}"
+                     + (f"\u2013{int(n.max())}" if n.max() != n.min() else "")
+                     + " seed pairs; filled points: significant (interval excludes 0 and sign-flip "
+                     f"p <= {1 - level:.2g})")
+    for metric in chosen:
+        rows = comparison[(comparison["metric"] == metric) & np.isfinite(comparison["mean_diff"].astype(float))]
+        if rows.empty:
+            reasons = comparison.loc[comparison["metric"] == metric, "reason"] if "reason" in comparison else []
+            why = next((str(r) for r in reasons if str(r)), "no finite difference")
+            notes.append(f"{metric}: not drawn ({why.split('; ')[-1]})")
+            continue
+        data = rows[["block", "mean_diff", "ci_low", "ci_high", "p_value", "n_pairs", "verdict"]].copy()
+        data["significant"] = ~data["verdict"].isin(["no significant difference", "n/a"])
+        label = metric_label(metric).split(" (")[0]
+        x = _block_x(data["block"])
+        y_title = f"\u0394 {metric_label(metric)}"
+        base = alt.Chart(data).encode(x=x)
+        zero = alt.Chart(pd.DataFrame({"y": [0.0]})).mark_rule(color="#555555", strokeDash=_DASHED).encode(y="y:Q")
+        band = base.mark_area(opacity=0.25, color="#999999").encode(
+            y=alt.Y("ci_low:Q", title=y_title), y2="ci_high:Q")
+        line = base.mark_line(color="#222222", strokeWidth=1.8).encode(y=alt.Y("mean_diff:Q", title=y_title))
+        pts = base.mark_point(size=55, strokeWidth=1.5, color="#222222", opacity=1).encode(
+            y=alt.Y("mean_diff:Q", title=y_title),
+            fill=alt.condition("datum.significant", alt.value("#222222"), alt.value("white")),
+            tooltip=[alt.Tooltip("block:Q", title="Block"), alt.Tooltip("mean_diff:Q", format=".4g", title=f"{a} - {b}"),
+                     alt.Tooltip("ci_low:Q", format=".4g"), alt.Tooltip("ci_high:Q", format=".4g"),
+                     alt.Tooltip("p_value:Q", format=".3g", title="sign-flip p"),
+                     alt.Tooltip("n_pairs:Q", title="seed pairs"), alt.Tooltip("verdict:N")])
+        panels.append(alt.layer(band, zero, line, pts).properties(width=width, height=height, title=label))
+    if not panels:
+        return message_chart("; ".join(notes[1:] or notes) or "no finite difference", title=title, width=width,
+                             configure=configure)
+    chart = panels[0] if len(panels) == 1 else alt.vconcat(*panels).resolve_scale(y="independent")
+    return _finish(chart.properties(title=_title(title, notes)), configure)
 
 
 # ------------------------------------------------------------------------------- spectra

@@ -11,7 +11,9 @@ completely *before* any work starts, runs one job per (checkpoint, dataset) thro
       spiral.csv                        the paper's Figure 1 experiment (analysis.spiral)
       surgery.csv                       bottleneck activation removed / inserted at inference (analysis.surgery)
       figures/*.svg|png|pdf             analysis.figures builders (vl-convert, no browser)
-      tables/*.tex                      booktabs tables, mean +- std over seeds, best in bold
+      tables/*.tex                      booktabs tables, mean +- std over seeds, best in bold;
+                                        comparison-*.tex: paired a - b over seeds, 95 % CI, p, verdict
+      comparison-*.csv                  analysis.compare.compare_designs rows (per block and point)
       report.md  report.html            the report; the HTML embeds every figure (offline)
       provenance.json                   config, versions, git commit, sha256, seeds, timings
       jobs/<job-id>.parquet|npz         one finished job each (the resume cache)
@@ -78,6 +80,9 @@ __all__ = [
     "Job",
     "ReportConfig",
     "accuracy_table",
+    "comparison_table",
+    "comparison_to_latex",
+    "comparison_to_markdown",
     "load_config",
     "metric_family",
     "metrics_table",
@@ -174,6 +179,8 @@ class ReportConfig:
     table_designs: tuple[str, ...]
     spiral: dict[str, Any] | None
     notes: tuple[str, ...] = ()
+    compare_designs: tuple[str, ...] = ("linear", "relu6")
+    compare_level: float = 0.95
     surgery: dict[str, Any] | None = None
 
 
@@ -263,6 +270,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "figures": ("designs", "depth_metrics", "depth_stages"),
     "tables": ("metrics", "stages", "designs"),
     "spiral": ("enabled", "dims", "activation", "seeds"),
+    "compare": ("designs", "level"),
     "surgery": ("enabled", "checkpoints", "blocks"),
 }
 _FILE_KEYS = ("path", "arch", "mean", "std", "size", "gray_to_rgb")
@@ -530,6 +538,12 @@ def load_config(path: str | Path) -> ReportConfig:
     if not ck.bool_("spiral.enabled", sp.get("enabled", True)):
         spiral = None
 
+    cmp = sec["compare"]
+    compare_designs = ck.str_list("compare.designs", cmp.get("designs", ["linear", "relu6"]), empty=False)
+    if len(compare_designs) != 2 or compare_designs[0] == compare_designs[1]:
+        raise ck.fail("compare.designs", "two different design names (a, b)", list(compare_designs))
+    compare_level = ck.float_("compare.level", cmp.get("level", 0.95), 0.0, 1.0)
+
     su = sec["surgery"]
     surgery: dict[str, Any] | None = {
         "checkpoints": ck.str_list("surgery.checkpoints", su.get("checkpoints", [])),
@@ -552,6 +566,7 @@ def load_config(path: str | Path) -> ReportConfig:
         diagram_points=diagrams, figure_designs=figure_designs, depth_metrics=depth_metrics,
         depth_stages=depth_stages, table_metrics=table_metrics, table_stages=table_stages,
         table_designs=table_designs, spiral=spiral, notes=tuple(notes), surgery=surgery,
+        compare_designs=compare_designs, compare_level=compare_level,
     )
 
 
@@ -795,8 +810,10 @@ def metrics_table(df: pd.DataFrame, *, metrics: Sequence[str], stages: Sequence[
 
     Each checkpoint contributes one value per (stage, metric): the mean over blocks of the
     post-activation points of that stage, ``v_c = (1/B) sum_b value_{c,b}`` (non-finite values
-    skipped); a design's cell is ``mean_c v_c`` and ``std_c v_c`` (sample std, ddof = 1; NaN for
-    one seed) over its checkpoints.
+    skipped; :func:`analysis.compare.band_values`, the per-seed summary shared with the paired
+    comparison); a design's cell is ``mean_c v_c`` and ``std_c v_c`` (sample std, ddof = 1; NaN
+    for one seed) over its checkpoints. This table describes each design; whether two designs
+    differ is answered by :func:`comparison_table` (paired over seeds, with an interval).
 
     Parameters
     ----------
@@ -819,8 +836,10 @@ def metrics_table(df: pd.DataFrame, *, metrics: Sequence[str], stages: Sequence[
     cols = ["stage", "metric", "design", "mean", "std", "n"]
     if sel.empty:
         return pd.DataFrame(columns=cols)
-    per_ckpt = (sel.astype({"value": float})
-                .groupby(["stage", "metric", "design", "checkpoint"], sort=True)["value"].mean().reset_index())
+    from analysis.compare import band_values
+
+    per_ckpt = band_values(sel.assign(seed=sel["seed"] if "seed" in sel.columns else np.nan),
+                           bands={"all": sorted(set(sel["block"].astype(int)))}, pre=False)
     agg = (per_ckpt.groupby(["stage", "metric", "design"], sort=True)["value"]
            .agg(mean="mean", std="std", n="count").reset_index())
     order = {(s, m): i for i, (s, m) in enumerate((s, m) for s in stages for m in metrics)}
@@ -846,6 +865,116 @@ def accuracy_table(cards: pd.DataFrame) -> pd.DataFrame:
     out = agg.sort_values(["stage", "_k"], kind="stable").drop(columns="_k").reset_index(drop=True)[cols]
     out.attrs["designs"] = list(dorder)
     return out
+
+
+def comparison_table(df: pd.DataFrame, design_a: str, design_b: str, *, metrics: Sequence[str],
+                     stages: Sequence[str], cards: pd.DataFrame | None = None,
+                     level: float = 0.95) -> pd.DataFrame:
+    """Paired comparison of two designs per (stage, metric), all blocks: the report's answer.
+
+    Per seed the mean over all blocks of the stage's post-activation points
+    (:func:`analysis.compare.band_values`), then :func:`analysis.compare.paired_stats` over the
+    seeds trained for both designs: mean difference ``a - b``, Student-t interval, exact
+    sign-flip p-value and verdict. With ``cards`` (``design, dataset, seed, test_accuracy``) a
+    first row compares test accuracy (%) the same way.
+
+    Returns
+    -------
+    DataFrame
+        :data:`analysis.compare.BAND_COLUMNS` (band ``all``), in (stage, metric) order; empty
+        when a design is missing.
+    """
+    from analysis.compare import BAND_COLUMNS, compare_bands, paired_stats
+
+    rows = []
+    if cards is not None and not cards.empty:
+        acc = {(str(d), int(s)): 100.0 * float(v) for d, s, v in
+               zip(cards["design"], cards["seed"], cards["test_accuracy"]) if pd.notna(s)}
+        seeds = sorted({s for d, s in acc if d == design_a} & {s for d, s in acc if d == design_b})
+        if seeds:
+            r = paired_stats([acc[(design_a, s)] for s in seeds], [acc[(design_b, s)] for s in seeds],
+                             seeds=seeds, level=level, names=(design_a, design_b))
+            rows.append(pd.DataFrame([{"dataset": str(cards["dataset"].iloc[0]), "metric": "test_accuracy",
+                                       "stage": "checkpoint", "pre": False, "band": "all", "blocks": "",
+                                       "design_a": design_a, "design_b": design_b, **r}]))
+    present = set(df["design"].astype(str)) if not df.empty else set()
+    if {design_a, design_b} <= present:
+        sel = df[df["metric"].isin(list(metrics)) & df["stage"].isin(list(stages))]
+        if not sel.empty:
+            blocks = sorted(set(sel["block"].astype(int)))
+            paired = compare_bands(sel, design_a, design_b, stages=stages, pre=False, bands={"all": blocks},
+                                   level=level)
+            if not paired.empty:
+                rows.append(paired)
+    if not rows:
+        return pd.DataFrame(columns=list(BAND_COLUMNS))
+    out = pd.concat(rows, ignore_index=True)
+    order = {("checkpoint", "test_accuracy"): -1,
+             **{(st, m): i for i, (st, m) in enumerate((st, m) for st in stages for m in metrics)}}
+    out["_k"] = [order.get((st, m), len(order)) for st, m in zip(out["stage"], out["metric"])]
+    return out.sort_values("_k", kind="stable").drop(columns="_k").reset_index(drop=True)
+
+
+def _comparison_cells(table: pd.DataFrame) -> list[tuple[str, str, str, str, str, str, str]]:
+    """Formatted (stage, metric, mean a, mean b, diff [CI], p, verdict) per row."""
+    def fmt(x: float, dec: int) -> str:
+        if not np.isfinite(x):
+            return "--"
+        text = f"{x:.{dec}f}"
+        return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.0"
+
+    from analysis.compare import values_mean
+
+    out = []
+    for _, r in table.iterrows():
+        if r["n_pairs"] == 0:
+            # no pair, but one design may still have values (dead units of a ReLU6 output)
+            r = r.copy()
+            r["mean_a"], r["mean_b"] = values_mean(r["values_a"]), values_mean(r["values_b"])
+        spread = [abs(r["ci_high"] - r["ci_low"])] if np.isfinite(r["ci_low"]) else []
+        dec = _decimals([r["mean_a"], r["mean_b"]], [s / 2 for s in spread if s > 0])
+        diff = (f"{fmt(r['mean_diff'], dec)} [{fmt(r['ci_low'], dec)}, {fmt(r['ci_high'], dec)}]"
+                if np.isfinite(r["ci_low"]) else "--")
+        p = f"{r['p_value']:.3g}" if np.isfinite(r["p_value"]) else "--"
+        verdict = r["verdict"] if r["verdict"] != "n/a" else "n/a: " + str(r["reason"]).split("; ")[-1]
+        out.append((str(r["stage"]), str(r["metric"]), fmt(r["mean_a"], dec), fmt(r["mean_b"], dec), diff, p, verdict))
+    return out
+
+
+def comparison_to_markdown(table: pd.DataFrame, *, level: float = 0.95) -> str:
+    """Markdown version of :func:`comparison_table` (one row per stage x metric)."""
+    if table.empty:
+        return "_(no paired values)_\n"
+    a, b = str(table["design_a"].iloc[0]), str(table["design_b"].iloc[0])
+    lines = [f"| Stage | Metric | {a} | {b} | {a} \u2212 {b} [{100 * level:g} % CI] | p | verdict |",
+             "|---|---|---|---|---|---|---|"]
+    for stage, metric, ma, mb, diff, p, verdict in _comparison_cells(table):
+        lines.append(f"| {stage} | `{metric}` | {ma} | {mb} | {diff} | {p} | {_md_escape(verdict)} |")
+    return "\n".join(lines) + "\n"
+
+
+def comparison_to_latex(table: pd.DataFrame, *, caption: str = "", level: float = 0.95) -> str:
+    """A booktabs ``tabular`` of :func:`comparison_table`: means over paired seeds, the mean paired
+    difference with its interval, the sign-flip p-value and the verdict."""
+    lines = ["% Generated by `bnprobe report` (analysis.compare); needs \\usepackage{booktabs}."]
+    if caption:
+        lines += [f"% {line}" for line in caption.splitlines()]
+    if table.empty:
+        return "\n".join(lines + ["% (no paired values)"]) + "\n"
+    a, b = str(table["design_a"].iloc[0]), str(table["design_b"].iloc[0])
+    lines += ["\\begin{tabular}{llccccl}", "\\toprule",
+              " & ".join(["Stage", "Metric", _latex_escape(a), _latex_escape(b),
+                          f"{_latex_escape(a)} $-$ {_latex_escape(b)} [{100 * level:g}\\,\\% CI]", "$p$",
+                          "Verdict"]) + " \\\\", "\\midrule"]
+    previous = None
+    for stage, metric, ma, mb, diff, p, verdict in _comparison_cells(table):
+        if previous is not None and stage != previous:
+            lines.append("\\midrule")
+        previous = stage
+        cells = [f"${c}$" if c != "--" else "--" for c in (ma, mb, diff, p)]
+        lines.append(" & ".join([_latex_escape(stage), _latex_escape(metric), *cells, _latex_escape(verdict)]) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    return "\n".join(lines) + "\n"
 
 
 def _decimals(means: Sequence[float], stds: Sequence[float]) -> int:
@@ -997,6 +1126,7 @@ def report_figures(metrics: pd.DataFrame, details: dict[str, dict[str, dict[str,
             out.append((f"depth-{metric}-{stage}",
                         f"{F.metric_label(metric)} across depth at the {stage} stage "
                         f"({', '.join(designs)}; mean \u00b1 std over seeds).", chart))
+    out.extend(_paired_figures(metrics, config, notes))
     if "activity" in config.study.families:
         for ds in sorted(pd.unique(metrics["dataset"].astype(str))):
             part = metrics[metrics["dataset"].astype(str) == ds]
@@ -1039,6 +1169,40 @@ def report_figures(metrics: pd.DataFrame, details: dict[str, dict[str, dict[str,
     return out, notes
 
 
+def _paired_figures(metrics: pd.DataFrame, config: ReportConfig, notes: list[str]) -> list[tuple[str, str, Any]]:
+    """Per dataset and depth stage: the paired difference of every depth metric across blocks."""
+    import warnings
+
+    from analysis import figures as F
+    from analysis.compare import compare_designs
+
+    a, b = config.compare_designs
+    out: list[tuple[str, str, Any]] = []
+    for ds in sorted(pd.unique(metrics["dataset"].astype(str))):
+        part = metrics[metrics["dataset"].astype(str) == ds]
+        if not {a, b} <= set(part["design"].astype(str)):
+            continue
+        wanted = [m for m in config.depth_metrics if m in set(part["metric"].astype(str))]
+        if not wanted:
+            continue
+        with warnings.catch_warnings():
+            # unpaired seeds are named once, in the notes of the comparison table
+            warnings.simplefilter("ignore", UserWarning)
+            cmp = compare_designs(part, a, b, metrics=wanted, level=config.compare_level)
+        for stage in config.depth_stages:
+            rows = cmp[(cmp["stage"] == stage) & ~cmp["pre"].astype(bool)]
+            if rows.empty:
+                continue
+            out.append((f"paired-{_safe(ds)}-{stage}",
+                        f"{a} \u2212 {b} per block at the {stage} stage on {ds}, paired over seeds: mean "
+                        f"difference and its {100 * config.compare_level:g} % t-interval; filled points are "
+                        "significant (interval excludes 0 and sign-flip p \u2264 "
+                        f"{1 - config.compare_level:.2g}).",
+                        F.paired_difference_chart(rows, metrics=list(config.depth_metrics), level=config.compare_level,
+                                                  title=f"{a} \u2212 {b} on {ds}, {stage} stage", height=120)))
+    return out
+
+
 def _message_of(chart: Any) -> str | None:
     """The text of an :func:`analysis.figures.message_chart` ("not applicable: ..."), else None."""
     import altair as alt
@@ -1060,6 +1224,46 @@ def _save_figure(chart: Any, stem: Path, formats: Sequence[str]) -> list[Path]:
     from analysis.figures import save_chart
 
     return [save_chart(chart, stem.parent / f"{stem.name}.{fmt}") for fmt in formats]
+
+
+def _comparison_tables(metrics: pd.DataFrame, cards: pd.DataFrame, config: ReportConfig,
+                       out: Path) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """Per dataset: the paired comparison table (LaTeX file, Markdown for the report) and the
+    per-block comparison rows (``comparison-<dataset>.csv``); notes on datasets skipped."""
+    import warnings
+
+    from analysis.compare import COMPARE_COLUMNS, compare_designs
+    from analysis.study import write_table
+
+    a, b = config.compare_designs
+    tables: list[tuple[str, str, str]] = []
+    notes: list[str] = []
+    for ds in sorted(pd.unique(metrics["dataset"].astype(str))) if not metrics.empty else []:
+        part = metrics[metrics["dataset"].astype(str) == ds]
+        missing = [d for d in (a, b) if d not in set(part["design"].astype(str))]
+        if missing:
+            notes.append(f"paired comparison on {ds}: no checkpoint of {', '.join(missing)} (compare.designs)")
+            continue
+        ds_cards = cards[cards["dataset"].astype(str) == ds] if not cards.empty else cards
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            table = comparison_table(part, a, b, metrics=config.table_metrics, stages=config.table_stages,
+                                     cards=ds_cards, level=config.compare_level)
+            wanted = sorted((set(config.table_metrics) | set(config.depth_metrics)) & set(part["metric"].astype(str)))
+            per_block = (compare_designs(part, a, b, level=config.compare_level, metrics=wanted) if wanted
+                         else pd.DataFrame(columns=list(COMPARE_COLUMNS)))
+        notes.extend(dict.fromkeys(f"{ds}: {w.message}".replace("compare_bands: ", "").replace(
+            "compare_designs: ", "") for w in caught))
+        n = sorted(set(table["n_pairs"].astype(int)) - {0}) if not table.empty else []
+        caption = (f"{ds}: {a} vs {b} paired over seeds (n = {', '.join(map(str, n)) or '-'} pairs); per seed "
+                   f"the mean over blocks, {100 * config.compare_level:g} % Student-t interval of the mean paired "
+                   "difference, exact sign-flip p-value.")
+        name = f"comparison-{_safe(ds)}"
+        atomic_write_text(out / "tables" / f"{name}.tex",
+                          comparison_to_latex(table, caption=caption, level=config.compare_level))
+        tables.append((name, caption, comparison_to_markdown(table, level=config.compare_level)))
+        write_table(per_block, out / f"{name}.csv")
+    return tables, notes
 
 
 # ============================================================================================
@@ -1419,6 +1623,12 @@ def _report(config: ReportConfig, jobs: list[Job], plan_notes: list[str], out: P
         name = f"metrics-{_safe(ds)}"
         atomic_write_text(tab_dir / f"{name}.tex", table_to_latex(summary, caption=caption))
         tables.append((name, caption, table_to_markdown(summary)))
+    try:
+        comparisons, cmp_notes = _comparison_tables(metrics, cards, config, out)
+        tables.extend(comparisons)
+        fig_notes.extend(cmp_notes)
+    except Exception as exc:  # noqa: BLE001 - one part fails, the report goes on
+        part_failures.append(f"paired comparison: {type(exc).__name__}: {exc}")
     if not cards.empty:
         acc = accuracy_table(cards)
         caption = "Test accuracy (%) per dataset and design, mean +- sample std over seeds (checkpoint cards)."
@@ -1509,7 +1719,22 @@ def _build_doc(out: Path, config: ReportConfig, jobs: Sequence[Job], status: dic
         if prefix == "accuracy" and tables and tables[0][0] == "accuracy":
             doc.table(tables[0][2])
         doc.figures([written[stem] for stem in stems], columns=min(columns, 2))
-    metric_tables = [t for t in tables if t[0] != "accuracy"]
+    paired_tables = [t for t in tables if t[0].startswith("comparison-")]
+    paired_figs = [s for s in written if s.startswith("paired-")]
+    if paired_tables or paired_figs:
+        a, b = config.compare_designs
+        doc.h(2, f"Paired comparison: {a} vs {b}")
+        doc.p(f"Each seed trains both designs from the same initial weights in the same batch order, so "
+              f"designs are compared paired over seeds: per seed the mean over blocks, then the mean "
+              f"difference {a} \u2212 {b} with its {100 * config.compare_level:g} % Student-t interval and "
+              "the exact sign-flip p-value over all 2^n sign patterns. A design is called higher only when "
+              f"the interval excludes 0 and p \u2264 {1 - config.compare_level:.2g}; otherwise the row says "
+              "*no significant difference*. Per-block rows with the per-seed values are in `comparison-*.csv`.")
+        for name, caption, md in paired_tables:
+            doc.p(f"**{name}** \u2014 {caption}")
+            doc.table(md)
+        doc.figures([written[stem] for stem in paired_figs], columns=1)
+    metric_tables = [t for t in tables if t[0] != "accuracy" and not t[0].startswith("comparison-")]
     if metric_tables:
         doc.h(2, "Tables")
         doc.p("LaTeX versions (booktabs, ready to `\\input`) are in `tables/`.")

@@ -147,7 +147,7 @@ def test_job_ids_are_file_safe_and_change_with_the_settings(tmp_path: Path, tiny
 @pytest.mark.parametrize("section, key, value, message", [
     ("study", "famlies", ["spectrum"],
      r"unknown key 'study.famlies'. Allowed keys of \[study\]: batch_size, families, gray_to_rgb"),
-    ("plots", "x", 1, r"unknown key 'plots'. Allowed keys of the top level: checkpoints, datasets, decoder"),
+    ("plots", "x", 1, r"unknown key 'plots'. Allowed keys of the top level: checkpoints, compare, datasets, decoder"),
     ("decoder", "alpha", 1.0, r"unknown key 'decoder.alpha'. Allowed keys of \[decoder\]"),
     ("study", "split", "val", r"'study.split' must be one of \['train', 'test', 'all'\]. Got 'val' instead"),
     ("study", "families", ["spectrum", "colour"],
@@ -338,8 +338,13 @@ def test_report_figures_are_valid_vega_lite_with_expected_encodings(tmp_path: Pa
     charts, notes = rp.report_figures(metrics, details, rp._cards_frame(config), config)
     by_name = {name: chart.to_dict() for name, _, chart in charts}  # to_dict validates the schema
     assert sorted(by_name) == ["accuracy", "depth-effective_rank_frac-project", "diagram-digits-blocks_1_project",
-                               "positive-digits-linear", "positive-digits-relu6"]
+                               "paired-digits-project", "positive-digits-linear", "positive-digits-relu6"]
     assert notes == []
+    # both designs have the same values: the paired difference is 0 in every block, never significant
+    paired = by_name["paired-digits-project"]
+    rows = pd.DataFrame(next(v for v in paired["datasets"].values() if v and "mean_diff" in v[0]))
+    assert sorted(rows["block"]) == [0, 1, 2] and (rows["mean_diff"] == 0).all()
+    assert set(rows["verdict"]) == {"no significant difference"}
     depth = by_name["depth-effective_rank_frac-project"]
     enc = [layer["encoding"] for layer in depth["layer"]]
     assert all(e["x"]["field"] == "block" and e["color"]["field"] == "design" for e in enc)
@@ -416,7 +421,7 @@ def test_provenance(serial_run: tuple[Path, Path, int], tiny_zoo: Path) -> None:
 def test_report_html_is_self_contained(serial_run: tuple[Path, Path, int]) -> None:
     _, out, _ = serial_run
     page = (out / "report.html").read_text()
-    assert page.count('<img src="data:image/svg+xml;base64,') == 2  # accuracy + one depth curve
+    assert page.count('<img src="data:image/svg+xml;base64,') == 3  # accuracy, one depth curve, paired diffs
     assert "http://" not in page and "https://" not in page and "<script" not in page
     assert "<table>" in page and "effective_rank_frac" in page
     md = (out / "report.md").read_text()

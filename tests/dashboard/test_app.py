@@ -91,7 +91,7 @@ def test_overview_reads_the_chart_out_in_numbers(results_env) -> None:
 def test_overview_depth_curve_holds_the_seed_means(results_env) -> None:
     at = run_page("overview", results_env.dataset)
     specs = charts(at)
-    assert len(specs) == 2  # depth curve + accuracy per design
+    assert len(specs) == 3  # depth curve, paired difference per block, accuracy per design
     data = chart_data(at, 0)
     rows = results_env.metrics
     rows = rows[(rows["metric"] == "effective_rank_frac") & (rows["stage"] == "project") & ~rows["pre"]]
@@ -113,18 +113,72 @@ def test_overview_metric_change_redraws_the_chart(results_env) -> None:
     at.selectbox(key="overview-stage").set_value("expand").run()
     assert "Dead channels" in json.dumps(charts(at)[0])
     means = expected_means(results_env.metrics, "dead_fraction", "expand")
-    assert f"**linear** {means['linear']:.3g} vs **relu6** {means['relu6']:.3g}" in at.markdown[0].value
+    assert (f"**linear** {means['linear']:.3g} (no interval) vs **relu6** {means['relu6']:.3g} (no interval)"
+            in at.markdown[0].value)
+    # one seed per design: no interval, and the page says the designs cannot be compared
+    assert "Only 1 seed has both linear and relu6: no interval" in at.markdown[0].value
 
 
 def test_overview_accuracy_comes_from_the_cards(results_env) -> None:
     from dashboard.state import dataset_cards
 
     at = run_page("overview", results_env.dataset)
-    data = chart_data(at, 1)
+    data = chart_data(at, 2)
     cards = dataset_cards(results_env.dataset)
     lin = cards.loc[cards["design"] == "linear", "test_accuracy"].mean()
     got = data.dropna(subset=["mean"]).set_index("design")["mean"]
     assert got["linear"] == pytest.approx(100 * lin)
+
+
+@pytest.fixture
+def paired_env(shipped, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Four seeds per design made from the fixture studies: seed k adds ``OFFSETS[design][k]`` to
+    every effective_rank_frac value, so the paired differences are known."""
+    from analysis.study import StudyResult
+    from dashboard.state import RESULTS_ENV
+
+    folder = tmp_path / "paired"
+    frames = []
+    for design, name in (("linear", shipped.linear), ("relu6", shipped.relu6)):
+        base = StudyResult.load(shipped.results_dir / f"{name}--{shipped.dataset}")
+        for k, offset in enumerate(PAIRED_OFFSETS[design]):
+            m = base.metrics.copy()
+            sel = m["metric"] == "effective_rank_frac"
+            m.loc[sel, "value"] = m.loc[sel, "value"] + offset
+            ckpt = f"{shipped.dataset}-{design}-s{k}"
+            m = m.assign(checkpoint=ckpt, seed=k)
+            StudyResult(metrics=m, details=base.details, meta=base.meta).save(folder / f"{ckpt}--{shipped.dataset}")
+            frames.append(m)
+    monkeypatch.setenv(RESULTS_ENV, str(folder))
+    return pd.concat(frames, ignore_index=True)
+
+
+PAIRED_OFFSETS = {"linear": [0.0, 0.02, 0.01, 0.03], "relu6": [0.0, 0.01, 0.015, 0.0]}
+
+
+def test_overview_reads_paired_intervals_computed_by_hand(paired_env, shipped) -> None:
+    from scipy import stats
+
+    at = run_page("overview", shipped.dataset)
+    assert_clean(at)
+    rows = paired_env[(paired_env["metric"] == "effective_rank_frac") & (paired_env["stage"] == "project")
+                      & ~paired_env["pre"]]
+    per_seed = rows.groupby(["design", "seed"])["value"].mean().unstack("design")
+    d = per_seed["linear"] - per_seed["relu6"]
+    ci = stats.ttest_rel(per_seed["linear"], per_seed["relu6"]).confidence_interval(0.95)
+    text = at.markdown[0].value
+    assert (f"Paired over 4 seeds, linear \u2212 relu6 = {d.mean():.3g} [{ci.low:.3g}, {ci.high:.3g}]"
+            in text), text
+    # with 4 pairs the exact sign-flip p is at least 2/16: never significant, and said so
+    assert "**no significant difference**" in text
+    lin = per_seed["linear"]
+    half = stats.t.ppf(0.975, 3) * lin.std(ddof=1) / 2
+    assert f"**linear** {lin.mean():.3g} [{lin.mean() - half:.3g}, {lin.mean() + half:.3g}]" in text
+    paired = chart_data(at, 1).dropna(subset=["mean_diff"])  # the other dataset is the rule at 0
+    assert sorted(paired["block"]) == sorted(set(rows["block"]))
+    want = (rows[rows["design"] == "linear"].groupby("block")["value"].mean()
+            - rows[rows["design"] == "relu6"].groupby("block")["value"].mean())
+    np.testing.assert_allclose(paired.set_index("block")["mean_diff"].sort_index(), want.sort_index())
 
 
 def test_overview_offers_to_compute_missing_studies(results_env, tmp_path: Path, monkeypatch) -> None:
@@ -154,7 +208,7 @@ def test_overview_offers_to_compute_missing_studies(results_env, tmp_path: Path,
     at.button(key=f"compute-{results_env.dataset}").click().run()
     assert_clean(at)
     assert computed == missing
-    assert len(charts(at)) == 2
+    assert len(charts(at)) == 3
 
 
 # ----------------------------------------------------------------------------- block explorer
@@ -302,7 +356,7 @@ def test_reports_browse_a_report_directory(results_env, tmp_path: Path, monkeypa
     results_env.metrics.to_parquet(tmp_path / "metrics.parquet", index=False)
     at = run_page("reports", results_env.dataset, **{"report-dir": str(tmp_path)})
     assert_clean(at)
-    assert len(charts(at)) == 3  # depth curve, reconstruction, Figure 7
+    assert len(charts(at)) == 4  # depth curve, paired difference, reconstruction, Figure 7
     means = expected_means(results_env.metrics, "effective_rank_frac", "project")
     assert f"**relu6** {means['relu6']:.3g}" in at.markdown[0].value
 
