@@ -22,7 +22,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from analysis._paired import paired
+from analysis._paired import paired_stats
 
 __all__ = ["GRADIENT_COLUMNS", "gradient_comparison", "gradient_figure", "gradient_summary", "gradient_table"]
 
@@ -93,14 +93,14 @@ def gradient_comparison(summary: pd.DataFrame, *, a: str = "linear", b: str = "r
 
     For each quantity (``log10_norm`` = log10 of ``mean_norm``; ``cv``) and each block, the
     per-seed values of ``a`` and ``b`` (same seed = same initial weights) go to
-    :func:`analysis._paired.paired`; the row ``block = "all"`` pairs the per-seed means over
+    :func:`analysis._paired.paired_stats`; the row ``block = "all"`` pairs the per-seed means over
     blocks. Only seeds present for both designs count.
 
     Returns
     -------
-    DataFrame with columns dataset, quantity, block, n, mean_a, mean_b, mean_diff, ci_low,
-    ci_high, p_value, verdict (``"a > b"``, ``"a < b"`` with the design names substituted, or
-    ``"no significant difference"``).
+    DataFrame with columns dataset, quantity, block, n_pairs, mean_a, mean_b, mean_diff, ci_low,
+    ci_high, p_value, verdict (``"<a> higher"``, ``"<b> higher"``, ``"no significant
+    difference"`` or ``"n/a"`` with fewer than 2 seeds).
     """
     s = summary if dataset is None else summary[summary["dataset"] == dataset]
     s = s.assign(log10_norm=np.log10(s["mean_norm"].where(s["mean_norm"] > 0)))
@@ -114,11 +114,9 @@ def gradient_comparison(summary: pd.DataFrame, *, a: str = "linear", b: str = "r
             per_seed = wide.groupby(level="seed").mean()
             groups = [(str(blk), g.droplevel("block")) for blk, g in wide.groupby(level="block")]
             for blk, g in groups + [("all", per_seed)]:
-                r = paired(g[a].to_numpy(), g[b].to_numpy())
-                r["verdict"] = str(r["verdict"]).replace("a >", f"{a} >").replace("a <", f"{a} <").replace(
-                    "> b", f"> {b}").replace("< b", f"< {b}")
+                r = paired_stats(g[a].to_numpy(), g[b].to_numpy(), names=(a, b))
                 rows.append({"dataset": ds, "quantity": q, "block": blk, **r})
-    return pd.DataFrame(rows, columns=["dataset", "quantity", "block", "n", "mean_a", "mean_b", "mean_diff",
+    return pd.DataFrame(rows, columns=["dataset", "quantity", "block", "n_pairs", "mean_a", "mean_b", "mean_diff",
                                        "ci_low", "ci_high", "p_value", "verdict"])
 
 
