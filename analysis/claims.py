@@ -40,8 +40,14 @@ __all__ = [
     "CLAIMS",
     "SCOREBOARD_COLUMNS",
     "Claim",
+    "ClaimsReport",
     "ModelMeasurements",
+    "claims_report",
+    "edges_markdown",
+    "fusion_markdown",
+    "memory_markdown",
     "model_measurements",
+    "per_image_markdown",
     "scoreboard",
     "scoreboard_markdown",
 ]
@@ -180,7 +186,7 @@ def _load(path: Path) -> ModelMeasurements:
 
 
 def model_measurements(cards: Iterable[Mapping[str, Any]], *, edges: bool = True, batch: int = 1,
-                       cache_dir: str | Path | None = None, progress: bool = False,
+                       cache_dir: str | Path | None = None, compute: bool = True, progress: bool = False,
                        on_step: Callable[[int, int, str], None] | None = None) -> ModelMeasurements:
     """BN folding, fusion, memory, per-image rank and edge recovery of each zoo checkpoint.
 
@@ -196,6 +202,8 @@ def model_measurements(cards: Iterable[Mapping[str, Any]], *, edges: bool = True
         Also decode the input from every block output (the slowest part).
     batch : int
         Batch size of the memory measurements.
+    compute : bool
+        Measure checkpoints that have no cached result; False: return only the cached ones.
     on_step : callable, optional
         ``on_step(i, n, name)`` before each checkpoint (progress in the dashboard).
     """
@@ -212,6 +220,8 @@ def model_measurements(cards: Iterable[Mapping[str, Any]], *, edges: bool = True
         path = _cache_file(folder, card, edges, batch)
         if path.is_file():
             parts.append(_load(path))
+            continue
+        if not compute:
             continue
         m = _measure_one(card, edges=edges, batch=batch)
         _save(m, path)
@@ -459,3 +469,149 @@ def scoreboard_markdown(board: pd.DataFrame) -> str:
         lines.append(f"| {cell(claim)} | {cell(r.measurement)} | {cell(r.linear)} | {cell(r.relu6)} | "
                      f"{cell(r.difference) or '-'} | {r.n_seeds or '-'} | **{r.verdict}** |")
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------ report
+
+
+@dataclasses.dataclass
+class ClaimsReport:
+    """What the batch report shows of the claims: boards, tables and figures per dataset.
+
+    Attributes
+    ----------
+    boards : dict of dataset -> DataFrame
+        :func:`scoreboard` per dataset that has checkpoints of both designs.
+    tables : list of (name, caption, markdown)
+    charts : list of (file stem, caption, Altair chart)
+    measured : ModelMeasurements
+    """
+
+    boards: dict[str, pd.DataFrame]
+    tables: list[tuple[str, str, str]]
+    charts: list[tuple[str, str, Any]]
+    measured: ModelMeasurements
+
+
+def _kib(x: float) -> str:
+    return f"{x / 1024:.1f}"
+
+
+def memory_markdown(measured: ModelMeasurements, checkpoint: str) -> str:
+    """Per-block tensor sizes (KiB) of one checkpoint, then the measured peak."""
+    bm = measured.block_memory[measured.block_memory["checkpoint"] == checkpoint]
+    mem = measured.memory[measured.memory["checkpoint"] == checkpoint].iloc[0]
+    lines = ["| block | input KiB | expansion KiB | depthwise KiB | output KiB | (expansion + depthwise) / (input + output) |",
+             "|---|---|---|---|---|---|"]
+    for r in bm.itertuples():
+        lines.append(f"| {r.block} | {_kib(r.input_bytes)} | {_kib(r.expand_bytes)} | {_kib(r.depthwise_bytes)} | "
+                     f"{_kib(r.output_bytes)} | {r.hidden_over_io:.2f} |")
+    lines.append(f"| **whole network** | peak live {_kib(mem['peak_bytes'])} | all block tensors "
+                 f"{_kib(mem['all_block_tensors_bytes'])} | allocated in total {_kib(mem['allocated_bytes'])} | "
+                 f"largest block {_kib(mem['largest_block_bytes'])} | |")
+    return "\n".join(lines) + "\n"
+
+
+def per_image_markdown(measured: ModelMeasurements, dataset: str, a: str = "linear", b: str = "relu6") -> str:
+    """Per block: median per-image effective rank / rank cap, IQR / cap, Spearman with the loss."""
+    pi = measured.per_image[measured.per_image["dataset"] == dataset]
+    if pi.empty:
+        return ""
+    pi = pi.assign(median_frac=pi["erank_median"] / pi["rank_cap"])
+    g = pi.groupby(["block", "design"]).agg(cap=("rank_cap", "first"), med=("median_frac", "mean"),
+                                            iqr=("erank_iqr_frac", "mean"), rho=("spearman_loss", "mean"),
+                                            seeds=("checkpoint", "nunique"))
+    lines = [f"| block | rank cap | median erank / cap ({a}) | ({b}) | IQR / cap ({a}) | ({b}) | "
+             f"Spearman(erank, loss) ({a}) | ({b}) |", "|---|---|---|---|---|---|---|---|"]
+    for blk in sorted(pi["block"].unique()):
+        def v(design: str, col: str) -> str:
+            return _fmt(g.loc[(blk, design), col]) if (blk, design) in g.index else "n/a"
+        cap = int(g.loc[blk]["cap"].iloc[0])
+        lines.append(f"| {blk} | {cap} | {v(a, 'med')} | {v(b, 'med')} | {v(a, 'iqr')} | {v(b, 'iqr')} | "
+                     f"{v(a, 'rho')} | {v(b, 'rho')} |")
+    return "\n".join(lines) + "\n"
+
+
+def edges_markdown(measured: ModelMeasurements, dataset: str, a: str = "linear", b: str = "relu6") -> str:
+    """Per block: high-pass R^2 of the decoded input, paired linear - relu6 over seeds."""
+    e = measured.edges
+    if e.empty or "highpass_r2" not in e:
+        return ""
+    e = e[e["dataset"] == dataset]
+    lines = [f"| block | high-pass R^2 ({a}) | ({b}) | {a} - {b} [95 % CI] | verdict | input R^2 ({a}) | ({b}) |",
+             "|---|---|---|---|---|---|---|"]
+    for blk, g in e.groupby("block"):
+        va, vb, seeds = _per_seed(g, "highpass_r2", a, b)
+        ra, rb, _ = _per_seed(g, "input_decode_r2", a, b)
+        if not seeds:
+            continue
+        r = paired_stats(va, vb, names=(a, b))
+        ci = f"{_fmt(r['mean_diff'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]"
+        lines.append(f"| {blk} | {_fmt(va.mean())} | {_fmt(vb.mean())} | {ci} | {r['verdict']} | "
+                     f"{_fmt(ra.mean())} | {_fmt(rb.mean())} |")
+    return "\n".join(lines) + "\n"
+
+
+def fusion_markdown(measured: ModelMeasurements) -> str:
+    """Patterns found in each design and whether torch's eager fuser fuses them."""
+    fu = measured.fusion
+    if fu.empty:
+        return ""
+    g = fu.groupby(["design", "pattern"], as_index=False).agg(count=("count", "first"),
+                                                             torch_fuses=("torch_fuses", "all"),
+                                                             fused_into=("fused_into", "first"))
+    lines = ["| design | pattern | count per network | torch.ao fuses | fused into |", "|---|---|---|---|---|"]
+    for r in g.itertuples():
+        lines.append(f"| {r.design} | {r.pattern} | {r.count} | {'yes' if r.torch_fuses else 'no'} | {r.fused_into} |")
+    f = measured.fold.groupby("design").agg(err=("max_abs_error", "max"), rel=("relative_error", "max"),
+                                            n=("n_images", "first"), k=("n_folded", "first"))
+    lines += ["", "| design | BNs folded | max abs error (all test images) | relative to max abs output |",
+              "|---|---|---|---|"]
+    for d, r in f.iterrows():
+        lines.append(f"| {d} | {r['k']} | {r['err']:.2e} | {r['rel']:.2e} |")
+    return "\n".join(lines) + "\n"
+
+
+def claims_report(metrics: pd.DataFrame, cards: Sequence[Mapping[str, Any]], *, cache_dir: str | Path | None = None,
+                  edges: bool = True, progress: bool = False, a: str = "linear", b: str = "relu6") -> ClaimsReport:
+    """Scoreboards, tables and figures of the claims for the zoo checkpoints in ``cards``.
+
+    Only checkpoints of designs ``a`` and ``b`` enter; a dataset enters when it has both.
+    """
+    from analysis.gradients import gradient_figure, gradient_table
+
+    cards = [c for c in cards if c.get("design") in (a, b)]
+    datasets = sorted({c["dataset"]["name"] for c in cards if c.get("design") == a}
+                      & {c["dataset"]["name"] for c in cards if c.get("design") == b})
+    chosen = [c for c in cards if c["dataset"]["name"] in datasets]
+    measured = model_measurements(chosen, edges=edges, cache_dir=cache_dir, progress=progress)
+    boards = {ds: scoreboard(metrics, chosen, measured, dataset=ds, a=a, b=b) for ds in datasets}
+    tables: list[tuple[str, str, str]] = []
+    charts: list[tuple[str, str, Any]] = []
+    for ds in datasets:
+        n = {d: sum(1 for c in chosen if c["dataset"]["name"] == ds and c["design"] == d) for d in (a, b)}
+        cap = f"{ds}: {n[a]} {a} and {n[b]} {b} checkpoints"
+        edge_md = edges_markdown(measured, ds, a, b)
+        if edge_md:
+            tables.append((f"claims-edges-{ds}", f"{cap}. Input decoded from each block output (information "
+                           "family's ridge decoder on pooled features, fitted on train, scored on test); high-pass "
+                           "R^2 = share of the input's detail band (x - Gaussian(x, 1 px)) recovered in place.",
+                           edge_md))
+        tables.append((f"claims-per-image-{ds}", f"{cap}. Per-image effective rank at each projection "
+                       "(covariance over one image's positions; cap = min(C, positions - 1)), mean over seeds.",
+                       per_image_markdown(measured, ds, a, b)))
+        grads = gradient_table([c for c in chosen if c["dataset"]["name"] == ds])
+        if not grads.empty:
+            charts.append((f"claims-gradients-{ds}", f"{cap}. Gradient L2 norm of each block's parameters per "
+                           "epoch (mean over the epoch's steps; checkpoint cards).", gradient_figure(grads)))
+    if not measured.memory.empty:
+        first = measured.memory.sort_values("checkpoint").iloc[0]
+        tables.append(("claims-memory", f"Tensor sizes per block of {first['checkpoint']} at batch "
+                       f"{int(first['batch'])} (float32; the same architecture for both designs), and the peak of "
+                       "live activation memory of one inference from torch.profiler's allocator records.",
+                       memory_markdown(measured, str(first["checkpoint"]))))
+    fusion_md = fusion_markdown(measured)
+    if fusion_md:
+        tables.append(("claims-fusion", "Conv -> BN -> activation patterns and PyTorch's eager fuser "
+                       "(torch.ao.quantization.fuse_modules); BN folding error over the whole test set.", fusion_md))
+    return ClaimsReport(boards, tables, charts, measured)

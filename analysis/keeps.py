@@ -22,12 +22,15 @@ every block's output of one model.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-__all__ = ["EDGE_METRICS", "HIGHPASS_SIGMA", "decoded_edge_scores", "edge_scores", "highpass", "sobel_energy"]
+__all__ = ["EDGE_METRICS", "HIGHPASS_SIGMA", "capture_tensors", "channel_grid", "decoded_edge_scores", "decoded_inputs",
+           "edge_scores",
+           "highpass", "sobel_energy"]
 
 #: Width (px) of the Gaussian whose complement is the high-pass band.
 HIGHPASS_SIGMA = 1.0
@@ -141,3 +144,132 @@ def decoded_edge_scores(model: Any, train: Any, test: Any, *, input_spec: Any,
         if keep_images:
             kept[name] = np.asarray(res.predicted[:keep_images], dtype=np.float32)
     return pd.DataFrame(rows).sort_values("block", ignore_index=True), kept
+
+
+def capture_tensors(model: Any, x: Any, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """The tensors at capture points ``names`` for one forward pass of ``x`` (eval, no grad).
+
+    Parameters
+    ----------
+    model : nn.Module
+    x : Tensor of shape (batch, channels, height, width)
+        Normalised model input.
+    names : sequence of str
+        Capture-point names (``"blocks.3.expand"``); aliases are read from the point they alias.
+
+    Returns
+    -------
+    dict of name -> ndarray of shape (batch, C, H, W), float32
+        Copied before any in-place activation can overwrite them.
+
+    Raises
+    ------
+    ValueError
+        A name that is not a capture point of ``model`` (the message lists some that are).
+    """
+    import torch
+
+    from probes.blocks import find_blocks
+
+    points = {p.name: p for b in find_blocks(model, x[:1]) for p in b.points}
+    unknown = [n for n in names if n not in points]
+    if unknown:
+        raise ValueError(f"The 'names' parameter of capture_tensors must name capture points of the model, "
+                         f"e.g. {list(points)[:4]}. Got {unknown} instead.")
+    modules = dict(model.named_modules())
+    got: dict[str, np.ndarray] = {}
+    handles = []
+    for name in names:
+        p = points[name]
+        src = points[p.alias_of] if p.alias_of else p
+
+        def hook(mod: Any, args: Any, out: Any = None, *, key: str = name, is_input: bool = src.hook == "input",
+                 counter: list[int] = [0], at: int = src.call_index) -> None:  # noqa: B006 - per-hook call count
+            if counter[0] == at and key not in got:
+                got[key] = (args[0] if is_input else out).detach().to("cpu", torch.float32).numpy().copy()
+            counter[0] += 1
+
+        m = modules[src.module_path]
+        handles.append(m.register_forward_pre_hook(hook) if src.hook == "input" else m.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return got
+
+
+def channel_grid(acts: Any, *, columns: int | None = None, gap: int = 1) -> np.ndarray:
+    """Tile the channel maps of one tensor into one grey image for display.
+
+    Each channel is scaled to [0, 1] by its own min and max (a constant channel is 0), so the
+    grid shows where each channel responds, not how strongly channels compare.
+
+    Parameters
+    ----------
+    acts : array of shape (channels, height, width)
+    columns : int, optional
+        Tiles per row (default: ceil(sqrt(channels))).
+    gap : int
+        Pixels between tiles (filled with 1, white).
+
+    Returns
+    -------
+    ndarray of shape (rows * (height + gap) - gap, columns * (width + gap) - gap), float32 in [0, 1]
+    """
+    a = np.asarray(acts, dtype=np.float32)
+    if a.ndim != 3:
+        raise ValueError(f"The 'acts' parameter of channel_grid must have shape (channels, height, width). "
+                         f"Got shape {a.shape} instead.")
+    c, h, w = a.shape
+    cols = columns or int(np.ceil(np.sqrt(c)))
+    rows = -(-c // cols)
+    lo = a.min(axis=(1, 2), keepdims=True)
+    span = a.max(axis=(1, 2), keepdims=True) - lo
+    norm = np.where(span > 0, (a - lo) / np.where(span > 0, span, 1), 0.0)
+    out = np.ones((rows * (h + gap) - gap, cols * (w + gap) - gap), dtype=np.float32)
+    for i in range(c):
+        r, q = divmod(i, cols)
+        out[r * (h + gap):r * (h + gap) + h, q * (w + gap):q * (w + gap) + w] = norm[i]
+    return out
+
+
+def decoded_inputs(checkpoint: str, *, cache_dir: str | Path | None = None,
+                   points: Sequence[str] = ("blocks.*.output",)) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """:func:`decoded_edge_scores` of a zoo checkpoint on its dataset, every decoded test image kept.
+
+    Cached as ``<cache_dir>/decoded-<checkpoint>-<sha256[:16]>.npz`` (default: the user cache
+    folder; float16 images, which is finer than the 8-bit display).
+
+    Returns
+    -------
+    scores : DataFrame (see :func:`decoded_edge_scores`)
+    images : dict of point -> ndarray of shape (n_test, C, H, W)
+    """
+    from analysis.study import load_inputs, user_cache_dir
+    from probes._io import atomic_path
+    from probes.loading import load_checkpoint
+
+    lm = load_checkpoint(checkpoint)
+    if lm.card is None:
+        raise ValueError(f"The 'checkpoint' parameter of decoded_inputs must be a zoo checkpoint with a card. "
+                         f"Got {checkpoint!r} instead.")
+    folder = Path(cache_dir) if cache_dir is not None else user_cache_dir() / "decoded"
+    path = folder / f"decoded-{checkpoint}-{str(lm.sha256 or '')[:16]}-{'_'.join(points).replace('*', 'x')}.npz"
+    if path.is_file():
+        with np.load(path, allow_pickle=False) as z:
+            scores = pd.DataFrame({k[2:]: z[k] for k in z.files if k.startswith("s:")})
+            images = {k[2:]: z[k].astype(np.float32) for k in z.files if k.startswith("i:")}
+        return scores, images
+    dataset = lm.card["dataset"]["name"]
+    train, test = load_inputs(dataset, split="train"), load_inputs(dataset, split="test")
+    scores, images = decoded_edge_scores(lm.model, train, test, input_spec=lm.input_spec, points=points,
+                                         keep_images=len(test))
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {f"s:{c}": scores[c].to_numpy() for c in scores.columns}
+    arrays.update({f"i:{k}": v.astype(np.float16) for k, v in images.items()})
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    return scores, images

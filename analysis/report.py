@@ -1323,6 +1323,9 @@ def _report(config: ReportConfig, jobs: list[Job], plan_notes: list[str], out: P
         atomic_write_text(tab_dir / "accuracy.tex", table_to_latex(acc, row_title="Dataset", caption=caption))
         tables.insert(0, ("accuracy", caption, table_to_markdown(acc, row_title="Dataset")))
 
+    # ---------------------------------------------------------------- claims of the notes
+    claims_part = _claims_part(config, metrics, out, progress, written, part_failures)
+
     # ---------------------------------------------------------------- provenance
     computed = [s for s in status.values() if s["status"] == "ok"]
     seeds = sorted({int(c.card["seed"]) for c in config.checkpoints
@@ -1352,6 +1355,8 @@ def _report(config: ReportConfig, jobs: list[Job], plan_notes: list[str], out: P
 
     # ---------------------------------------------------------------- report.md / report.html
     doc = _build_doc(out, config, jobs, status, failed, part_failures, written, tables, provenance, metrics)
+    if claims_part is not None:
+        _claims_doc(doc, claims_part, written)
     atomic_write_text(out / "report.md", doc.markdown())
     atomic_write_text(out / "report.html", doc.html(config.title))
 
@@ -1364,6 +1369,47 @@ def _report(config: ReportConfig, jobs: list[Job], plan_notes: list[str], out: P
     for f in part_failures:
         print(f"  FAILED {f}", file=sys.stderr)
     return 1 if failed or part_failures else 0
+
+
+def _claims_part(config: ReportConfig, metrics: pd.DataFrame, out: Path, progress: bool,
+                 written: dict[str, tuple[dict[str, Path], str]], part_failures: list[str]) -> Any:
+    """Scoreboard, tables and figures of the notes' claims (analysis.claims); None if not run."""
+    cards = [c.card for c in config.checkpoints if c.card]
+    if not cards:
+        return None
+    try:
+        from analysis.claims import claims_report, scoreboard_markdown
+
+        part = claims_report(metrics, cards, cache_dir=out / "claims", progress=progress)
+        for ds, board in part.boards.items():
+            atomic_write_text(out / "tables" / f"claims-{_safe(ds)}.md", scoreboard_markdown(board))
+            board.to_csv(out / "tables" / f"claims-{_safe(ds)}.csv", index=False)
+        for stem, caption, chart in part.charts:
+            files = _save_figure(chart, out / "figures" / stem, config.formats)
+            written[stem] = ({p.suffix[1:]: p for p in files}, caption)
+        return part
+    except Exception as exc:  # noqa: BLE001 - one part fails, the report goes on
+        part_failures.append(f"claims: {type(exc).__name__}: {exc}")
+        return None
+
+
+def _claims_doc(doc: "_Doc", part: Any, written: dict[str, tuple[dict[str, Path], str]]) -> None:
+    from analysis.claims import scoreboard_markdown
+
+    doc.h(2, "Claims of the notes")
+    doc.p("Each claim of the background notes next to its measurement: linear vs relu6 paired over seeds "
+          "(mean over seeds; difference with its 95 % t-interval). Verdicts are computed from the results: "
+          "supported / contradicted when the interval excludes 0, no significant difference when it covers 0, "
+          "not measurable here when nothing in the toolkit tests the claim. CSV in `tables/claims-*.csv`.")
+    for ds, board in part.boards.items():
+        doc.p(f"**Scoreboard \u2014 {ds}**")
+        doc.table(scoreboard_markdown(board))
+    for name, caption, md in part.tables:
+        doc.p(f"**{name}** \u2014 {caption}")
+        doc.table(md)
+    stems = [s for s in written if s.startswith("claims-")]
+    if stems:
+        doc.figures([written[s] for s in stems], columns=1)
 
 
 def _build_doc(out: Path, config: ReportConfig, jobs: Sequence[Job], status: dict[str, dict[str, Any]],
