@@ -39,8 +39,9 @@ def zoo_card_dicts(dataset: str) -> list[dict[str, Any]]:
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _measured(cards_json: str, compute: bool) -> claims.ModelMeasurements:
-    return claims.model_measurements(json.loads(cards_json), compute=compute)
+def _measured(cards_json: str) -> claims.ModelMeasurements:
+    """The cached model measurements only (measuring is the button's job)."""
+    return claims.model_measurements(json.loads(cards_json), compute=False)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -68,14 +69,17 @@ def render() -> None:
         return
     metrics = state.dataset_metrics(dataset)
     cards_json = json.dumps(cards, sort_keys=True)
-    measured = _measured(cards_json, False)
+    measured = _measured(cards_json)
     missing = sorted({c["name"] for c in cards} - set(measured.fold.get("checkpoint", pd.Series(dtype=str))))
     if missing:
         st.caption(f"Model measurements (BN folding, memory, per-image rank, decoded edges) are cached for "
                    f"{len(cards) - len(missing)} of {len(cards)} checkpoints; rows that need them use those.")
         if st.button(f"Measure the missing checkpoints ({len(missing)})", key="claims-measure"):
-            with st.spinner("Measuring (about half a minute per checkpoint)..."):
-                measured = _measured(cards_json, True)
+            bar = st.progress(0.0, text="Measuring")
+            claims.model_measurements(cards, on_step=lambda i, n, name: bar.progress(
+                i / n, text=f"Measuring {name} ({i + 1}/{n}, about half a minute each)"))
+            _measured.clear()
+            st.rerun()
     have = measured if not measured.fold.empty else None
     key = ",".join(sorted(set(measured.fold["checkpoint"]))) if have is not None else ""
     board = _board(metrics, cards_json, key, dataset, have)
@@ -88,11 +92,8 @@ def render() -> None:
     st.subheader("Gradient flow")
     from analysis.gradients import gradient_table
 
-    grads = gradient_table(cards)
-    if grads.empty:
-        st.info("The cards carry no per-block gradient norms (trained before the recipes logged them).")
-    else:
-        st.vega_lite_chart(state.fixed_size_spec(_grad_spec(grads)), theme=None, width="content", key="claims-grad")
+    # without gradient norms in the cards the figure is a message chart that says why
+    st.vega_lite_chart(state.fixed_size_spec(_grad_spec(gradient_table(cards))), theme=None, width="content", key="claims-grad")
     if have is not None:
         st.subheader("Deployment")
         st.markdown(claims.fusion_markdown(have))

@@ -110,4 +110,25 @@ def render() -> None:
                 "(1 = every edge in place, 0 = no better than the mean image); **edge energy ratio** = "
                 "Sobel energy of the decoded images / of the originals; **input R\u00b2** = the information "
                 "family's input_decode_r2. Paired intervals over seeds: *Claims of the notes* page.")
+    st.vega_lite_chart(_edge_spec(table), theme=None, width="content", key="keeps-edges")
     st.dataframe(wide.round(3), key="keeps-scores")
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _edge_spec(table: pd.DataFrame) -> dict:
+    import altair as alt
+
+    from analysis.figures import style_chart
+
+    long = table.melt(id_vars=["checkpoint", "block"], value_vars=["highpass_r2", "edge_energy_ratio"],
+                      var_name="score", value_name="value")
+    chart = alt.Chart(long).mark_line(point=True).encode(
+        x=alt.X("block:O", title="block (decoded from its output)"),
+        y=alt.Y("value:Q", title="score"),
+        color=alt.Color("checkpoint:N", title="checkpoint"),
+        strokeDash=alt.StrokeDash("score:N", title="score"),
+        tooltip=["checkpoint", "block", "score", alt.Tooltip("value:Q", format=".3f")],
+    ).properties(width=560, height=240, title=alt.Title(
+        "Edge detail of the decoded input per block",
+        subtitle="high-pass R\u00b2 (in place) and Sobel energy ratio; 1 = all of the original's detail"))
+    return state.fixed_size_spec(style_chart(chart).to_dict())
