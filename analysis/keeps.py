@@ -267,7 +267,9 @@ def decoded_inputs(checkpoint: str, *, cache_dir: str | Path | None = None,
     scores, images = decoded_edge_scores(lm.model, train, test, input_spec=lm.input_spec, points=points,
                                          keep_images=len(test))
     folder.mkdir(parents=True, exist_ok=True)
-    arrays = {f"s:{c}": scores[c].to_numpy() for c in scores.columns}
+    # strings as fixed-width unicode: an object array would need pickle to load
+    arrays = {f"s:{c}": scores[c].to_numpy(dtype=str if scores[c].dtype == object else None)
+              for c in scores.columns}
     arrays.update({f"i:{k}": v.astype(np.float16) for k, v in images.items()})
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
