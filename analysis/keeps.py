@@ -268,8 +268,8 @@ def decoded_inputs(checkpoint: str, *, cache_dir: str | Path | None = None,
                                          keep_images=len(test))
     folder.mkdir(parents=True, exist_ok=True)
     # strings as fixed-width unicode: an object array would need pickle to load
-    arrays = {f"s:{c}": scores[c].to_numpy(dtype=str if scores[c].dtype == object else None)
-              for c in scores.columns}
+    arrays = {f"s:{c}": (scores[c].to_numpy() if pd.api.types.is_numeric_dtype(scores[c])
+                         else np.array(scores[c].astype(str).tolist())) for c in scores.columns}
     arrays.update({f"i:{k}": v.astype(np.float16) for k, v in images.items()})
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
