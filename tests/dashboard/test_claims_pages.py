@@ -52,10 +52,14 @@ def test_keeps_page_shows_maps_decoded_inputs_and_edge_scores(cache_env) -> None
     assert_clean(at)
     assert at.title[0].value == "What each design keeps"
     block = at.selectbox(key="keeps-block").value
-    # channel maps of both checkpoints at every capture point of the block, then the original and
-    # one decoded image per block and checkpoint
-    captions = [img.caption for img in at.get("imgs")] if at.get("imgs") else []
+    # channel maps of both checkpoints at every capture point of the block, the original, and one
+    # decoded image per block and checkpoint
+    captions = [img.caption for el in at.get("imgs") for img in el.proto.imgs]
+    maps = [c for c in captions if c.startswith(f"blocks.{block}.")]
+    assert len(maps) >= 2 * 4 and maps[0] == f"blocks.{block}.input"
+    assert "original (test image 0)" in captions
     scores_a, _ = decoded_inputs(cache_env.linear)
+    assert captions.count("16") == 2  # the last block's decoded image, once per checkpoint
     table = at.dataframe[0].value
     got = table[f"highpass_r2 ({cache_env.linear})"].to_numpy()
     assert got == pytest.approx(np.round(scores_a.sort_values("block")["highpass_r2"].to_numpy(), 3))
@@ -63,4 +67,3 @@ def test_keeps_page_shows_maps_decoded_inputs_and_edge_scores(cache_env) -> None
     assert "Edge detail of the decoded input per block" in spec
     at.selectbox(key="keeps-block").set_value(0 if block else 1).run()
     assert_clean(at)
-    del captions
