@@ -55,7 +55,7 @@ def _decoded(checkpoint: str) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
 
 
 def _show(img: np.ndarray, caption: str, width: int) -> None:
-    st.image(np.clip(img, 0, 1), caption=caption, width=width, clamp=True)
+    st.image(np.clip(img, 0, 1), caption=caption, width=width, clamp=True, output_format="PNG")
 
 
 def render() -> None:

@@ -54,7 +54,7 @@ def test_keeps_page_shows_maps_decoded_inputs_and_edge_scores(cache_env) -> None
     block = at.selectbox(key="keeps-block").value
     # channel maps of both checkpoints at every capture point of the block, the original, and one
     # decoded image per block and checkpoint
-    captions = [img.caption for el in at.get("imgs") for img in el.proto.imgs]
+    captions = [img.caption for el in at.main if type(el).__name__ == "Image" for img in el.proto.imgs]
     maps = [c for c in captions if c.startswith(f"blocks.{block}.")]
     assert len(maps) >= 2 * 4 and maps[0] == f"blocks.{block}.input"
     assert "original (test image 0)" in captions
