@@ -43,17 +43,20 @@ def _row(board: pd.DataFrame, claim: str, contains: str) -> pd.Series:
 
 def test_verdicts_follow_the_paired_intervals() -> None:
     metrics = _metrics({
-        ("rank_frac", "project"): {"linear": [1.0, 1.0, 1.0], "relu6": [0.9, 0.8, 0.85]},
-        ("int8_sqnr_db", "project"): {"linear": [39.0, 38.0, 40.0], "relu6": [45.0, 46.0, 44.5]},
-        ("effective_rank_frac", "project"): {"linear": [0.8, 0.7, 0.9], "relu6": [0.75, 0.85, 0.8]},
-        ("dead_fraction", "project"): {"relu6": [0.0, 0.1, 0.0]},
+        # six seeds: with fewer, a sign-flip test cannot reach p < 0.05 however large the effect
+        ("rank_frac", "project"): {"linear": [1.0] * 6, "relu6": [0.9, 0.8, 0.85, 0.8, 0.9, 0.85]},
+        ("int8_sqnr_db", "project"): {"linear": [39.0, 38.0, 40.0, 39.0, 38.5, 39.5],
+                                      "relu6": [45.0, 46.0, 44.5, 45.0, 45.5, 44.0]},
+        ("effective_rank_frac", "project"): {"linear": [0.8, 0.7, 0.9, 0.8, 0.75, 0.85],
+                                             "relu6": [0.75, 0.85, 0.8, 0.85, 0.7, 0.8]},
+        ("dead_fraction", "project"): {"relu6": [0.0, 0.1, 0.0, 0.0, 0.0, 0.0]},
     })
-    cards = _cards({"linear": [0.99, 0.98, 0.99], "relu6": [0.99, 0.98, 0.99]},
-                   cv={"linear": [0.2, 0.25, 0.22], "relu6": [0.4, 0.45, 0.41]})
+    cards = _cards({"linear": [0.99, 0.98, 0.99, 0.98, 0.99, 0.98], "relu6": [0.99, 0.98, 0.99, 0.98, 0.99, 0.98]},
+                   cv={"linear": [0.2, 0.25, 0.22, 0.21, 0.23, 0.2], "relu6": [0.4, 0.45, 0.41, 0.42, 0.4, 0.43]})
     board = scoreboard(metrics, cards)
     assert list(board.columns) == list(SCOREBOARD_COLUMNS)
     rank = _row(board, "relu-low-dim", "numerical rank")
-    assert rank["verdict"] == "supported" and rank["n_seeds"] == 3
+    assert rank["verdict"] == "supported" and rank["n_seeds"] == 6
     assert rank["linear"] == "1" and rank["relu6"] == "0.85"
     assert _row(board, "int8", "SQNR")["verdict"] == "contradicted"
     assert _row(board, "relu-low-dim", "effective rank")["verdict"] == "no significant difference"
@@ -75,21 +78,21 @@ def test_one_seed_is_not_a_comparison() -> None:
 
 
 def test_the_numbers_change_with_the_results() -> None:
-    base = {"linear": [1.0, 1.0, 1.0], "relu6": [0.9, 0.8, 0.85]}
+    base = {"linear": [1.0] * 6, "relu6": [0.9, 0.8, 0.85, 0.9, 0.8, 0.85]}
     flipped = {"linear": base["relu6"], "relu6": base["linear"]}
-    cards = _cards({"linear": [1.0] * 3, "relu6": [1.0] * 3})
+    cards = _cards({"linear": [1.0] * 6, "relu6": [1.0] * 6})
     a = _row(scoreboard(_metrics({("rank_frac", "project"): base}), cards), "relu-low-dim", "numerical rank")
     b = _row(scoreboard(_metrics({("rank_frac", "project"): flipped}), cards), "relu-low-dim", "numerical rank")
     assert (a["verdict"], b["verdict"]) == ("supported", "contradicted")
     lo, hi = a["difference"].split(" [")[1].rstrip("]").split(", ")
-    d = np.array([0.1, 0.2, 0.15])
-    half = 4.302652729911275 * d.std(ddof=1) / np.sqrt(3)  # t_{0.975, 2}
+    d = np.array([0.1, 0.2, 0.15, 0.1, 0.2, 0.15])
+    half = 2.570581835636314 * d.std(ddof=1) / np.sqrt(6)  # t_{0.975, 5}
     assert float(lo) == pytest.approx(d.mean() - half, rel=1e-2) and float(hi) == pytest.approx(d.mean() + half, rel=1e-2)
 
 
 def test_markdown_has_one_line_per_row() -> None:
-    board = scoreboard(_metrics({("rank_frac", "project"): {"linear": [1.0] * 3, "relu6": [0.5, 0.6, 0.55]}}),
-                       _cards({"linear": [1.0] * 3, "relu6": [1.0] * 3}))
+    board = scoreboard(_metrics({("rank_frac", "project"): {"linear": [1.0] * 6, "relu6": [0.5, 0.6, 0.55] * 2}}),
+                       _cards({"linear": [1.0] * 6, "relu6": [1.0] * 6}))
     md = scoreboard_markdown(board)
     assert md.count("\n") == len(board) + 2 and "**supported**" in md
 

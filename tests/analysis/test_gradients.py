@@ -30,13 +30,13 @@ def test_malformed_card_names_the_card() -> None:
 
 
 def test_comparison_finds_a_steadier_design_and_no_difference_where_there_is_none() -> None:
-    cards, noises = [], [0.01, -0.02, 0.015, 0.0, -0.01]
+    cards, noises = [], [0.01, -0.02, 0.015, 0.0, -0.01, 0.005]
     for seed, noise in enumerate(noises):
         cards.append(_card("linear", seed, 1.0, 0.2 + noise))   # cv 0.2
         cards.append(_card("relu6", seed, 1.0, 0.4 - noise))    # cv 0.4
     comp = gradient_comparison(gradient_summary(gradient_table(cards))).set_index(["quantity", "block"])
     cv = comp.loc[("cv", "all")]
-    assert cv["n_pairs"] == 5 and cv["verdict"] == "relu6 higher"
+    assert cv["n_pairs"] == 6 and cv["verdict"] == "relu6 higher"
     assert cv["mean_diff"] == pytest.approx(-0.2 + 2 * np.mean(noises), abs=1e-12)
     norm = comp.loc[("log10_norm", "all")]
     assert norm["mean_diff"] == 0 and norm["verdict"] == "no significant difference"
