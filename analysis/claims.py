@@ -106,9 +106,12 @@ class ModelMeasurements:
     fusion : DataFrame
         checkpoint, design, pattern, count, torch_fuses, fused_into.
     memory : DataFrame
-        checkpoint, design, batch, peak_bytes, allocated_bytes, largest_block_bytes
-        (max over blocks of input + expand + depthwise + output), and per block in
-        ``block_memory`` (block, input_bytes, expand_bytes, depthwise_bytes, output_bytes).
+        checkpoint, design, batch, peak_bytes, allocated_bytes (:func:`analysis.deployment.
+        peak_activation_bytes`), largest_block_bytes (max over blocks of input + expand +
+        depthwise + output) and all_block_tensors_bytes (sum over blocks of expand + depthwise +
+        output: what inference would hold if nothing were freed).
+    block_memory : DataFrame
+        :func:`analysis.deployment.block_memory` of each checkpoint.
     per_image : DataFrame
         checkpoint, design, seed and the columns of :func:`analysis.per_image.rank_loss_summary`.
     edges : DataFrame

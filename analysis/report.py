@@ -1383,7 +1383,7 @@ def _claims_part(config: ReportConfig, metrics: pd.DataFrame, out: Path, progres
         part = claims_report(metrics, cards, cache_dir=out / "claims", progress=progress)
         for ds, board in part.boards.items():
             atomic_write_text(out / "tables" / f"claims-{_safe(ds)}.md", scoreboard_markdown(board))
-            board.to_csv(out / "tables" / f"claims-{_safe(ds)}.csv", index=False)
+            atomic_write_text(out / "tables" / f"claims-{_safe(ds)}.csv", board.to_csv(index=False))
         for stem, caption, chart in part.charts:
             files = _save_figure(chart, out / "figures" / stem, config.formats)
             written[stem] = ({p.suffix[1:]: p for p in files}, caption)
