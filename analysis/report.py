@@ -189,6 +189,7 @@ class ReportConfig:
     table_designs: tuple[str, ...]
     spiral: dict[str, Any] | None
     notes: tuple[str, ...] = ()
+    claims: dict[str, Any] | None = None
 
 
 class _Checker:
@@ -277,6 +278,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "figures": ("designs", "depth_metrics", "depth_stages"),
     "tables": ("metrics", "stages", "designs"),
     "spiral": ("enabled", "dims", "activation", "seeds"),
+    "claims": ("enabled", "edges"),
 }
 _FILE_KEYS = ("path", "arch", "mean", "std", "size", "gray_to_rgb")
 _POINT_RE = re.compile(r"^blocks\.(\d+)\.(input|expand\.pre|expand|depthwise\.pre|depthwise|"
@@ -532,6 +534,9 @@ def load_config(path: str | Path) -> ReportConfig:
     }
     if not ck.bool_("spiral.enabled", sp.get("enabled", True)):
         spiral = None
+    cl = sec["claims"]
+    claims = ({"edges": ck.bool_("claims.edges", cl.get("edges", True))}
+              if ck.bool_("claims.enabled", cl.get("enabled", False)) else None)
 
     checkpoints, notes = _resolve_checkpoints(ck, sec["checkpoints"], base)
     return ReportConfig(
@@ -539,7 +544,7 @@ def load_config(path: str | Path) -> ReportConfig:
         checkpoints=tuple(checkpoints), datasets=tuple(datasets), pairing=pairing, study=study,
         diagram_points=diagrams, figure_designs=figure_designs, depth_metrics=depth_metrics,
         depth_stages=depth_stages, table_metrics=table_metrics, table_stages=table_stages,
-        table_designs=table_designs, spiral=spiral, notes=tuple(notes),
+        table_designs=table_designs, spiral=spiral, notes=tuple(notes), claims=claims,
     )
 
 
@@ -1375,12 +1380,13 @@ def _claims_part(config: ReportConfig, metrics: pd.DataFrame, out: Path, progres
                  written: dict[str, tuple[dict[str, Path], str]], part_failures: list[str]) -> Any:
     """Scoreboard, tables and figures of the notes' claims (analysis.claims); None if not run."""
     cards = [c.card for c in config.checkpoints if c.card]
-    if not cards:
+    if config.claims is None or not cards:
         return None
     try:
         from analysis.claims import claims_report, scoreboard_markdown
 
-        part = claims_report(metrics, cards, cache_dir=out / "claims", progress=progress)
+        part = claims_report(metrics, cards, cache_dir=out / "claims", edges=config.claims["edges"],
+                             progress=progress)
         for ds, board in part.boards.items():
             atomic_write_text(out / "tables" / f"claims-{_safe(ds)}.md", scoreboard_markdown(board))
             atomic_write_text(out / "tables" / f"claims-{_safe(ds)}.csv", board.to_csv(index=False))

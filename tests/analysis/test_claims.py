@@ -112,3 +112,16 @@ def test_model_measurements_of_a_zoo_checkpoint_are_cached(tmp_path) -> None:
     again = model_measurements(cards, edges=False, cache_dir=tmp_path, compute=False)
     pd.testing.assert_frame_equal(again.memory, m.memory, check_dtype=False)
     assert model_measurements(cards, edges=True, cache_dir=tmp_path, compute=False).fold.empty
+
+
+def test_report_config_claims_section(tmp_path) -> None:
+    from analysis.report import load_config
+
+    path = tmp_path / "c.toml"
+    path.write_text('[checkpoints]\nzoo = ["digits-linear-s0"]\n[claims]\nenabled = true\nedges = false\n')
+    assert load_config(path).claims == {"edges": False}
+    path.write_text('[checkpoints]\nzoo = ["digits-linear-s0"]\n')
+    assert load_config(path).claims is None  # off unless asked for: it runs the networks again
+    path.write_text('[checkpoints]\nzoo = ["digits-linear-s0"]\n[claims]\nenabled = "yes"\n')
+    with pytest.raises(ValueError, match=r"Config c\.toml: 'claims\.enabled' must be true or false\. Got 'yes'"):
+        load_config(path)
