@@ -46,6 +46,7 @@ def test_claims_page_shows_the_computed_scoreboard(cache_env, tmp_path, monkeypa
 
 
 def test_keeps_page_shows_maps_decoded_inputs_and_edge_scores(cache_env) -> None:
+    pytest.importorskip("analysis.information", reason="the decoder comes from the information family")
     from analysis.keeps import decoded_inputs
 
     at = run_page("keeps", cache_env.dataset, **{"keeps-a": cache_env.linear, "keeps-b": cache_env.relu6})
