@@ -42,6 +42,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from analysis.spectrum import MetricValue, check_finite, undefined
+from probes.activations import ACTIVATIONS
 
 __all__ = [
     "ACTIVATIONS",
@@ -54,8 +55,6 @@ __all__ = [
     "lemma2_invertible_fraction",
 ]
 
-#: Activations understood here (the zoo's names).
-ACTIVATIONS: tuple[str, ...] = ("linear", "relu", "relu6", "leaky_relu", "hswish")
 _NO_FLAT_REGION = ("linear", "leaky_relu")
 
 #: Metric identifiers returned by :func:`activity_metrics`, in order.

@@ -1,13 +1,17 @@
 """Command line entry point ``bnprobe``.
 
 Every subcommand has ``--help``; bad input exits with status 2 and a one-line reason on stderr
-(``bnprobe probe: error: ...``), never a traceback.
+(``bnprobe probe: error: ...``), never a traceback. Outputs (``--out``, ``--figure``) are checked
+with :func:`_check_out` before any work; a write that still fails at the end goes through
+:func:`_save`, which keeps the result beside the requested path and exits with status 1
+naming where it went.
 
 ::
 
     bnprobe zoo                                   # shipped checkpoints: design, dataset, accuracy
     bnprobe train RECIPE [--out DIR] [--epochs N] # reproduce a shipped checkpoint from its recipe
     bnprobe probe CHECKPOINT [--arch ARCH] [--dataset NAME|PATH] [--points GLOB] [--out FILE]
+    bnprobe blocks CHECKPOINT [--arch ARCH]       # only discover the blocks: one line per block
     bnprobe spiral [--dims 2 3 5 15 30] [--activation relu] [--out FILE]
     bnprobe report CONFIG.toml --out DIR [--scheduler ADDRESS]
     bnprobe predict CHECKPOINT [--arch ARCH] IMAGE...
@@ -27,17 +31,41 @@ class _UserError(Exception):
     """An error caused by the user's input: printed as one line, exit status 2."""
 
 
-def _write_table(df: "object", out: str) -> None:
-    from analysis.study import write_table
+class _Rescued(Exception):
+    """A finished result was saved elsewhere because its write failed: one line, exit status 1."""
 
-    write_table(df, out)
+
+def _save(write: Callable[[Path], object], out: str) -> None:
+    """Write a finished result through ``write``; on a late failure keep it elsewhere and say where."""
+    from probes._io import OutputRescued, save_or_rescue
+
+    try:
+        save_or_rescue(write, out)
+    except OutputRescued as exc:
+        raise _Rescued(str(exc)) from None
     print(f"wrote {out}", file=sys.stderr)
 
 
-def _check_out(out: str | None) -> None:
-    """Fail before any work when the output suffix is not one we can write."""
-    if out is not None and Path(out).suffix.lower() not in (".parquet", ".csv"):
-        raise _UserError(f"output file {out!r} must end in .parquet or .csv")
+def _write_table(df: "object", out: str) -> None:
+    from analysis.study import write_table
+
+    _save(lambda path: write_table(df, path), out)
+
+
+def _check_out(out: str | None, *, kind: str = "file", suffixes: Sequence[str] | None = (".parquet", ".csv"),
+               name: str = "--out") -> None:
+    """Fail before any work when ``out`` cannot be written (wrong kind or suffix, not writable).
+
+    Every subcommand with an output calls this first, so that no computation is thrown away.
+    """
+    if out is None:
+        return
+    from probes._io import check_output
+
+    try:
+        check_output(out, kind=kind, suffixes=suffixes, name=name)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise _UserError(str(exc)) from None
 
 
 def _cmd_zoo(args: argparse.Namespace) -> int:
@@ -67,6 +95,7 @@ def _cmd_zoo(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from probes.train import RECIPES, recipe_names, train
 
+    _check_out(args.out, kind="folder", suffixes=None)
     names = recipe_names() if args.recipe == "all" else [args.recipe]
     for name in names:
         if name not in RECIPES:
@@ -91,7 +120,9 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     from probes.loading import load_checkpoint
 
     loaded = load_checkpoint(args.checkpoint, arch=args.arch, mean=args.mean, std=args.std,
-                             size=args.size, allow_torchscript=args.allow_torchscript)
+                             size=args.size, allow_nonfinite=args.allow_nonfinite)
+    report, _, _ = _discovery_report(loaded)
+    print(report, file=sys.stderr)  # its warnings come once, from the study's discovery
     result = run_study(loaded, config, progress=not args.quiet)
     df = result.metrics
     if args.out:
@@ -101,12 +132,37 @@ def _cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def _discovery_report(loaded: "object") -> tuple[str, tuple[str, ...], int]:
+    """The block report of a loaded model, from one seeded random input of its input size."""
+    import torch
+
+    from probes.blocks import discover, format_report
+
+    spec = loaded.input_spec
+    param = next(loaded.model.parameters(), None)
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    x = torch.randn(1, spec.channels, spec.size, spec.size, generator=torch.Generator().manual_seed(0))
+    found = discover(loaded.model, x.to(dtype=dtype, device=param.device if param is not None else "cpu"))
+    return format_report(found), found.warnings, len(found.blocks)
+
+
+def _cmd_blocks(args: argparse.Namespace) -> int:
+    from probes.loading import load_checkpoint
+
+    loaded = load_checkpoint(args.checkpoint, arch=args.arch, mean=args.mean, std=args.std,
+                             size=args.size, allow_nonfinite=args.allow_nonfinite)
+    report, warns, n_blocks = _discovery_report(loaded)
+    print(report)
+    for w in warns:
+        print(f"bnprobe blocks: warning: {w}", file=sys.stderr)
+    return 0 if n_blocks else 1  # no block found: the warning says why
+
+
 def _cmd_spiral(args: argparse.Namespace) -> int:
     from analysis.spiral import run_spiral, spiral_figure
 
     _check_out(args.out)
-    if args.figure and Path(args.figure).suffix.lower() not in (".png", ".svg", ".pdf"):
-        raise _UserError(f"figure file {args.figure!r} must end in .png, .svg or .pdf")
+    _check_out(args.figure, suffixes=(".png", ".svg", ".pdf"), name="--figure")
 
     table, recon = run_spiral(tuple(args.dims), activation=args.activation, seeds=tuple(args.seeds))
     if args.out:
@@ -116,14 +172,15 @@ def _cmd_spiral(args: argparse.Namespace) -> int:
     if args.figure:
         from analysis.figures import save_chart
 
-        save_chart(spiral_figure(recon), args.figure)
-        print(f"wrote {args.figure}", file=sys.stderr)
+        chart = spiral_figure(recon)
+        _save(lambda path: save_chart(chart, path), args.figure)
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from analysis.report import run_report
 
+    _check_out(args.out, kind="folder", suffixes=None)
     return run_report(args.config, args.out, scheduler=args.scheduler, workers=args.workers)
 
 
@@ -131,7 +188,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from probes.loading import format_predictions, load_checkpoint, predict
 
     loaded = load_checkpoint(args.checkpoint, arch=args.arch, mean=args.mean, std=args.std,
-                             size=args.size, allow_torchscript=args.allow_torchscript)
+                             size=args.size, allow_nonfinite=args.allow_nonfinite)
     preds = predict(loaded, args.images, topk=args.topk)
     print(format_predictions(loaded, args.images, preds))
     return 0
@@ -141,14 +198,15 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="zoo name (see `bnprobe zoo`) or a weights file (.safetensors, .pt, .pth)")
     p.add_argument("--arch", default=None,
                    help="architecture for a bare state dict: torchvision:NAME, timm:NAME, "
-                        "package.module:factory or path/to/model.py:factory")
+                        "package.module:factory or path/to/model.py:factory (a factory is imported "
+                        "and run: name only your own, trusted code)")
     p.add_argument("--mean", type=float, nargs="+", default=None,
                    help="input mean per channel for a user factory (default: ImageNet 0.485 0.456 0.406)")
     p.add_argument("--std", type=float, nargs="+", default=None,
                    help="input std per channel for a user factory (default: ImageNet 0.229 0.224 0.225)")
     p.add_argument("--size", type=int, default=None, help="input side in pixels for a user factory (default 224)")
-    p.add_argument("--allow-torchscript", action="store_true",
-                   help="allow a TorchScript archive (it runs code from the file: only for files you trust)")
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="probe weights holding NaN or Inf values (refused by default) with a warning")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -187,6 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_probe)
 
+    p = sub.add_parser("blocks", help="discover the inverted-residual blocks only: one line per block, "
+                                      "what was skipped and why")
+    _add_model_args(p)
+    p.set_defaults(func=_cmd_blocks)
+
     p = sub.add_parser("spiral", help="the paper's Figure 1: a 2-D spiral through ReLU(Tx) and back")
     p.add_argument("--dims", type=int, nargs="+", default=[2, 3, 5, 15, 30])
     p.add_argument("--activation", default="relu")
@@ -221,6 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"bnprobe {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except _Rescued as exc:
+        print(f"bnprobe {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"bnprobe {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -43,6 +43,7 @@ A bad config raises ValueError (the CLI prints one line and exits with status 2)
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import fnmatch
 import hashlib
@@ -63,7 +64,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from probes._io import atomic_write_json, atomic_write_text, sha256_file
+from analysis._workers import init_worker
+from probes._io import atomic_write_json, atomic_write_text, check_output, sha256_file
 
 __all__ = [
     "CheckpointSpec",
@@ -284,6 +286,18 @@ _FILE_KEYS = ("path", "arch", "mean", "std", "size", "gray_to_rgb")
 _POINT_RE = re.compile(r"^blocks\.(\d+)\.(input|expand\.pre|expand|depthwise\.pre|depthwise|"
                        r"project\.pre|project|output)$")
 _GLOB_CHARS = set("*?[")
+_POINT_SUFFIXES = ("input", "expand.pre", "expand", "depthwise.pre", "depthwise", "project.pre", "project",
+                   "output")
+
+
+def _check_point_globs(ck: _Checker, patterns: Sequence[str]) -> None:
+    """Each ``study.points`` name or glob must be able to match a capture point name
+    (``blocks.N.SUFFIX``), so a typo fails before any job runs instead of failing every job."""
+    names = [f"blocks.{i}.{suffix}" for i in range(1000) for suffix in _POINT_SUFFIXES]
+    for pat in patterns:
+        if not any(fnmatch.fnmatchcase(n, pat) for n in names):
+            raise ck.fail("study.points", "names or globs of capture points like 'blocks.3.project' or "
+                          f"'blocks.*.project*' (suffixes {', '.join(_POINT_SUFFIXES)})", pat)
 
 
 def _decoder_fields() -> dict[str, str]:
@@ -363,12 +377,9 @@ def _resolve_checkpoints(ck: _Checker, table: dict[str, Any], base: Path) -> tup
             card = None
             card_path = p.with_suffix(".json")
             if arch in (None, "zoo") and card_path.is_file():
-                try:
-                    card = json.loads(card_path.read_text(encoding="utf-8"))
-                except (OSError, json.JSONDecodeError):
-                    card = None
-                if not (isinstance(card, dict) and isinstance(card.get("architecture"), dict)):
-                    card = None
+                from probes.loading import card_beside
+
+                card = card_beside(p)  # a bad card fails here, naming its file and key
             if arch is None and card is None:
                 raise ck.fail(f"{key}.arch", "given for a file without a zoo card beside it "
                               "(e.g. 'torchvision:mobilenet_v2')", str(p))
@@ -469,6 +480,7 @@ def load_config(path: str | Path) -> ReportConfig:
     points = st.get("points")
     if points is not None:
         points = ck.str_list("study.points", points, empty=False)
+        _check_point_globs(ck, points)
         points = points[0] if len(points) == 1 else points
     top = sec["topology"]
     kwargs: dict[str, Any] = {
@@ -629,10 +641,83 @@ def _run_job(job: Job) -> dict[str, Any]:
         torch.set_num_threads(threads)
 
 
-def _init_worker() -> None:
-    import torch
+@contextlib.contextmanager
+def _process_pool(n: int) -> Iterator[Any]:
+    """A spawn-context ProcessPoolExecutor of ``n`` workers that die with this process.
 
-    torch.set_num_threads(1)
+    On any exit other than normal completion (an exception, Ctrl-C, SIGTERM turned into
+    SystemExit by :func:`_exit_on_sigterm`) the workers are terminated at once instead of
+    finishing their current jobs.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=init_worker, initargs=(os.getpid(),))
+    try:
+        yield pool
+    except BaseException:
+        # The executor has no public way to stop running work; its worker table does.
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+@contextlib.contextmanager
+def _exit_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into ``SystemExit(143)`` while a report runs, so the workers are stopped and
+    the lock released on the way out (Python's default is to die without cleaning up)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+_LOCK_NAME = ".bnprobe-report.lock"
+
+
+@contextlib.contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the report folder ``out`` (``fcntl.flock`` on a lock file in it).
+
+    A second run on the same folder would delete the first one's temporary files and compute
+    every job twice; it stops instead, naming the process that holds the lock. The kernel
+    releases the lock when the holder exits, however it exits.
+
+    Raises
+    ------
+    ValueError
+        When another process holds the lock.
+    """
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise ValueError(f"The report folder {str(out)!r} is in use by another bnprobe report "
+                             f"(PID {holder}); wait for it to finish or choose another --out.") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _connect(scheduler: str) -> Any:
@@ -675,12 +760,9 @@ def _execute(jobs: Sequence[Job], *, client: Any = None, workers: int | None = N
         for job in jobs:
             yield job, _run_job(job)
         return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed as cf_completed
+    from concurrent.futures import as_completed as cf_completed
 
-    pool = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker)
-    try:
+    with _process_pool(n) as pool:
         futures = {pool.submit(_run_job, job): job for job in jobs}
         for fut in cf_completed(futures):
             try:
@@ -688,10 +770,6 @@ def _execute(jobs: Sequence[Job], *, client: Any = None, workers: int | None = N
             except Exception as exc:  # noqa: BLE001 - a crashed worker (BrokenProcessPool)
                 outcome = _failure(exc)
             yield futures[fut], outcome
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
 
 
 def _job_done(stem: Path) -> bool:
@@ -1203,16 +1281,15 @@ def run_report(config_path: str | Path, out_dir: str | Path, *, scheduler: str |
     if not jobs:
         raise ValueError(f"Config {config.source.name}: no (checkpoint, dataset) pair to run: "
                          + "; ".join(plan_notes))
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"The output folder {str(out)!r} exists and is not a folder.")
-    client = _connect(scheduler) if scheduler is not None else None
-    try:
-        return _report(config, jobs, plan_notes, out, client=client, scheduler=scheduler,
-                       workers=workers, progress=progress, t_start=t_start)
-    finally:
-        if client is not None:
-            client.close()
+    out = check_output(out_dir, kind="folder")
+    with _exit_on_sigterm(), _locked(out):
+        client = _connect(scheduler) if scheduler is not None else None
+        try:
+            return _report(config, jobs, plan_notes, out, client=client, scheduler=scheduler,
+                           workers=workers, progress=progress, t_start=t_start)
+        finally:
+            if client is not None:
+                client.close()
 
 
 def _report(config: ReportConfig, jobs: list[Job], plan_notes: list[str], out: Path, *, client: Any,
@@ -1234,8 +1311,11 @@ def _report(config: ReportConfig, jobs: list[Job], plan_notes: list[str], out: P
     t_jobs = time.perf_counter()
     bar = tqdm(total=len(jobs), initial=len(cached), desc="jobs", unit="job", disable=not progress,
                file=sys.stderr)
+    # closed in finally: the workers stop as soon as an exception (Ctrl-C, SIGTERM) leaves the
+    # loop, not when the traceback holding the generator is freed
+    outcomes = _execute(pending, client=client, workers=workers)
     try:
-        for job, outcome in _execute(pending, client=client, workers=workers):
+        for job, outcome in outcomes:
             entry = {"job": job.job_id, "checkpoint": job.checkpoint.name, "dataset": job.dataset,
                      "status": outcome["status"], "seconds": round(float(outcome.get("seconds", 0.0)), 2)}
             if outcome["status"] == "ok":
@@ -1247,6 +1327,7 @@ def _report(config: ReportConfig, jobs: list[Job], plan_notes: list[str], out: P
             status[job.job_id] = entry
             bar.update(1)
     finally:
+        outcomes.close()
         bar.close()
     t_jobs = time.perf_counter() - t_jobs
 

@@ -11,7 +11,7 @@ and read the same schema (DESIGN.md "Results schema"); one row per value:
 
 ``checkpoint, arch, design, bottleneck_act, expand_ratio, shortcut, seed, dataset, block,
 point, stage, pre, metric, value, reason, n_points, channels, stride, act, block_in,
-block_hidden, block_out, has_residual``
+block_hidden, block_out, has_residual, block_kind``
 
 ``reason`` is empty for a defined value and says why a value is NaN otherwise (a linear
 output has no dead units; too few points; non-finite activations ...).
@@ -81,7 +81,7 @@ FAMILIES: tuple[str, ...] = (
 SCHEMA_COLUMNS: tuple[str, ...] = (
     "checkpoint", "arch", "design", "bottleneck_act", "expand_ratio", "shortcut", "seed", "dataset",
     "block", "point", "stage", "pre", "metric", "value", "reason", "n_points", "channels", "stride",
-    "act", "block_in", "block_hidden", "block_out", "has_residual",
+    "act", "block_in", "block_hidden", "block_out", "has_residual", "block_kind",
 )
 
 _FLAT_ACTS = ("relu", "relu6", "hswish")
@@ -309,7 +309,10 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
     """
     fams = set(config.families)
     points = probe_result.points
-    expand_maps = {b.index: (b.expand_conv, b.expand_bn) for b in blocks}
+    # the folded expansion maps the block input only in a classic block (not depthwise first,
+    # extra depthwise, ghost or fused, where something else feeds the expansion or it is kxk)
+    expand_maps = {b.index: (b.expand_conv, b.expand_bn) for b in blocks
+                   if getattr(b, "block_kind", "inverted_residual") == "inverted_residual"}
     rows: list[dict[str, Any]] = []
     details: dict[str, dict[str, np.ndarray]] = {}
     input_topology: dict[int, Any] = {}
@@ -429,6 +432,7 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
                 "metric": metric, "value": value, "reason": reason, "n_points": int(n),
                 "channels": pt.channels, "stride": pt.stride, "act": pt.act, "block_in": pt.block_in,
                 "block_hidden": pt.block_hidden, "block_out": pt.block_out, "has_residual": pt.has_residual,
+                "block_kind": pt.block_kind,
             })
         if det:
             details[pt.name] = det

@@ -1,7 +1,13 @@
 """Cost of probing against a bare forward pass, and peak memory for 1x and 4x the images.
 
-    python benchmarks/capture.py                  # digits-linear-s0 over the 1,797 digits
-    python benchmarks/capture.py --repeats 5 --threads 1
+    python benchmarks/capture.py                  # all rows below
+    python benchmarks/capture.py --model digits --repeats 5 --threads 1
+    python benchmarks/capture.py --model mobilenet_v2 --threads 1 2 --images 64
+
+Models: ``digits`` (digits-linear-s0 over the 1,797 digits, 32 px), ``mobilenet_v2``
+(torchvision's, random weights, ``--images`` random images at 224 px in batches of
+``--mobilenet-batch``, once per ``--threads`` count) and ``cuda`` (the mobilenet_v2 rows on
+the GPU; printed as "skipped: no CUDA" where there is none).
 
 Rows (same model, same batches of ``--batch-size`` images):
 
@@ -10,6 +16,8 @@ Rows (same model, same batches of ``--batch-size`` images):
   points of all blocks (sampled moments and activity, reservoirs);
 - ``probe exact``: the same with ``moments="exact"`` (every position into the moments and the
   activity counts);
+- ``probe no extent``: the default without the ``extent`` sink (the per-channel min, max and
+  active counts over every position), to show what that sink costs;
 - ``probe no sinks``: the same with ``sinks=()``: discovery, the example pass and the hooks
   (checking each tensor) with nothing accumulated, the fixed cost under the other two rows.
 
@@ -17,7 +25,8 @@ Times include everything ``probe`` does (discovery of the blocks, the hooks, rea
 sinks). Wall time and process CPU time are printed, each the fastest of ``--repeats`` runs
 (rows interleaved), and the median over the repeats of each row's ratio to the bare forward of
 the same repeat, which is the steadier figure on a machine whose speed drifts (a shared one).
-Targets: probe default <= 1.5x the bare forward; peak RSS growth from 1x to 4x images < 10 %.
+Targets (issue 14): probe default <= 1.3x the bare forward on mobilenet_v2 at 224 px and <=
+1.8x on the digits network; exact <= 4x at 224 px; peak RSS growth from 1x to 4x images < 10 %.
 
 Peak RSS is measured in fresh subprocesses (one per row), so runs do not contaminate each
 other: the dataset is repeated 4x for the second column and fed as an ``ImageDataset`` that
@@ -127,55 +136,32 @@ def _rss(mode: str, repeat: int, batch_size: int, threads: int | None) -> dict[s
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per row, fastest shown (default 3)")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS subprocesses")
-    parser.add_argument("--rss-child", nargs=2, metavar=("MODE", "REPEAT"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.rss_child:
-        _rss_child(args.rss_child[0], int(args.rss_child[1]), args.batch_size, args.threads)
-        return 0
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def _rows(model: torch.nn.Module, x: torch.Tensor, bs: int, device: str, repeats: int
+          ) -> dict[str, tuple[float, float, float]]:
+    """Timed rows (bare forward, probe default / exact / no sinks) of ``model`` on ``x``."""
+    from probes.capture import probe
 
-    from probes.capture import capture, probe
-    from probes.preprocess import prepare
-
-    model, data, spec, what = _load()
-    x = prepare(data.x, spec, name=data.name)  # prepared once: every row sees the same batches
-    bs = args.batch_size
+    model = model.to(device).eval()
+    xd = x.to(device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def bare() -> None:
         with torch.no_grad():
-            for i in range(0, len(x), bs):
-                model(x[i:i + bs])
+            for i in range(0, len(xd), bs):
+                model(xd[i:i + bs])
+        sync()
 
     def run(**kw: object) -> Callable[[], object]:
-        return lambda: probe(model, x, batch_size=bs, device="cpu", progress=False, **kw)
+        return lambda: probe(model, xd, batch_size=bs, device=device, progress=False, **kw)
 
-    res = probe(model, x[:bs], batch_size=bs, device="cpu", progress=False)  # warm-up
-    n_points = len(res.points)
-    times = _time({"bare forward": bare, "probe default": run(), "probe exact": run(moments="exact"),
-                   "probe no sinks": run(sinks=())}, args.repeats)
-    with capture(model, example_input=x[:1]) as cap:
-        n_hooks = cap.n_hooks
+    bare()
+    run()()  # warm-up: first-touch allocations and kernels
+    return _time({"bare forward": bare, "probe default": run(), "probe exact": run(moments="exact"),
+                  "probe no extent": run(sinks=("moments", "activity", "reservoir")),
+                  "probe no sinks": run(sinks=())}, repeats)
 
-    print(f"model: {RECIPE} ({what})")
-    print(f"data: digits split='all', {len(x)} images 1x32x32, batches of {bs}; "
-          f"{n_points} capture points on {n_hooks} hooks; torch threads {torch.get_num_threads()}; "
-          f"fastest of {args.repeats} runs")
-    cfg = res.config
-    print(f"probe default: moments sampled ({cfg['moment_positions']:g} positions/image), activity "
-          f"{cfg['activity_positions']:g} positions/image, reservoir K={cfg['reservoir_size']}")
-    print()
-    rss = {}
-    if not args.no_rss:
-        for mode in ("default", "exact"):
-            for rep in (1, 4):
-                rss[mode, rep] = _rss(mode, rep, bs, args.threads)
+
+def _table(times: dict[str, tuple[float, float, float]], rss: dict | None = None) -> None:
     bare_w, bare_c, _ = times["bare forward"]
     head = f"{'row':<16}{'wall s':>9}{'x bare':>8}{'cpu s':>9}{'x bare':>8}{'median x':>10}"
     if rss:
@@ -188,12 +174,85 @@ def main(argv: list[str] | None = None) -> int:
             one, four = rss[mode, 1]["peak_kb"] / 1024, rss[mode, 4]["peak_kb"] / 1024
             line += f"{one:>11.1f}{four:>11.1f}{(four / one - 1) * 100:>7.1f}%"
         print(line)
-    print("\n'x bare': fastest over fastest; 'median x': median over the repeats of the ratio to the "
-          "same repeat's bare forward.")
+    print()
+
+
+def _digits(args: argparse.Namespace) -> None:
+    from probes.capture import capture, probe
+    from probes.preprocess import prepare
+
+    if args.threads:
+        torch.set_num_threads(args.threads[0])
+    model, data, spec, what = _load()
+    x = prepare(data.x, spec, name=data.name)  # prepared once: every row sees the same batches
+    bs = args.batch_size
+    res = probe(model, x[:bs], batch_size=bs, device="cpu", progress=False)
+    with capture(model, example_input=x[:1]) as cap:
+        n_hooks = cap.n_hooks
+    cfg = res.config
+    print(f"== {RECIPE} ({what}) ==")
+    print(f"data: digits split='all', {len(x)} images 1x32x32, batches of {bs}; "
+          f"{len(res.points)} capture points on {n_hooks} hooks; torch threads {torch.get_num_threads()}; "
+          f"fastest of {args.repeats} runs")
+    print(f"probe default: moments sampled ({cfg['moment_positions']:g} positions/image), activity "
+          f"{cfg['activity_positions']:g} positions/image, reservoir K={cfg['reservoir_size']}, "
+          "extent over every position")
+    times = _rows(model, x, bs, "cpu", args.repeats)
+    rss = {}
+    if not args.no_rss:
+        for mode in ("default", "exact"):
+            for rep in (1, 4):
+                rss[mode, rep] = _rss(mode, rep, bs, args.threads[0] if args.threads else None)
+    _table(times, rss)
     if rss:
         base1, base4 = rss["default", 1]["before_kb"] / 1024, rss["default", 4]["before_kb"] / 1024
-        print(f"\npeak RSS before probing (model + data loaded): {base1:.1f} MB (1x), {base4:.1f} MB (4x, "
-              f"{rss['default', 4]['n_images']} images)")
+        print(f"peak RSS before probing (model + data loaded): {base1:.1f} MB (1x), {base4:.1f} MB (4x, "
+              f"{rss['default', 4]['n_images']} images)\n")
+
+
+def _mobilenet(args: argparse.Namespace, device: str) -> None:
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.mobilenet_v2(weights=None).eval()
+    x = torch.randn(args.images, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    threads = args.threads or [1, 2]
+    for n in threads if device == "cpu" else [torch.get_num_threads()]:
+        torch.set_num_threads(n)
+        print(f"== torchvision mobilenet_v2 (random weights) on {device}: {args.images} images 3x224x224, "
+              f"batches of {args.mobilenet_batch}; torch threads {n}; fastest of {args.repeats} runs ==")
+        _table(_rows(model, x, args.mobilenet_batch, device, args.repeats))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=["all", "digits", "mobilenet_v2", "cuda"], default="all",
+                        help="which rows (default all)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per row, fastest shown (default 3)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per batch, digits (default 64)")
+    parser.add_argument("--images", type=int, default=64, help="images, mobilenet_v2 (default 64)")
+    parser.add_argument("--mobilenet-batch", type=int, default=32, help="images per batch, mobilenet_v2 (default 32)")
+    parser.add_argument("--threads", type=int, nargs="+", default=None,
+                        help="torch threads: digits uses the first, mobilenet_v2 each (default: torch's "
+                             "choice for digits, 1 and 2 for mobilenet_v2)")
+    parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS subprocesses")
+    parser.add_argument("--rss-child", nargs=2, metavar=("MODE", "REPEAT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.rss_child:
+        _rss_child(args.rss_child[0], int(args.rss_child[1]), args.batch_size,
+                   args.threads[0] if args.threads else None)
+        return 0
+    if args.model in ("all", "digits"):
+        _digits(args)
+    if args.model in ("all", "mobilenet_v2"):
+        _mobilenet(args, "cpu")
+    if args.model in ("all", "cuda"):
+        if torch.cuda.is_available():
+            _mobilenet(args, "cuda")
+        else:
+            print("== torchvision mobilenet_v2 on cuda: skipped: no CUDA ==")
+    print("'x bare': fastest over fastest; 'median x': median over the repeats of the ratio to the "
+          "same repeat's bare forward.")
     return 0
 
 

@@ -344,7 +344,9 @@ def load_npz(path: str | os.PathLike[str], *, size: int | None = None) -> ImageD
     try:
         archive = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        raise _npz_error(path, f"cannot be read as .npz ({exc})") from None
+        # numpy's message for bytes that are not an array advises loading them unsafely: not passed on
+        why = "not a zip archive of .npy arrays" if "pickle" in str(exc) else str(exc)
+        raise _npz_error(path, f"cannot be read as .npz ({why})") from None
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise _npz_error(path, "is a single .npy array, not an .npz archive",
                          "Save it with np.savez(path, x=x).")
@@ -354,8 +356,8 @@ def load_npz(path: str | os.PathLike[str], *, size: int | None = None) -> ImageD
             raise _npz_error(path, f"has no 'x' array (keys: {keys})")
         try:
             raw = {k: archive[k] for k in ("x", "y", "class_names") if k in keys}
-        except ValueError as exc:
-            raise _npz_error(path, f"holds object (pickled) arrays, which are never loaded ({exc})") from None
+        except ValueError:
+            raise _npz_error(path, "holds object (pickled) arrays, which are never loaded") from None
     x = _npz_images(path, raw["x"])
     y = _npz_labels(path, raw["y"], len(x)) if "y" in raw else None
     n_classes = 0 if y is None else int(y.max()) + 1

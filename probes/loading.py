@@ -10,12 +10,18 @@ What can be loaded (:func:`load_checkpoint`)
   tensors and plain containers is refused before any of it runs. State dicts may be wrapped as
   ``{"state_dict": ...}``, ``{"model_state_dict": ...}`` or ``{"model": ...}``; the
   ``module.`` (DataParallel) and ``_orig_mod.`` (``torch.compile``) prefixes are stripped.
-  A whole pickled ``nn.Module`` is refused (save its ``state_dict`` instead). TorchScript
-  archives run code from the file and load only with ``allow_torchscript=True``.
+  A whole pickled ``nn.Module`` is refused (save its ``state_dict`` instead), and so is a
+  TorchScript archive, whose code runs when loaded (the message says how to export a state
+  dict). A refusal names the global the pickle wanted (``os.system``). Weights with NaN or
+  Inf values are refused before probing (``allow_nonfinite=True`` warns instead).
+- **Cards** are validated against a schema before anything is built (:func:`validate_card`:
+  types, ranges, a parameter limit counted on the meta device); errors name the file and key.
 - **Architectures** for a bare state dict (``arch``): ``torchvision:NAME`` (e.g.
   ``torchvision:mobilenet_v2``), ``timm:NAME`` (e.g. ``timm:efficientnet_b0``), or the user's
   own factory ``package.module:build`` / ``path/to/model.py:build`` (code the user names
-  explicitly, imported and called without arguments). The number of classes of torchvision and
+  explicitly, imported and called without arguments: the user's own trusted code, never a
+  string from an untrusted source; ``allow_factory=False`` refuses factories, as the dashboard
+  does). The number of classes of torchvision and
   timm models is read from the classifier weight in the state dict. Without a file
   (``load_checkpoint("torchvision:mobilenet_v2")``) the architecture gets seeded random weights.
 
@@ -33,6 +39,8 @@ shorter side before the centre crop), which :func:`predict` applies.
 
 from __future__ import annotations
 
+import _compat_pickle
+import collections
 import dataclasses
 import difflib
 import importlib
@@ -41,7 +49,9 @@ import json
 import math
 import pickle
 import re
+import struct
 import sys
+import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -55,14 +65,20 @@ from probes.preprocess import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, Input
 
 __all__ = [
     "ARCH_FORMS",
+    "MAX_CARD_PARAMS",
     "LoadedModel",
+    "card_beside",
+    "check_finite",
     "format_predictions",
     "imagenet_class_names",
     "list_zoo",
     "load_checkpoint",
     "load_images",
     "predict",
+    "read_card",
     "read_weights",
+    "validate_card",
+    "zoo_param_count",
 ]
 
 #: The accepted forms of ``arch``, quoted in error messages and ``--help``.
@@ -101,7 +117,7 @@ class LoadedModel:
         ``"zoo"``, the absolute path of the weights file, or ``"torchvision:NAME (random
         weights)"`` when no file was given.
     arch : str
-        ``"zoo"``, ``"torchvision:NAME"``, ``"timm:NAME"``, ``"factory:SPEC"``, ``"torchscript"``.
+        ``"zoo"``, ``"torchvision:NAME"``, ``"timm:NAME"`` or ``"factory:SPEC"``.
     input_spec : InputSpec
     design : dict
         ``bottleneck_act``, ``expand_ratio``, ``shortcut``, ``seed``, ``design``; from the card
@@ -130,6 +146,181 @@ class LoadedModel:
 
 
 # --------------------------------------------------------------------------------------------
+# cards
+
+#: Models built from a card may have at most this many parameters (counted on the meta device,
+#: before anything is allocated): a card is data from a file and must not exhaust the memory.
+MAX_CARD_PARAMS = 100_000_000
+
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
+class _CardChecker:
+    """One-line errors naming the card file and the dotted key."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, key: str, expected: str, got: Any) -> ValueError:
+        return ValueError(f"Card {self.path}: key {key!r} must be {expected}. Got {got!r} instead.")
+
+    def int_(self, key: str, v: Any, low: int, high: int) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+            raise self.fail(key, f"an int in [{low}, {high}]", v)
+        return v
+
+    def num(self, key: str, v: Any, low: float, high: float, *, low_open: bool = False) -> float:
+        ok = (not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+              and (low < v if low_open else low <= v) and v <= high)
+        if not ok:
+            raise self.fail(key, f"a number in {'(' if low_open else '['}{low}, {high}]", v)
+        return float(v)
+
+    def str_(self, key: str, v: Any) -> str:
+        if not isinstance(v, str):
+            raise self.fail(key, "a string", v)
+        return v
+
+    def numbers(self, key: str, v: Any) -> None:
+        """A list of numbers, or of lists of numbers (null allowed: NaN in JSON)."""
+        if not isinstance(v, list):
+            raise self.fail(key, "a list of numbers (or of lists of numbers)", type(v).__name__)
+        for row in v:
+            items = row if isinstance(row, list) else [row]
+            if not all(x is None or (isinstance(x, (int, float)) and not isinstance(x, bool)) for x in items):
+                raise self.fail(key, "a list of numbers (or of lists of numbers)", row)
+
+
+def zoo_param_count(config: Any) -> int:
+    """Parameters of ``build_model(config)``, counted from the config without building it.
+
+    Each ConvBNAct (bias-free conv + BatchNorm) of ``c_in -> c_out`` channels, kernel ``k`` and
+    ``g`` groups holds ``c_in / g * c_out * k**2 + 2 * c_out`` parameters; the classifier
+    ``head * classes + classes``.
+    """
+    from probes.zoo import _make_divisible, stage_config
+
+    def cba(c_in: int, c_out: int, k: int = 1, groups: int = 1) -> int:
+        return c_in // groups * c_out * k * k + 2 * c_out
+
+    stem = _make_divisible(32 * config.width_mult)
+    total, c_in = cba(config.in_channels, stem, 3), stem
+    for t, c, n, _ in stage_config(config):
+        for _ in range(n):
+            hidden = c_in * t
+            total += (cba(c_in, hidden) if t != 1 else 0) + cba(hidden, hidden, 3, hidden) + cba(hidden, c)
+            c_in = c
+    head = config.head_channels or _make_divisible(1280 * max(1.0, config.width_mult))
+    return total + cba(c_in, head) + head * config.num_classes + config.num_classes
+
+
+def validate_card(card: Any, path: str | Path) -> Any:
+    """Check a zoo card against its schema and return the :class:`~probes.zoo.ZooConfig` it names.
+
+    Every key the loader uses is checked for its type and range, and the model's parameter
+    count is computed from the config alone (:func:`zoo_param_count`) and compared with
+    :data:`MAX_CARD_PARAMS` and with the card's own ``n_params``, all before the model is built.
+    Keys the loader does not use (training history, versions, ``gradient_norms`` ...) are
+    checked only where their form is fixed.
+
+    Raises
+    ------
+    ValueError
+        One line naming the card file, the dotted key, what was expected and what was found.
+    """
+    from probes.zoo import ACTIVATIONS, SCHEDULES, SHORTCUTS, ZooConfig
+
+    path = Path(path)
+    ck = _CardChecker(path)
+    if not isinstance(card, dict):
+        raise ck.fail("(top level)", "a JSON object", type(card).__name__)
+    arch = card.get("architecture")
+    if not isinstance(arch, dict) or arch.get("family") != "zoo":
+        raise ck.fail("architecture", "an object with family 'zoo' and a config",
+                      arch if not isinstance(arch, dict) else {"family": arch.get("family")})
+    cfg = arch.get("config")
+    if not isinstance(cfg, dict):
+        raise ck.fail("architecture.config", "an object of zoo config keys", cfg)
+    known = {f.name for f in dataclasses.fields(ZooConfig)}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ck.fail("architecture.config", f"an object with keys from {sorted(known)}", unknown)
+    k = "architecture.config."
+    acts = cfg.get("bottleneck_act", "linear")
+    allowed = sorted(set(ACTIVATIONS) | set(SCHEDULES))
+    if not (isinstance(acts, str) and acts in allowed or isinstance(acts, list) and acts
+            and all(isinstance(a, str) and a in ACTIVATIONS for a in acts)):
+        raise ck.fail(k + "bottleneck_act", f"one of {allowed} or a list of {sorted(ACTIVATIONS)}", acts)
+    ck.int_(k + "expand_ratio", cfg.get("expand_ratio", 6), 1, 32)
+    ck.num(k + "width_mult", cfg.get("width_mult", 1.0), 0.0, 8.0, low_open=True)
+    if cfg.get("shortcut", "bottleneck") not in SHORTCUTS:
+        raise ck.fail(k + "shortcut", f"one of {list(SHORTCUTS)}", cfg.get("shortcut"))
+    ck.int_(k + "in_channels", cfg.get("in_channels", 3), 1, 64)
+    ck.int_(k + "input_size", cfg.get("input_size", 224), 8, 4096)
+    ck.int_(k + "num_classes", cfg.get("num_classes", 1000), 1, 100_000)
+    if cfg.get("head_channels") is not None:
+        ck.int_(k + "head_channels", cfg["head_channels"], 1, 65_536)
+    ck.num(k + "dropout", cfg.get("dropout", 0.2), 0.0, 1.0)
+    for key in ("name", "design", "weights_file"):
+        if key in card:
+            ck.str_(key, card[key])
+    weights_file = card.get("weights_file")
+    if weights_file is not None and (Path(weights_file).name != weights_file or weights_file in (".", "..")):
+        raise ck.fail("weights_file", "a file name beside the card (no folders)", weights_file)
+    if card.get("sha256") is not None and not (isinstance(card["sha256"], str)
+                                               and _SHA256_RE.fullmatch(card["sha256"])):
+        raise ck.fail("sha256", "64 lowercase hex digits", card["sha256"])
+    if card.get("seed") is not None:
+        ck.int_("seed", card["seed"], 0, 2**63 - 1)
+    names = card.get("class_names")
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise ck.fail("class_names", "a list of strings", names)
+    for key in ("dataset", "input", "optimizer", "versions"):
+        if key in card and not isinstance(card[key], dict):
+            raise ck.fail(key, "an object", card[key])
+    if "input" in card:
+        try:
+            InputSpec.from_dict(card["input"])
+        except (TypeError, ValueError) as e:
+            raise ck.fail("input", "an input spec (size, channels, mean, std, interpolation)",
+                          card["input"]) from e
+    grads = card.get("gradient_norms")
+    if grads is not None:
+        if not isinstance(grads, dict):
+            raise ck.fail("gradient_norms", "an object with description, blocks, mean and std", grads)
+        ck.str_("gradient_norms.description", grads.get("description", ""))
+        ck.int_("gradient_norms.blocks", grads.get("blocks", 0), 0, 10_000)
+        for key in ("mean", "std"):
+            ck.numbers(f"gradient_norms.{key}", grads.get(key, []))
+    try:
+        config = ZooConfig.from_dict(cfg)
+        n_params = zoo_param_count(config)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"Card {path}: key 'architecture.config' is not a valid zoo config: {e}") from None
+    if n_params > MAX_CARD_PARAMS:
+        raise ValueError(
+            f"Card {path}: key 'architecture.config' describes a model of {n_params:,} parameters; "
+            f"the limit for a card is {MAX_CARD_PARAMS:,}. Check width_mult and head_channels.")
+    if card.get("n_params") is not None and card["n_params"] != n_params:
+        raise ck.fail("n_params", f"{n_params:,}, the parameter count of its architecture.config",
+                      card["n_params"])
+    return config
+
+
+def read_card(path: str | Path) -> dict[str, Any]:
+    """Read and validate a zoo card (see :func:`validate_card`); errors name the file."""
+    path = Path(path)
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"Cannot read the card {path}: {e.strerror or e}.") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"Card {path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}.") from None
+    validate_card(card, path)
+    return card
+
+
+# --------------------------------------------------------------------------------------------
 # zoo
 
 
@@ -139,21 +330,15 @@ def _checkpoint_dir() -> Path:
     return CHECKPOINT_DIR
 
 
-def _is_zoo_card(card: Any) -> bool:
-    return (isinstance(card, dict) and isinstance(card.get("architecture"), dict)
-            and card["architecture"].get("family") == "zoo" and "config" in card["architecture"])
-
-
 def list_zoo() -> list[dict[str, Any]]:
     """Cards of the shipped checkpoints (``CHECKPOINT_DIR/*.json``), sorted by name."""
     cards = []
     for path in sorted(_checkpoint_dir().glob("*.json")):
         try:
-            card = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+            card = read_card(path)
+        except ValueError:
             continue
-        if _is_zoo_card(card):
-            cards.append(card)
+        cards.append(card)
     return sorted(cards, key=lambda c: c.get("name", ""))
 
 
@@ -167,8 +352,9 @@ def _zoo_class_names(card: dict[str, Any], num_classes: int) -> list[str] | None
     return list(names) if names is not None and len(names) == num_classes else None
 
 
-def _load_zoo(card: dict[str, Any], weights: Path, card_path: Path, *, source: str) -> LoadedModel:
-    from probes.zoo import ZooConfig, build_model
+def _load_zoo(card: dict[str, Any], weights: Path, card_path: Path, *, source: str,
+              allow_nonfinite: bool) -> LoadedModel:
+    from probes.zoo import build_model
 
     if not weights.is_file():
         raise ValueError(f"The weights file {weights} named by the card {card_path} does not exist.")
@@ -179,10 +365,11 @@ def _load_zoo(card: dict[str, Any], weights: Path, card_path: Path, *, source: s
             f"instead of {card['sha256']}. The file is corrupt or was replaced; re-download or "
             f"retrain it (bnprobe train {card.get('name', weights.stem)})."
         )
-    config = ZooConfig.from_dict(card["architecture"]["config"])
+    config = validate_card(card, card_path)
+    state = read_weights(weights)
+    check_finite(state, weights, allow_nonfinite=allow_nonfinite)
     model = build_model(config)
-    _load_into(model, _read_safetensors(weights) if weights.suffix == ".safetensors"
-               else _read_torch(weights, allow_torchscript=False), weights)
+    _load_into(model, state, weights)
     spec = InputSpec.from_dict(card["input"], source=f"checkpoint card {card_path.name}") \
         if "input" in card else InputSpec(size=config.input_size, channels=config.in_channels,
                                           mean=(0.5,) * config.in_channels,
@@ -219,15 +406,80 @@ def _is_torchscript(path: Path) -> bool:
         return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
 
 
+# Globals of plain containers and of torch itself: not the ones worth naming in a refusal.
+_SAFE_GLOBAL_PREFIXES = ("torch.", "collections.OrderedDict", "_codecs.encode")
+_SAFE_GLOBALS = {f"builtins.{n}" for n in ("set", "frozenset", "bytearray", "slice", "complex", "int",
+                                           "float", "bool", "str", "bytes", "dict", "list", "tuple")}
+# Names as users know them: os.system pickles as posix.system (the C module behind os);
+# built-ins are named plainly ("exec"), as torch does.
+_MODULE_ALIASES = {"posix": "os", "nt": "os", "builtins": ""}
+
+
+def _pickle_bytes(path: Path) -> bytes:
+    """The pickle stream of a torch file: ``data.pkl`` of a zip archive, else the file itself."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            name = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+            return z.read(name) if name else b""
+    return path.read_bytes()
+
+
+def _pickle_globals(data: bytes) -> tuple[list[str], bool]:
+    """Globals a pickle stream imports, read with :mod:`pickletools` (nothing is executed),
+    and whether the stream parsed as a pickle up to its STOP."""
+    import pickletools
+
+    found: list[str] = []
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name == "GLOBAL":
+                found.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # noqa: BLE001 - any parse failure: not a (complete) pickle
+        return found, False
+    return found, True
+
+
+def _not_a_checkpoint(path: Path) -> ValueError:
+    return ValueError(
+        f"Cannot read {path} as a PyTorch checkpoint: it is neither a torch.save archive nor a "
+        f"pickle (corrupt, truncated or another format). Expected a state dict saved with "
+        f"torch.save, or a .safetensors file."
+    )
+
+
 def _refusal(path: Path, err: Exception) -> ValueError:
-    m = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
-    glob = m.group(1) if m else None
+    m = re.search(r"GLOBAL (\S+)", str(err))
+    glob, parsed = (m.group(1), True) if m else (None, False)
+    if glob is None or glob.startswith("torch.") and not glob.startswith("torch.nn.modules."):
+        # Name the global a payload is after (os.system), not one of torch's own that it
+        # stopped at first (torch.storage._load_from_bytes in a plain pickle of a tensor).
+        try:
+            names, parsed = _pickle_globals(_pickle_bytes(path))
+        except (OSError, zipfile.BadZipFile, KeyError):
+            names, parsed = [], False
+        glob = next((n for n in names if not n.startswith(_SAFE_GLOBAL_PREFIXES)
+                     and n not in _SAFE_GLOBALS), glob)
+    if glob is not None:
+        module, _, attr = glob.rpartition(".")
+        # protocol <= 2 (torch.save's) spells Python 3 names the Python 2 way; map them back as
+        # the unpickler would (commands.call -> subprocess.call, __builtin__ -> builtins)
+        module, attr = _compat_pickle.NAME_MAPPING.get(
+            (module, attr), (_compat_pickle.IMPORT_MAPPING.get(module, module), attr))
+        module = _MODULE_ALIASES.get(module, module)
+        glob = f"{module}.{attr}" if module else attr
     if glob and glob.startswith("torch.nn.modules."):
         return ValueError(
             f"Refused to load {path}: it is a whole pickled model ({glob}); loading it would run "
             f"code from the file. Save its weights instead: torch.save(model.state_dict(), ...) "
             f"or safetensors.torch.save_file(model.state_dict(), ...), and load them with --arch."
         )
+    if glob is None and not parsed:
+        return _not_a_checkpoint(path)
     what = f"it would import or call {glob!r}" if glob else (
         "it contains pickle instructions beyond tensors and plain containers")
     return ValueError(
@@ -237,45 +489,68 @@ def _refusal(path: Path, err: Exception) -> ValueError:
     )
 
 
-def _read_torch(path: Path, *, allow_torchscript: bool) -> dict[str, torch.Tensor] | nn.Module:
+def _first_line(err: Exception) -> str:
+    """A library's message, first line only and never its advice to load unsafely."""
+    line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return type(err).__name__ if "weights_only" in line or "allow_pickle" in line else line
+
+
+def _read_torch(path: Path) -> Any:
     if _is_torchscript(path):
-        if not allow_torchscript:
-            raise ValueError(
-                f"Refused to load {path}: it is a TorchScript archive, whose code runs when "
-                f"loaded. If you trust it, opt in with allow_torchscript=True "
-                f"(CLI: --allow-torchscript); otherwise ask for a state dict or .safetensors."
-            )
-        return torch.jit.load(str(path), map_location="cpu")
+        raise ValueError(
+            f"Refused to load {path}: it is a TorchScript archive, whose code runs when loaded. "
+            f"Export a state dict where you trust the file: torch.save(torch.jit.load(FILE)"
+            f".state_dict(), 'weights.pt') or safetensors.torch.save_file(...), and load it with "
+            f"--arch."
+        )
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch's note on a pickle protocol it did not write: the refusal below says more
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise _refusal(path, e) from None
+    except (KeyError, EOFError, UnicodeDecodeError, struct.error, zipfile.BadZipFile):
+        # what torch's legacy reader raises on bytes that are no checkpoint ("KeyError: 213",
+        # "unpack requires a buffer of 4 bytes")
+        raise _not_a_checkpoint(path) from None
     except Exception as e:  # noqa: BLE001 - any other failure: not a torch file
         raise ValueError(
-            f"Cannot read {path} as a PyTorch checkpoint ({type(e).__name__}: {e}). Expected a "
-            f"state dict saved with torch.save."
-        ) from e
+            f"Cannot read {path} as a PyTorch checkpoint ({type(e).__name__}: {_first_line(e)}). "
+            f"Expected a state dict saved with torch.save."
+        ) from None
     return obj
 
 
+def _with_metadata(tensors: dict[str, torch.Tensor], source: Any, prefix: str) -> dict[str, torch.Tensor]:
+    """``tensors`` as an OrderedDict carrying the ``_metadata`` (per-module versions) of ``source``.
+
+    Modules such as torchvision's MNASNet read their version from it in ``load_state_dict``.
+    """
+    out: collections.OrderedDict[str, torch.Tensor] = collections.OrderedDict(tensors)
+    meta = getattr(source, "_metadata", None)
+    if meta is not None:
+        strip = (lambda k: k[len(prefix):] if k.startswith(prefix) else ("" if k == prefix.rstrip(".") else k))
+        out._metadata = collections.OrderedDict((strip(k), v) for k, v in meta.items())  # type: ignore[attr-defined]
+    return out
+
+
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    if isinstance(obj, nn.Module):
-        return obj.state_dict()
     if isinstance(obj, Mapping):
         for key in _WRAPPER_KEYS:
             inner = obj.get(key)
-            if isinstance(inner, nn.Module):
-                return inner.state_dict()
             if isinstance(inner, Mapping) and inner and all(
                     isinstance(v, torch.Tensor) for v in inner.values()):
                 obj = inner
                 break
         tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
         if tensors:
+            stripped = ""
             for prefix in _PREFIXES:
                 if all(k.startswith(prefix) for k in tensors):
                     tensors = {k[len(prefix):]: v for k, v in tensors.items()}
-            return tensors
+                    stripped = prefix
+            return _with_metadata(tensors, obj, stripped)
         found = sorted(map(str, obj))[:8]
         raise ValueError(
             f"{path} holds no tensors at the top level nor under {list(_WRAPPER_KEYS)}; found "
@@ -284,37 +559,67 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     raise ValueError(f"{path} holds a {type(obj).__name__}; expected a state dict (name -> tensor).")
 
 
-def read_weights(path: str | Path, *, allow_torchscript: bool = False) -> dict[str, torch.Tensor] | nn.Module:
-    """Read a weights file safely: a state dict, or a TorchScript module on opt-in.
+def check_finite(state: Mapping[str, torch.Tensor], path: str | Path, *, allow_nonfinite: bool = False) -> None:
+    """Refuse weights with NaN or Inf values, naming the file and the first bad tensor.
+
+    Parameters
+    ----------
+    state : mapping of str to Tensor
+    path : path
+        Named in the message.
+    allow_nonfinite : bool
+        Warn (:class:`RuntimeWarning`, with the count of bad tensors) instead of raising.
+
+    Raises
+    ------
+    ValueError
+        When a floating-point tensor holds a non-finite value and ``allow_nonfinite`` is False.
+    """
+    bad = [(k, int((~torch.isfinite(v)).sum())) for k, v in state.items()
+           if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if not bad:
+        return
+    name, count = bad[0]
+    text = (f"{path}: tensor {name!r} holds {count} non-finite value(s) (NaN or Inf), and "
+            f"{len(bad)} tensor(s) in all; training diverged or the file is corrupt")
+    if not allow_nonfinite:
+        raise ValueError(f"{text}. Its metrics would be NaN; pass allow_nonfinite=True "
+                         f"(CLI: --allow-nonfinite) to probe it anyway.")
+    warnings.warn(f"{text}; probing anyway (allow_nonfinite).", RuntimeWarning, stacklevel=3)
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a weights file safely into a state dict.
 
     Parameters
     ----------
     path : path
         ``.safetensors``, or ``.pt`` / ``.pth`` / ``.bin`` read with
         ``torch.load(weights_only=True)``.
-    allow_torchscript : bool
-        Load a TorchScript archive (runs code from the file) instead of refusing it.
 
     Returns
     -------
-    dict of str to Tensor (wrappers removed, ``module.`` prefixes stripped), or the
-    ``torch.jit.ScriptModule``.
+    dict of str to Tensor
+        Wrappers removed, ``module.`` / ``_orig_mod.`` prefixes stripped; a torch file's
+        ``_metadata`` (module versions) is kept on the returned OrderedDict.
 
     Raises
     ------
     ValueError
-        Naming the file: missing, unknown suffix, unreadable, a pickle that would run code, a
-        whole pickled module, an unrequested TorchScript archive.
+        Naming the file: missing, a folder, unknown suffix, unreadable, a pickle that would run
+        code (naming the global it wanted), a whole pickled module, a TorchScript archive.
     """
     path = Path(path).expanduser().resolve()
+    if path.is_dir():
+        raise ValueError(f"Checkpoint {path} is a directory; expected a weights file "
+                         f"({', '.join(SAFETENSORS_SUFFIXES + TORCH_SUFFIXES)}).")
     if not path.is_file():
         raise ValueError(f"Checkpoint file {path} does not exist.")
     suffix = path.suffix.lower()
     if suffix in SAFETENSORS_SUFFIXES:
         return _read_safetensors(path)
     if suffix in TORCH_SUFFIXES:
-        obj = _read_torch(path, allow_torchscript=allow_torchscript)
-        return obj if isinstance(obj, torch.jit.ScriptModule) else _unwrap(obj, path)
+        return _unwrap(_read_torch(path), path)
     raise ValueError(
         f"Unknown checkpoint file type {path.name!r}; expected one of "
         f"{list(SAFETENSORS_SUFFIXES + TORCH_SUFFIXES)}."
@@ -339,6 +644,11 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], path: Path | st
             f"{show('missing keys', missing)}; {show('unexpected keys', unexpected)}; "
             f"{show('shape mismatches', mismatched)}. Check --arch (and the number of classes)."
         )
+    if getattr(state, "_metadata", None) is None:
+        # safetensors files have no module versions: assume the current ones (what
+        # torch.save(model.state_dict()) writes); a different layout shows as a misfit above.
+        state = collections.OrderedDict(state)
+        state._metadata = getattr(own, "_metadata", None)  # type: ignore[attr-defined]
     model.load_state_dict(state, strict=False)
 
 
@@ -359,15 +669,31 @@ def _classifier_key(model: nn.Module) -> tuple[str, int] | None:
     return f"{head}.weight", model.get_submodule(head).out_features
 
 
-def _num_classes(builder: Any, state: dict[str, torch.Tensor] | None) -> tuple[nn.Module, int | None]:
+def _build(arch: str, builder: Any, *args: Any) -> nn.Module:
+    """``builder(*args)``; a crash becomes one line naming the architecture."""
+    try:
+        return builder(*args)
+    except Exception as e:  # noqa: BLE001 - a library's bug or a bad factory: one line
+        raise ValueError(f"The architecture {arch!r} failed while building: "
+                         f"{type(e).__name__}: {_first_line(e)}") from e
+
+
+def _num_classes(arch: str, builder: Any, state: dict[str, torch.Tensor] | None
+                 ) -> tuple[nn.Module, int | None]:
     """Build the model with as many classes as the state dict's classifier has."""
-    # A skeleton on the meta device finds the classifier without allocating or initialising.
-    with torch.device("meta"):
-        found = _classifier_key(builder(None))
+    try:
+        # A skeleton on the meta device finds the classifier without allocating or initialising.
+        with torch.device("meta"):
+            found = _classifier_key(builder(None))
+    except Exception:  # noqa: BLE001 - some inits (RegNet) read tensor values: build for real
+        model = _build(arch, builder, None)
+        found = _classifier_key(model)
+        if state is None or found is None or found[0] not in state:
+            return model, found[1] if found else None
     if state is None or found is None or found[0] not in state:
-        return builder(None), found[1] if found else None
+        return _build(arch, builder, None), found[1] if found else None
     n = int(state[found[0]].shape[0])
-    return builder(n), n
+    return _build(arch, builder, n), n
 
 
 def _parse_arch(arch: str) -> tuple[str, str]:
@@ -403,7 +729,7 @@ def _torchvision(name: str, state: dict[str, torch.Tensor] | None) -> tuple[nn.M
     def build(n: int | None) -> nn.Module:
         return tvm.get_model(name, weights=None, **({} if n is None else {"num_classes": n}))
 
-    model, n_classes = _num_classes(build, state)
+    model, n_classes = _num_classes(f"torchvision:{name}", build, state)
     weights = tvm.get_model_weights(name).DEFAULT
     t = weights.transforms()
     spec = InputSpec(size=int(t.crop_size[0]), channels=3, mean=t.mean, std=t.std,
@@ -427,7 +753,7 @@ def _timm(name: str, state: dict[str, torch.Tensor] | None) -> tuple[nn.Module, 
     def build(n: int | None) -> nn.Module:
         return timm.create_model(name, pretrained=False, **({} if n is None else {"num_classes": n}))
 
-    model, n_classes = _num_classes(build, state)
+    model, n_classes = _num_classes(f"timm:{name}", build, state)
     cfg = resolve_data_config({}, model=model)
     interp = cfg["interpolation"] if cfg["interpolation"] in INTERPOLATIONS else "bicubic"
     c, h, _ = cfg["input_size"]
@@ -453,7 +779,11 @@ def _factory(spec: str) -> nn.Module:
         mod_spec = importlib.util.spec_from_file_location(f"_bnprobe_factory_{file.stem}", file)
         module = importlib.util.module_from_spec(mod_spec)  # type: ignore[arg-type]
         sys.modules[mod_spec.name] = module  # type: ignore[union-attr]
-        mod_spec.loader.exec_module(module)  # type: ignore[union-attr]
+        try:
+            mod_spec.loader.exec_module(module)  # type: ignore[union-attr]
+        except Exception as e:  # noqa: BLE001 - the user's file fails: one line naming it
+            raise ValueError(f"The factory file {file} named by arch {spec!r} failed while "
+                             f"importing: {type(e).__name__}: {_first_line(e)}") from e
     else:
         try:
             module = importlib.import_module(target)
@@ -462,7 +792,7 @@ def _factory(spec: str) -> nn.Module:
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ValueError(f"{target!r} has no callable {attr!r} (arch {spec!r}).")
-    model = fn()
+    model = _build(spec, fn)
     if not isinstance(model, nn.Module):
         raise ValueError(f"The factory {spec!r} returned a {type(model).__name__}, not an nn.Module.")
     return model
@@ -518,7 +848,8 @@ def load_checkpoint(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     size: int | None = None,
-    allow_torchscript: bool = False,
+    allow_factory: bool = True,
+    allow_nonfinite: bool = False,
     seed: int = 0,
 ) -> LoadedModel:
     """Load a checkpoint safely (see module docstring) with its input spec.
@@ -537,8 +868,12 @@ def load_checkpoint(
         Override the preset's normalisation (one value per channel).
     size : int, optional
         Override the preset's input size.
-    allow_torchscript : bool
-        Accept TorchScript archives (they run code from the file).
+    allow_factory : bool, default=True
+        Accept ``package.module:FACTORY`` / ``path.py:FACTORY`` architectures, which import
+        and run that code. Pass False wherever the string comes from someone else (the
+        dashboard does): only zoo, torchvision and timm architectures are then accepted.
+    allow_nonfinite : bool, default=False
+        Warn instead of refusing weights with NaN or Inf values.
     seed : int
         Seed for random weights (no file) and the random init that a state dict then replaces.
 
@@ -549,8 +884,9 @@ def load_checkpoint(
     Raises
     ------
     ValueError
-        Unknown zoo name (lists the available ones), missing or unsafe file, bad ``arch``,
-        sha256 mismatch with the card, a state dict that does not fit (lists missing and
+        Unknown zoo name (lists the available ones), missing or unsafe file, invalid card,
+        bad ``arch``, a refused factory, an architecture that fails to build, sha256 mismatch
+        with the card, non-finite weights, a state dict that does not fit (lists missing and
         unexpected keys and shape mismatches).
 
     Examples
@@ -561,8 +897,8 @@ def load_checkpoint(
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        loaded = _load(spec, arch=arch, mean=mean, std=std, size=size,
-                       allow_torchscript=allow_torchscript)
+        loaded = _load(spec, arch=arch, mean=mean, std=std, size=size, allow_factory=allow_factory,
+                       allow_nonfinite=allow_nonfinite)
     if input_spec is not None:
         loaded.input_spec = input_spec
         loaded.preset["resize_size"] = math.floor(input_spec.size / loaded.preset.get("crop_pct", 1.0) + 1e-9)
@@ -570,21 +906,44 @@ def load_checkpoint(
     return loaded
 
 
+def card_beside(path: str | Path) -> dict[str, Any] | None:
+    """The zoo card ``<stem>.json`` beside a weights file (validated), None if there is none.
+
+    A JSON file there without an ``architecture`` key (another tool's) is ignored; one with it
+    must pass :func:`validate_card`.
+    """
+    card_path = Path(path).with_suffix(".json")
+    if not card_path.is_file():
+        return None
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return read_card(card_path)  # raises with the file named
+    if not (isinstance(card, dict) and "architecture" in card):
+        return None
+    validate_card(card, card_path)
+    return card
+
+
 def _load(spec: str | Path | None, *, arch: str | None, mean: Sequence[float] | None,
-          std: Sequence[float] | None, size: int | None, allow_torchscript: bool) -> LoadedModel:
+          std: Sequence[float] | None, size: int | None, allow_factory: bool,
+          allow_nonfinite: bool) -> LoadedModel:
     if spec is None and arch is None:
         raise ValueError("load_checkpoint needs a checkpoint (a zoo name or a weights file) or, for "
                          f"random weights, an architecture ({ARCH_FORMS}).")
     text = "" if spec is None else str(spec)
     path = Path(text).expanduser() if text else None
+    if path is not None and path.is_dir():
+        raise ValueError(f"Checkpoint {path.resolve()} is a directory; expected a zoo name or a "
+                         f"weights file (.safetensors, .pt, .pth, .bin).")
     is_file = path is not None and path.is_file()
-    if not is_file and text and (_checkpoint_dir() / f"{text}.json").is_file():
+    if not is_file and text and "/" not in text and (_checkpoint_dir() / f"{text}.json").is_file():
         if arch not in (None, "zoo"):
             raise ValueError(f"{text!r} is a zoo checkpoint; it takes no arch (got {arch!r}).")
         card_path = _checkpoint_dir() / f"{text}.json"
-        card = json.loads(card_path.read_text(encoding="utf-8"))
+        card = read_card(card_path)
         weights = _checkpoint_dir() / card.get("weights_file", f"{text}.safetensors")
-        loaded = _load_zoo(card, weights, card_path, source="zoo")
+        loaded = _load_zoo(card, weights, card_path, source="zoo", allow_nonfinite=allow_nonfinite)
         loaded.input_spec = _override(loaded.input_spec, loaded.preset, mean, std, size)
         return loaded
     if not is_file:
@@ -598,29 +957,28 @@ def _load(spec: str | Path | None, *, arch: str | None, mean: Sequence[float] | 
                 f"checkpoints: {zoo}. Files must be .safetensors, .pt, .pth or .bin; for random "
                 f"weights give an architecture ({ARCH_FORMS})."
             )
+    if arch is not None and arch != "zoo":
+        kind, name = _parse_arch(arch)
+        if kind == "factory" and not allow_factory:
+            raise ValueError(
+                f"The 'arch' parameter {arch!r} names code to import and run (a user factory), "
+                f"which is disabled here. Choose a zoo, torchvision:NAME or timm:NAME architecture.")
     state: dict[str, torch.Tensor] | None = None
     if path is not None:
         path = path.resolve()
-        card_path = path.with_suffix(".json")
-        if arch in (None, "zoo") and card_path.is_file():
-            card = json.loads(card_path.read_text(encoding="utf-8"))
-            if _is_zoo_card(card):
-                loaded = _load_zoo(card, path, card_path, source=str(path))
-                loaded.input_spec = _override(loaded.input_spec, loaded.preset, mean, std, size)
-                return loaded
-        obj = read_weights(path, allow_torchscript=allow_torchscript)
-        if isinstance(obj, torch.jit.ScriptModule):
-            ts_spec = _factory_spec(obj, mean, std, size)
-            return LoadedModel(model=obj, name=path.stem, source=str(path), arch="torchscript",
-                               input_spec=ts_spec, design=_design("torchscript"),
-                               sha256=sha256_file(path),
-                               preset={"library": "flags", "resize_size": ts_spec.size, "crop_pct": 1.0})
-        state = obj
+        card = card_beside(path) if arch in (None, "zoo") else None
+        if card is not None:
+            loaded = _load_zoo(card, path, path.with_suffix(".json"), source=str(path),
+                               allow_nonfinite=allow_nonfinite)
+            loaded.input_spec = _override(loaded.input_spec, loaded.preset, mean, std, size)
+            return loaded
+        state = read_weights(path)
         if arch is None:
             raise ValueError(
-                f"{path} is a bare state dict without a zoo card ({card_path.name}) beside it; "
-                f"name its architecture with arch (CLI: --arch), one of {ARCH_FORMS}."
+                f"{path} is a bare state dict without a zoo card ({path.with_suffix('.json').name}) "
+                f"beside it; name its architecture with arch (CLI: --arch), one of {ARCH_FORMS}."
             )
+        check_finite(state, path, allow_nonfinite=allow_nonfinite)
     assert arch is not None
     kind, name = _parse_arch(arch)
     if kind == "zoo":

@@ -21,6 +21,8 @@ arrays and scalars, so it can go into an ``.npz`` file without pickling) and the
 - :class:`Activity`: per-channel counts of points where the unit is in the activation's
   informative region, saturated counts (ReLU6) and the histogram of the number of active
   channels per point (paper Fig. 7).
+- :class:`Extent`: per-channel min, max and active counts over *every* value, and a fixed-bin
+  histogram of ``|x|`` (true calibration ranges and dead units, not a sample's).
 - :class:`Reservoir`: a uniform, seeded sample of at most K points with their
   ``(image, y, x)`` ids, chosen by bottom-K sampling on a hash of the id, so the sample does not
   depend on batch boundaries, shard order or how the data was split.
@@ -28,16 +30,23 @@ arrays and scalars, so it can go into an ``.npz`` file without pickling) and the
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import numpy as np
 
 __all__ = [
+    "ABS_HIST_EDGES",
     "ACTIVITY_KINDS",
     "Activity",
+    "Extent",
     "Moments",
     "Reservoir",
+    "abs_hist_bins",
+    "active_mask",
+    "active_terms",
+    "chan_update",
     "merge",
     "position_hash",
 ]
@@ -125,6 +134,25 @@ def _check_same(a: Any, b: Any, fields: tuple[str, ...]) -> None:
             )
 
 
+def chan_update(count_a: int, mean_a: Any, m2_a: Any, count_b: int, mean_b: Any, m2_b: Any
+                ) -> tuple[int, Any, Any]:
+    """Chan, Golub & LeVeque's parallel update of (count, mean, centred m2) by a batch B.
+
+    ``n = n_A + n_B``, ``delta = mean_B - mean_A``, ``mean = mean_A + delta n_B / n``,
+    ``m2 = m2_A + m2_B + delta delta^T n_A n_B / n``. Works on numpy arrays and on torch
+    tensors alike (on their device); returns new arrays, the inputs are not modified. With
+    ``count_a == 0`` it returns B's statistics themselves.
+    """
+    if count_b == 0:
+        return count_a, mean_a, m2_a
+    if count_a == 0:
+        return count_b, mean_b, m2_b
+    n = count_a + count_b
+    delta = mean_b - mean_a
+    m2 = m2_a + m2_b + (delta[:, None] * delta[None, :]) * (count_a * count_b / n)
+    return n, mean_a + delta * (count_b / n), m2
+
+
 class Moments:
     """Count, mean and centred second moments of a stream of points (float64).
 
@@ -172,16 +200,9 @@ class Moments:
         count = int(count)
         if count == 0:
             return
-        mean = np.asarray(mean, dtype=np.float64)
-        m2 = np.asarray(m2, dtype=np.float64)
-        if self.count == 0:
-            self.count, self.mean, self.m2 = count, mean.copy(), m2.copy()
-            return
-        n = self.count + count
-        delta = mean - self.mean
-        self.m2 = self.m2 + m2 + np.outer(delta, delta) * (self.count * count / n)
-        self.mean = self.mean + delta * (count / n)
-        self.count = n
+        mean = np.array(mean, dtype=np.float64)
+        m2 = np.array(m2, dtype=np.float64)
+        self.count, self.mean, self.m2 = chan_update(self.count, self.mean, self.m2, count, mean, m2)
 
     def merge(self, other: "Moments") -> "Moments":
         """A new sink holding the moments of both streams."""
@@ -218,23 +239,47 @@ class Moments:
         return f"Moments(n_channels={self.n_channels}, count={self.count})"
 
 
-def active_mask(y: np.ndarray, kind: str, *, pre: bool = False) -> np.ndarray:
-    """Where units are in the informative (non-flat) region of activation ``kind``.
+def active_terms(kind: str, *, pre: bool = False) -> tuple[tuple[int, str, float], ...]:
+    """The informative (non-flat) region of activation ``kind`` as signed comparisons.
 
-    Post-activation values (``pre=False``): ``relu``: ``0 < y``; ``relu6``: ``0 < y < 6``;
-    ``hswish``: ``y != 0`` (hard-swish is 0 exactly when its input is <= -3, or exactly 0).
-    Pre-activation values (``pre=True``): the same for ``relu`` / ``relu6``; ``hswish``:
-    ``x > -3``.
+    The one definition of an active unit. Each term ``(sign, op, value)`` is the comparison
+    ``x op value`` (``op`` one of ``"gt"``, ``"ge"``, ``"lt"``); the ``+1`` terms are disjoint,
+    and each ``-1`` term lies inside them, so
+
+    - active = (any ``+1`` term) and not (any ``-1`` term)  (:func:`active_mask`), and
+    - #active = sum of ``sign * #(x op value)``, which lets a capture count units with cheap
+      comparisons and sums instead of boolean masks.
+
+    Post-activation values (``pre=False``): ``relu``: ``0 < y``; ``relu6``: ``0 < y < 6``
+    (``y > 0`` minus ``y >= 6``); ``hswish``: ``y != 0`` (``y > 0`` plus ``y < 0``; hard-swish is
+    0 exactly when its input is <= -3, or exactly 0). Pre-activation values (``pre=True``): the
+    same for ``relu`` / ``relu6``; ``hswish``: ``x > -3``.
     """
     if kind == "relu":
-        return y > 0
+        return ((1, "gt", 0.0),)
     if kind == "relu6":
-        return (y > 0) & (y < 6)
+        return ((1, "gt", 0.0), (-1, "ge", 6.0))
     if kind == "hswish":
-        return y > -3 if pre else y != 0
+        return ((1, "gt", -3.0),) if pre else ((1, "gt", 0.0), (1, "lt", 0.0))
     raise ValueError(
         f"The 'kind' parameter of Activity must be one of {list(ACTIVITY_KINDS)}. Got {kind!r} instead."
     )
+
+
+_OPS = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt}
+
+
+def active_mask(y: Any, kind: str, *, pre: bool = False) -> Any:
+    """Where units are active (:func:`active_terms`); ``y`` a numpy array or a torch tensor,
+    the result a boolean array of the same kind."""
+    keep = drop = None
+    for sign, op, value in active_terms(kind, pre=pre):
+        m = _OPS[op](y, value)
+        if sign > 0:
+            keep = m if keep is None else keep | m
+        else:
+            drop = m if drop is None else drop | m
+    return keep if drop is None else keep & ~drop
 
 
 class Activity:
@@ -338,6 +383,157 @@ class Activity:
 
     def __repr__(self) -> str:
         return (f"Activity(n_channels={self.n_channels}, kind={self.kind!r}, pre={self.pre}, "
+                f"n_points={self.n_points})")
+
+
+#: Bins of :attr:`Extent.abs_hist`: bin k holds the values whose float32 ``|x|`` has the bit
+#: pattern ``k << 20`` up to ``(k + 1) << 20`` (exclusive), i.e. sign-less exponent and the top
+#: 3 mantissa bits: 8 bins per octave (relative width at most 1/8), fixed for every point so
+#: that histograms merge by addition. Bin 0 starts at 0; bins 2040 to 2047 hold inf and NaN.
+ABS_HIST_BINS = 2048
+ABS_HIST_EDGES: np.ndarray = np.concatenate([
+    (np.arange(2040, dtype=np.int64) << 20).astype(np.int32).view(np.float32).astype(np.float64),
+    np.full(ABS_HIST_BINS + 1 - 2040, np.inf),
+])
+
+
+def abs_hist_bins(x: Any) -> Any:
+    """Bin index in :data:`ABS_HIST_EDGES` of every value of ``x`` (numpy array or torch tensor)."""
+    if hasattr(x, "detach"):
+        import torch  # only with a tensor in hand: this module does not need torch otherwise
+
+        return x.detach().float().abs().contiguous().view(torch.int32) >> 20
+    return np.abs(np.asarray(x, dtype=np.float32)).view(np.int32) >> 20
+
+
+class Extent:
+    """Per-channel range and activity over *every* value of a stream, plus a histogram of |x|.
+
+    The exact complement of the sampled sinks: the min and max of each channel (int8
+    calibration from the true range, not a sample's), the count of rows where each unit is
+    active (so ``dead`` means never active at any position, not in a sample) and a fixed-bin
+    histogram of ``|x|`` over all channels, from which a percentile-clipped range is read
+    (:meth:`abs_quantile`). All of it merges exactly (min, max, sums).
+
+    State: ``n_points``; ``ch_min``, ``ch_max`` float64 (C,) (+inf / -inf while empty);
+    ``active``, ``saturated`` int64 (C,) or None (None for a ``kind`` without a flat region;
+    ``saturated`` counts ``y >= 6`` for relu6 and stays 0 otherwise); ``abs_hist`` int64
+    (2048,) on the bins of :data:`ABS_HIST_EDGES`; ``hist_points``, the rows that went into the
+    histogram (a capture may feed the histogram a uniform sample of the rows it counts).
+
+    Parameters
+    ----------
+    n_channels : int
+    kind : str or None
+        Activation kind of the point (one of :data:`ACTIVITY_KINDS`) to count active units
+        with :func:`active_mask`, or None.
+    pre : bool
+        The values are pre-activation.
+
+    Examples
+    --------
+    >>> e = Extent(2, "relu6")
+    >>> e.update(np.array([[0.0, 1.0], [7.0, 3.0]]))
+    >>> e.ch_min.tolist(), e.ch_max.tolist(), e.active.tolist(), e.saturated.tolist()
+    ([0.0, 1.0], [7.0, 3.0], [0, 2], [1, 0])
+    """
+
+    def __init__(self, n_channels: int, kind: str | None = None, *, pre: bool = False) -> None:
+        self.n_channels = _check_channels(n_channels, "Extent")
+        if kind is not None and kind not in ACTIVITY_KINDS:
+            raise ValueError(
+                f"The 'kind' parameter of Extent must be None or one of {list(ACTIVITY_KINDS)}. "
+                f"Got {kind!r} instead."
+            )
+        self.kind, self.pre = kind, bool(pre)
+        self.n_points = 0
+        self.ch_min = np.full(self.n_channels, np.inf)
+        self.ch_max = np.full(self.n_channels, -np.inf)
+        counted = kind is not None
+        self.active = np.zeros(self.n_channels, dtype=np.int64) if counted else None
+        self.saturated = np.zeros(self.n_channels, dtype=np.int64) if counted else None
+        self.abs_hist = np.zeros(ABS_HIST_BINS, dtype=np.int64)
+        self.hist_points = 0
+
+    def update(self, x: Any) -> None:
+        """Fold in the points ``x`` (array of shape (n_points, n_channels)), all into the histogram."""
+        arr = _as_points(x, "Extent.update", self.n_channels)
+        if arr.shape[0] == 0:
+            return
+        active = saturated = None
+        if self.kind is not None:
+            active = active_mask(arr, self.kind, pre=self.pre).sum(axis=0)
+            saturated = (arr >= 6).sum(axis=0) if self.kind == "relu6" else np.zeros(self.n_channels)
+        self.add_counts(arr.shape[0], arr.min(axis=0), arr.max(axis=0), active, saturated)
+        self.add_hist(np.bincount(abs_hist_bins(arr).ravel(), minlength=ABS_HIST_BINS), arr.shape[0])
+
+    def add_counts(self, n_points: int, ch_min: Any, ch_max: Any, active: Any = None,
+                   saturated: Any = None) -> None:
+        """Fold in the per-channel min, max and counts of ``n_points`` rows."""
+        self.n_points += int(n_points)
+        self.ch_min = np.minimum(self.ch_min, np.asarray(ch_min, dtype=np.float64))
+        self.ch_max = np.maximum(self.ch_max, np.asarray(ch_max, dtype=np.float64))
+        if self.active is not None:
+            self.active = self.active + np.asarray(active, dtype=np.int64)
+            self.saturated = self.saturated + np.asarray(saturated, dtype=np.int64)
+
+    def add_hist(self, hist: Any, n_points: int) -> None:
+        """Add a histogram of |x| on :data:`ABS_HIST_EDGES` taken over ``n_points`` rows."""
+        self.abs_hist = self.abs_hist + np.asarray(hist, dtype=np.int64)
+        self.hist_points += int(n_points)
+
+    def merge(self, other: "Extent") -> "Extent":
+        _check_same(self, other, ("n_channels", "kind", "pre"))
+        out = Extent(self.n_channels, self.kind, pre=self.pre)
+        for e in (self, other):
+            out.add_counts(e.n_points, e.ch_min, e.ch_max, e.active, e.saturated)
+            out.add_hist(e.abs_hist, e.hist_points)
+        return out
+
+    @property
+    def active_fraction(self) -> np.ndarray | None:
+        """Fraction of all rows where each channel is active, shape (C,) (None without a kind)."""
+        return None if self.active is None else self.active / max(self.n_points, 1)
+
+    def abs_quantile(self, q: float) -> float:
+        """An upper bound of the ``q``-quantile of ``|x|`` over the histogram's values.
+
+        The upper edge of the bin where the cumulative count reaches ``q`` of all values, at
+        most ``max |x|`` (so ``q = 1`` gives the true absolute maximum); it exceeds the exact
+        quantile by less than one bin (a factor of at most 1.125). NaN when empty.
+        """
+        if not 0 <= q <= 1:
+            raise ValueError(f"The 'q' parameter of Extent.abs_quantile must be in [0, 1]. Got {q!r} instead.")
+        total = int(self.abs_hist.sum())
+        if total == 0:
+            return float("nan")
+        k = int(np.searchsorted(np.cumsum(self.abs_hist), q * total, side="left"))
+        top = float(max(np.max(np.abs(self.ch_min)), np.max(np.abs(self.ch_max))))
+        return min(float(ABS_HIST_EDGES[min(k, ABS_HIST_BINS - 1) + 1]), top)
+
+    def state_dict(self) -> dict[str, Any]:
+        out = {"n_channels": self.n_channels, "kind": self.kind or "", "pre": self.pre,
+               "n_points": self.n_points, "ch_min": self.ch_min.copy(), "ch_max": self.ch_max.copy(),
+               "abs_hist": self.abs_hist.copy(), "hist_points": self.hist_points}
+        if self.active is not None:
+            out.update(active=self.active.copy(), saturated=self.saturated.copy())
+        return out
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any]) -> "Extent":
+        out = cls(int(state["n_channels"]), str(state["kind"]) or None, pre=bool(state["pre"]))
+        out.n_points = int(state["n_points"])
+        out.ch_min = np.array(state["ch_min"], dtype=np.float64)
+        out.ch_max = np.array(state["ch_max"], dtype=np.float64)
+        if out.active is not None:
+            out.active = np.array(state["active"], dtype=np.int64)
+            out.saturated = np.array(state["saturated"], dtype=np.int64)
+        out.abs_hist = np.array(state["abs_hist"], dtype=np.int64)
+        out.hist_points = int(state["hist_points"])
+        return out
+
+    def __repr__(self) -> str:
+        return (f"Extent(n_channels={self.n_channels}, kind={self.kind!r}, pre={self.pre}, "
                 f"n_points={self.n_points})")
 
 
@@ -460,7 +656,7 @@ class Reservoir:
                 f"stride={self.stride}, n={len(self)}, n_seen={self.n_seen})")
 
 
-_Sink = TypeVar("_Sink", Moments, Activity, Reservoir)
+_Sink = TypeVar("_Sink", Moments, Activity, Extent, Reservoir)
 
 
 def merge(a: _Sink, b: _Sink) -> _Sink:

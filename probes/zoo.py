@@ -52,6 +52,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from probes.activations import ACTIVATIONS
+from probes.activations import make_activation as _make_activation
+
 __all__ = [
     "ACTIVATIONS",
     "PAPER_STAGES",
@@ -78,8 +81,6 @@ PAPER_STAGES: tuple[tuple[int, int, int, int], ...] = (
     (6, 320, 1, 1),
 )
 
-#: Bottleneck activations understood by :func:`make_activation`.
-ACTIVATIONS: tuple[str, ...] = ("linear", "relu6", "relu", "leaky_relu", "hswish")
 
 #: Shortcut modes (paper Fig. 6b).
 SHORTCUTS: tuple[str, ...] = ("bottleneck", "expansion", "none")
@@ -93,16 +94,8 @@ def make_activation(name: str) -> nn.Module:
 
     ``"linear"`` gives ``nn.Identity`` so that the slot can still be hooked.
     """
-    if name == "linear":
-        return nn.Identity()
-    if name == "relu6":
-        return nn.ReLU6(inplace=True)
-    if name == "relu":
-        return nn.ReLU(inplace=True)
-    if name == "leaky_relu":
-        return nn.LeakyReLU(0.1, inplace=True)
-    if name == "hswish":
-        return nn.Hardswish(inplace=True)
+    if name in ACTIVATIONS:
+        return _make_activation(name)
     raise ValueError(
         f"The 'bottleneck_act' parameter must be one of {list(ACTIVATIONS)} (or a schedule "
         f"{list(SCHEDULES)}, or a per-block list of those). Got {name!r} instead."

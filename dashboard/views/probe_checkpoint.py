@@ -2,12 +2,20 @@
 never unpickled as code) or pick a torchvision / timm architecture with random weights, run the
 study on a dataset, and see the Overview and Block-explorer views for it.
 
+Nothing a visitor types or uploads is imported or run: architectures come from a fixed list
+(:func:`architecture_choices`: torchvision's and timm's registered names) or from an uploaded
+zoo card, which is data validated against a schema; user factories
+(``package.module:build``, ``path.py:build``), which the CLI accepts for the user's own code,
+are refused here (``load_checkpoint(..., allow_factory=False)``), and any architecture not in
+the list is refused before loading even if it reaches the page's state some other way.
+
 Bad files end in a readable message in the page (the loader's ValueError names the file and
 what was expected), never in a traceback.
 """
 
 from __future__ import annotations
 
+import functools
 import tempfile
 import time
 from pathlib import Path
@@ -19,16 +27,42 @@ from dashboard import state
 from dashboard.views.block_explorer import show_block
 from dashboard.views.overview import show_overview
 
-__all__ = ["ARCHITECTURES", "load_upload", "render", "run_probe"]
+__all__ = ["ARCHITECTURES", "architecture_choices", "checked_architecture", "load_upload", "render",
+           "run_probe"]
 
-#: Architectures offered for random weights or for a bare state dict (any ``torchvision:NAME``
-#: or ``timm:NAME`` can be typed in as well).
+#: Architectures listed first (the families the toolkit is about); every other registered
+#: torchvision and timm classification model follows in :func:`architecture_choices`.
 ARCHITECTURES = ("torchvision:mobilenet_v2", "torchvision:mobilenet_v3_small", "torchvision:mobilenet_v3_large",
                  "torchvision:efficientnet_b0", "torchvision:mnasnet0_5", "timm:mobilenetv2_100",
                  "timm:efficientnet_b0")
 _CARD = "from its zoo card (.json, upload it below)"
-_OTHER = "other (type it)"
 _RESULT_KEY = "probe-result"
+
+
+@functools.cache
+def architecture_choices() -> tuple[str, ...]:
+    """Every architecture the page offers: :data:`ARCHITECTURES`, then the other registered
+    torchvision classification models and timm models (names only; nothing is built)."""
+    import timm
+    import torchvision.models as tvm
+
+    names = [f"torchvision:{n}" for n in sorted(tvm.list_models(module=tvm))]
+    names += [f"timm:{n}" for n in timm.list_models()]
+    return tuple(dict.fromkeys([*ARCHITECTURES, *names]))
+
+
+def checked_architecture(arch: str | None) -> str | None:
+    """``arch`` if it is one of :func:`architecture_choices` (or None: from a card).
+
+    Raises
+    ------
+    ValueError
+        For anything else: the page never passes a free string on to the loader.
+    """
+    if arch is None or arch in architecture_choices():
+        return arch
+    raise ValueError(f"Architecture {str(arch)[:80]!r} is not one of the listed torchvision / timm "
+                     f"architectures; pick one from the list (the dashboard runs no other code).")
 
 
 def load_upload(weights: Any, card: Any | None, arch: str | None) -> Any:
@@ -55,7 +89,7 @@ def load_upload(weights: Any, card: Any | None, arch: str | None) -> Any:
         path.write_bytes(weights.getvalue())
         if card is not None:
             path.with_suffix(".json").write_bytes(card.getvalue())
-        return load_checkpoint(path, arch=arch)
+        return load_checkpoint(path, arch=checked_architecture(arch), allow_factory=False)
 
 
 def run_probe(loaded: Any, dataset: str, *, n_images: int, families: tuple[str, ...]) -> state.StudyView:
@@ -76,17 +110,16 @@ def _inputs() -> dict[str, Any] | None:
         upload = st.file_uploader("Checkpoint (.safetensors preferred; .pt / .pth are read weights-only)",
                                   type=["safetensors", "pt", "pth"], key="probe-upload",
                                   max_upload_size=state.MAX_UPLOAD_MB)
-        arch_choice = st.selectbox("Architecture of the state dict", [_CARD, *ARCHITECTURES, _OTHER],
+        arch_choice = st.selectbox("Architecture of the state dict", [_CARD, *architecture_choices()],
                                    key="probe-arch", help="Our own checkpoints carry their architecture "
-                                   "in the JSON card; third-party state dicts need it named.")
+                                   "in the JSON card; third-party state dicts need it named (type to "
+                                   "search the torchvision and timm names).")
         if arch_choice == _CARD:
             card = st.file_uploader("Zoo card (.json) of the checkpoint", type=["json"], key="probe-card")
         arch = None if arch_choice == _CARD else arch_choice
     else:
-        arch = st.selectbox("Architecture", [*ARCHITECTURES, _OTHER], key="probe-arch-random")
-    if arch == _OTHER:
-        arch = st.text_input("Architecture", placeholder="torchvision:NAME or timm:NAME",
-                             key="probe-arch-text").strip() or None
+        arch = st.selectbox("Architecture", architecture_choices(), key="probe-arch-random",
+                            help="Type to search the torchvision and timm names.")
     c1, c2 = st.columns(2)
     dataset = c1.selectbox("Dataset", state.DATASETS, index=state.DATASETS.index(state.current_dataset()),
                            key="probe-dataset")
@@ -106,7 +139,7 @@ def _run(inp: dict[str, Any]) -> None:
         st.error("Upload a checkpoint file first.")
         return
     if inp["source"] != "Upload a weights file" and not inp["arch"]:
-        st.error("Name an architecture, e.g. torchvision:mobilenet_v2.")
+        st.error("Pick an architecture, e.g. torchvision:mobilenet_v2.")
         return
     bar = st.progress(0.0, text="Loading the model ...")
     t0 = time.perf_counter()
@@ -116,7 +149,7 @@ def _run(inp: dict[str, Any]) -> None:
         else:
             from probes.loading import load_checkpoint
 
-            loaded = load_checkpoint(inp["arch"])
+            loaded = load_checkpoint(checked_architecture(inp["arch"]), allow_factory=False)
     except Exception as err:  # noqa: BLE001 - a readable message, never a traceback
         bar.empty()
         st.error(f"Could not load the checkpoint: {err}")
@@ -138,7 +171,8 @@ def render() -> None:
     """The Probe-a-checkpoint page."""
     st.title("Probe a checkpoint")
     st.caption(f"Files up to {state.MAX_UPLOAD_MB} MB. Weights are read as tensors only "
-               "(safetensors, or torch.load with weights_only=True); nothing in the file is executed.")
+               "(safetensors, or torch.load with weights_only=True) and architectures come from a "
+               "fixed list or a zoo card: nothing uploaded or typed here is executed.")
     with st.container(border=True):
         inp = _inputs()
         if st.button("Run the study", type="primary", key="probe-run"):

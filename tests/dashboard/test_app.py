@@ -264,13 +264,13 @@ def test_probe_bad_file_gives_a_readable_message() -> None:
     assert "broken.pt" in at.error[0].value
 
 
-def test_probe_unknown_architecture_gives_a_readable_message() -> None:
+def test_probe_architectures_come_from_a_fixed_list() -> None:
     at = run_page("probe_checkpoint", "digits", **{"probe-source": "Architecture with random weights"})
-    at.selectbox(key="probe-arch-random").set_value("other (type it)").run()
-    at.text_input(key="probe-arch-text").input("torchvision:no_such_net").run()
-    at.button(key="probe-run").click().run()
-    assert not at.exception
-    assert "no_such_net" in at.error[0].value
+    options = at.selectbox(key="probe-arch-random").options
+    assert options[0] == "torchvision:mobilenet_v2"
+    assert {"torchvision:regnet_y_400mf", "timm:mobilenetv4_conv_small"} <= set(options)
+    assert all(o.startswith(("torchvision:", "timm:")) for o in options)
+    assert len(at.text_input) == 0  # nothing typed in reaches the loader
 
 
 @pytest.mark.slow
@@ -293,7 +293,8 @@ def test_probe_uploaded_zoo_checkpoint_shows_overview_and_block(results_env) -> 
 # ----------------------------------------------------------------------------------- reports
 
 
-def test_reports_browse_a_report_directory(results_env, tmp_path: Path) -> None:
+def test_reports_browse_a_report_directory(results_env, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("BNPROBE_REPORT_ROOT", str(tmp_path))
     results_env.metrics.to_parquet(tmp_path / "metrics.parquet", index=False)
     at = run_page("reports", results_env.dataset, **{"report-dir": str(tmp_path)})
     assert_clean(at)
@@ -302,10 +303,11 @@ def test_reports_browse_a_report_directory(results_env, tmp_path: Path) -> None:
     assert f"**relu6** {means['relu6']:.3g}" in at.markdown[0].value
 
 
-def test_reports_missing_directory_is_a_message(tmp_path: Path) -> None:
+def test_reports_missing_directory_is_a_message(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("BNPROBE_REPORT_ROOT", str(tmp_path))
     at = run_page("reports", "digits", **{"report-dir": str(tmp_path / "nope")})
     assert not at.exception
-    assert "does not exist" in at.error[0].value
+    assert at.error[0].value == "There is no folder 'nope' under the report root."
     (tmp_path / "empty").mkdir()
-    at = run_page("reports", "digits", **{"report-dir": str(tmp_path / "empty")})
-    assert "holds no metrics.parquet" in at.error[0].value
+    at = run_page("reports", "digits", **{"report-dir": "empty"})
+    assert at.error[0].value == "Could not open the report 'empty': Report directory 'empty' holds no metrics.parquet or metrics.csv."

@@ -74,7 +74,7 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(shipped, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``streamlit run dashboard`` from the repository root on a free port; always stopped."""
-    from dashboard.views.reports import REPORT_ENV
+    from dashboard.views.reports import REPORT_ENV, REPORT_ROOT_ENV
     from dashboard.state import RESULTS_ENV
 
     work = tmp_path_factory.mktemp("server")
@@ -82,7 +82,7 @@ def server(shipped, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     report.mkdir()
     shipped.metrics.to_parquet(report / "metrics.parquet", index=False)
     port = _free_port()
-    env = {**os.environ, RESULTS_ENV: str(shipped.results_dir), REPORT_ENV: str(report),
+    env = {**os.environ, RESULTS_ENV: str(shipped.results_dir), REPORT_ENV: str(report), REPORT_ROOT_ENV: str(work),
            "BNPROBE_CACHE": str(work / "cache")}
     log = work / "streamlit.log"
     cmd = [sys.executable, "-m", "streamlit", "run", "dashboard", "--server.port", str(port),

@@ -732,3 +732,37 @@ def test_fold_bn_errors():
         fold_bn(nn.Conv2d(2, 3, 1), nn.BatchNorm2d(4))
     with pytest.raises(ValueError, match="track running statistics"):
         fold_bn(nn.Conv2d(2, 3, 1), nn.BatchNorm2d(3, track_running_stats=False))
+
+
+# -- the activation vocabulary ---------------------------------------------------------------
+
+@pytest.mark.parametrize(("func", "args", "kwargs", "kind"), [
+    (F.relu6, (torch.zeros(3),), {}, "relu6"),
+    (torch.clamp, (torch.zeros(3), 0, 6), {}, "relu6"),
+    (torch.clamp, (torch.zeros(3),), {"min": 0}, "relu"),
+    (torch.Tensor.relu_, (torch.zeros(3),), {}, "relu"),
+    (F.hardtanh, (torch.zeros(3), 0.0, 6.0), {}, "relu6"),
+    (F.hardswish, (torch.zeros(3),), {}, "hswish"),
+    (F.leaky_relu, (torch.zeros(3), 0.2), {}, "leaky_relu"),
+    (torch.Tensor.mul, (torch.zeros(3), 2.0), {}, None),
+    (torch.Tensor.sum, (torch.zeros(3),), {}, None),
+    (F.hardtanh, (torch.zeros(3),), {}, None),  # clamp to [-1, 1]: no kind of the vocabulary
+])
+def test_function_kind(func, args, kwargs, kind):
+    from probes.activations import function_kind
+
+    assert function_kind(func, args, kwargs) == kind
+
+
+def test_apply_matches_each_kind_and_rejects_unknown():
+    from probes.activations import ACTIVATIONS, KINDS, apply, make_activation
+
+    x = torch.linspace(-8, 8, 33)
+    for kind in ACTIVATIONS:
+        torch.testing.assert_close(apply(kind, x), make_activation(kind)(x.clone()), rtol=0, atol=0)
+        assert activation_kind(make_activation(kind)) == kind
+    assert set(ACTIVATIONS) <= set(KINDS)
+    with pytest.raises(ValueError, match=r"The 'kind' parameter of apply must be one of \['linear'"):
+        apply("swish7", x)
+    with pytest.raises(ValueError, match=r"The 'name' parameter of make_activation must be one of"):
+        make_activation("gelu")

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from probes.blocks import capture_points
-from probes.capture import _MOMENT_SALT, ProbeResult, capture, probe, select_points
+from probes.capture import ProbeResult, capture, probe, select_points
+from probes.capture.sampling import _MOMENT_SALT
 from probes.datasets import ImageDataset
 from probes.sinks import Reservoir, position_hash
 from probes.zoo import ZooConfig, build_model
@@ -195,6 +196,8 @@ def test_probe_halves_merge_into_the_full_probe(model, images):
             np.testing.assert_array_equal(t.activity.histogram, s.activity.histogram)
         for key, value in s.reservoir.state_dict().items():
             np.testing.assert_array_equal(t.reservoir.state_dict()[key], value)
+        for key, value in s.extent.state_dict().items():
+            np.testing.assert_array_equal(t.extent.state_dict()[key], value)
     with pytest.raises(ValueError, match=r"overlapping images: \[0, 5\) and \[0, 12\)"):
         first.merge(full)
 
@@ -211,7 +214,7 @@ def test_save_load_round_trip(model, images, tmp_path):
     assert back.points == res.points
     for name, s in res.stats.items():
         t = back.stats[name]
-        for sink in ("moments", "activity", "reservoir"):
+        for sink in ("moments", "activity", "reservoir", "extent"):
             a, b = getattr(s, sink), getattr(t, sink)
             assert (a is None) == (b is None)
             if a is not None:
@@ -371,7 +374,7 @@ def test_activity_rate_records_the_rows_actually_counted(model, images):
 
 
 def test_memory_guard_trims_only_after_growth(monkeypatch):
-    import probes.capture as pc
+    import probes.capture.memory as pc
 
     readings = iter([100 << 20, 104 << 20, 112 << 20, 130 << 20, 101 << 20, 110 << 20])
     trims = []
@@ -405,3 +408,71 @@ def test_moments_with_two_torch_threads_use_torch_matmul_and_agree(model, images
         torch.set_num_threads(threads)
     for cov in covs:
         np.testing.assert_allclose(cov, np.cov(rows, rowvar=False), rtol=1e-7, atol=1e-9)
+
+
+def test_extent_counts_every_position_in_the_sampled_mode(model, images, points):
+    # Post points read off .pre (derived), their .pre points, a shared block input, hswish-free.
+    names = ["blocks.2.expand.pre", "blocks.2.expand", "blocks.2.depthwise", "blocks.3.input",
+             "blocks.3.project"]
+    with capture(model, names, example_input=images[:1]) as cap, torch.no_grad():
+        model(images[:7])
+        model(images[7:])
+    stats = cap.stats()
+    for name in names:
+        ref = _rows(_reference(model, points[name], images))
+        e = stats[name].extent
+        assert e.n_points == len(ref)
+        np.testing.assert_array_equal(stats[name].ch_min, ref.min(0).astype(np.float64))
+        np.testing.assert_array_equal(stats[name].ch_max, ref.max(0).astype(np.float64))
+        kind = points[name].act
+        if kind in ("relu", "relu6"):
+            np.testing.assert_array_equal(e.active, ((ref > 0) & (ref < 6)).sum(0))
+            np.testing.assert_array_equal(e.saturated, (ref >= 6).sum(0))
+        else:
+            assert e.active is None
+        # The histogram holds the sampled rows: fewer than all, each with all its channels.
+        assert 0 < e.hist_points < len(ref)
+        assert e.abs_hist.sum() == e.hist_points * ref.shape[1]
+        assert e.abs_quantile(1.0) <= np.abs(ref).max()
+
+
+def test_extent_histogram_in_exact_mode_is_over_all_values(model, images, points):
+    name = "blocks.4.depthwise"
+    with capture(model, name, example_input=images[:1], moments="exact") as cap, torch.no_grad():
+        model(images)
+    e = cap.stats()[name].extent
+    ref = _rows(_reference(model, points[name], images))
+    assert e.hist_points == len(ref)
+    q = e.abs_quantile(0.99)
+    exact = np.quantile(np.abs(ref), 0.99)
+    assert exact <= q <= exact * 1.125
+
+
+def test_bfloat16_model_is_probed_with_float64_statistics(model, images):
+    import copy
+
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    kw = dict(points="blocks.3.*", moments="exact", device="cpu", progress=False)
+    ref, res = probe(model, images, **kw), probe(half, images, **kw)
+    assert next(half.parameters()).dtype == torch.bfloat16   # the model itself is left as it was
+    for name, s in res.stats.items():
+        assert s.moments.mean.dtype == np.float64 and s.moments.m2.dtype == np.float64
+        assert s.moments.count == ref.stats[name].moments.count
+        # bfloat16 keeps 8 bits of mantissa: the statistics agree to its rounding.
+        scale = np.abs(ref.stats[name].ch_max).max()
+        np.testing.assert_allclose(s.moments.mean, ref.stats[name].moments.mean, atol=0.02 * scale)
+        np.testing.assert_allclose(s.ch_max, ref.stats[name].ch_max, atol=0.02 * scale)
+
+
+@pytest.mark.parametrize("kind,pre", [("relu", False), ("relu6", False), ("relu6", True),
+                                      ("hswish", False), ("hswish", True)])
+def test_full_activity_counts_follow_the_one_active_rule(kind, pre):
+    from probes.capture.accumulate import _active_counts, _Scratch
+    from probes.sinks import active_mask
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(-8, 9, (3, 4, 10), generator=g).float() * 0.75   # hits -3, 0 and 6 exactly
+    active, saturated = _active_counts(x, kind, pre, _Scratch())
+    np.testing.assert_array_equal(active.numpy(), active_mask(x, kind, pre=pre).sum(dim=(0, 2)).numpy())
+    want_sat = (x >= 6).sum(dim=(0, 2)) if kind == "relu6" else torch.zeros(4, dtype=torch.int64)
+    np.testing.assert_array_equal(saturated.numpy(), want_sat.numpy())

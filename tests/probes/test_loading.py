@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import pickle
 import warnings
@@ -172,15 +173,55 @@ def test_whole_pickled_module_suggests_state_dict(tmp_path: Path) -> None:
         read_weights(tmp_path / "whole.pt")
 
 
-def test_torchscript_only_on_opt_in(tmp_path: Path) -> None:
+def test_torchscript_is_refused_with_how_to_export_a_state_dict(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.jit.script(nn.Linear(2, 3)).save(str(tmp_path / "ts.pt"))
-        with pytest.raises(ValueError, match=r"ts\.pt: it is a TorchScript archive.*allow_torchscript=True"):
-            load_checkpoint(tmp_path / "ts.pt")
-        lm = load_checkpoint(tmp_path / "ts.pt", allow_torchscript=True)
-    assert lm.arch == "torchscript"
-    assert lm.model(torch.ones(1, 2)).shape == (1, 3)
+    with pytest.raises(ValueError, match=r"ts\.pt: it is a TorchScript archive, whose code runs when "
+                                         r"loaded\. Export a state dict .*torch\.jit\.load\(FILE\)\.state_dict\(\)"):
+        load_checkpoint(tmp_path / "ts.pt", arch="torchvision:mobilenet_v2")
+
+
+def test_mnasnet_state_dict_keeps_its_module_versions(tmp_path: Path) -> None:
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.mnasnet0_5(num_classes=4)
+    own = model.state_dict()
+    # as nn.DataParallel(model).state_dict() writes it: every key and module path under "module"
+    sd = collections.OrderedDict((f"module.{k}", v) for k, v in own.items())
+    sd._metadata = collections.OrderedDict((f"module.{k}" if k else "module", v)
+                                           for k, v in own._metadata.items())
+    torch.save({"state_dict": sd}, tmp_path / "m.pt")
+    state = read_weights(tmp_path / "m.pt")
+    assert state._metadata[""]["version"] == 2  # MNASNet's own version, prefix stripped
+    lm = load_checkpoint(tmp_path / "m.pt", arch="torchvision:mnasnet0_5")
+    assert _same(lm.model, model.state_dict())
+    save_file(model.state_dict(), str(tmp_path / "m.safetensors"))  # no metadata: current versions
+    assert _same(load_checkpoint(tmp_path / "m.safetensors", arch="torchvision:mnasnet0_5").model,
+                 model.state_dict())
+
+
+def test_regnet_builds_although_its_init_cannot_run_on_the_meta_device() -> None:
+    lm = load_checkpoint("torchvision:regnet_x_400mf")
+    assert lm.model.fc.out_features == 1000
+
+
+def test_factory_that_crashes_is_one_line_naming_it(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "crashy.py").write_text("def build():\n    raise RuntimeError('bad width\\nsecond line')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError, match=r"^The architecture 'crashy:build' failed while building: "
+                                         r"RuntimeError: bad width$"):
+        load_checkpoint("crashy:build")
+
+
+def test_factories_refused_when_not_allowed(tmp_path: Path) -> None:
+    marker = tmp_path / "RAN"
+    (tmp_path / "evil.py").write_text(f"open({str(marker)!r}, 'w').close()\ndef build():\n    return None\n")
+    for arch in (f"{tmp_path / 'evil.py'}:build", "os:abort"):
+        with pytest.raises(ValueError, match=r"names code to import and run .* which is disabled here"):
+            load_checkpoint(arch, allow_factory=False)
+    assert not marker.exists()
 
 
 def test_misfit_state_dict_lists_missing_unexpected_and_shapes(tmp_path: Path, mobilenet10) -> None:

@@ -3,7 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from probes.sinks import Activity, Moments, Reservoir, merge, position_hash
+from probes.sinks import ABS_HIST_EDGES, Activity, Extent, Moments, Reservoir, abs_hist_bins, merge, position_hash
 
 
 def _split(x: np.ndarray, cuts: list[int]) -> list[np.ndarray]:
@@ -135,6 +135,51 @@ def test_activity_merge_equals_one_pass(n, cuts, seed, kind):
         merged = a if merged is None else merge(merged, a)
     for key, value in whole.state_dict().items():
         np.testing.assert_array_equal(merged.state_dict()[key], value)
+
+
+# -- Extent --------------------------------------------------------------------------------
+
+def test_extent_known_answer_and_quantile():
+    e = Extent(3, "relu6")
+    e.update(np.array([[0.0, 1.0, 7.0], [2.0, 3.0, -1.0], [6.0, 0.5, 0.25]]))
+    assert e.n_points == 3 and e.hist_points == 3
+    assert e.ch_min.tolist() == [0.0, 0.5, -1.0] and e.ch_max.tolist() == [6.0, 3.0, 7.0]
+    assert e.active.tolist() == [1, 3, 1] and e.saturated.tolist() == [1, 0, 1]
+    assert e.abs_quantile(1.0) == 7.0                       # capped at the true max |x|
+    # 9 values; the 5th smallest |x| is 1.0, whose bin is [1, 1.125).
+    assert e.abs_quantile(5 / 9) == 1.125
+    assert Extent(2).active is None and np.isnan(Extent(2).abs_quantile(0.5))
+    with pytest.raises(ValueError, match=r"'q' parameter of Extent.abs_quantile must be in \[0, 1\]. Got 2"):
+        e.abs_quantile(2)
+    with pytest.raises(ValueError, match="'kind' parameter of Extent must be None or one of"):
+        Extent(2, "linear")
+
+
+def test_abs_hist_bins_are_eighth_octaves():
+    x = np.array([0.0, 1.0, 1.1, 1.13, 2.0, -3.0, np.inf, 1e-30])
+    k = abs_hist_bins(x)
+    assert np.all(ABS_HIST_EDGES[k] <= np.abs(x)) and np.all(np.abs(x[:-2]) < ABS_HIST_EDGES[k + 1][:-2])
+    assert k[1] == k[2] != k[3] and k[4] == k[1] + 8
+    assert ABS_HIST_EDGES[k[6]] == np.inf
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 50), cuts=st.lists(st.integers(0, 50), max_size=4), seed=st.integers(0, 2**16),
+       kind=st.sampled_from([None, "relu", "relu6", "hswish"]))
+def test_extent_merge_equals_one_pass(n, cuts, seed, kind):
+    y = np.random.default_rng(seed).normal(1, 4, (n, 4)).round(1)
+    whole = Extent(4, kind)
+    whole.update(y)
+    merged = None
+    for part in _split(y, cuts):
+        e = Extent(4, kind)
+        e.update(part)
+        merged = e if merged is None else merge(merged, e)
+    for key, value in whole.state_dict().items():
+        np.testing.assert_array_equal(merged.state_dict()[key], value)
+    back = Extent.from_state_dict(whole.state_dict())
+    for key, value in whole.state_dict().items():
+        np.testing.assert_array_equal(back.state_dict()[key], value)
 
 
 # -- Reservoir -----------------------------------------------------------------------------

@@ -1,0 +1,331 @@
+"""Device accumulators of a capture: everything a hook reduces its rows into.
+
+- :class:`_Sampled`: float64 moments, activity counts and the ``|x|`` histogram of one tensor
+  value's sampled rows (buffered, reduced every few batches);
+- :class:`_Full`: per-channel min, max and active counts over every position;
+- :class:`_ReservoirRows`: the reservoir rows of one point, aligned with its frame's ids.
+
+All state stays on the activations' device until it is read out as numpy sinks
+(:mod:`probes.sinks`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.linalg import blas
+
+from probes.capture.sampling import _Group, from_keys
+from probes.sinks import (
+    ABS_HIST_BINS,
+    Activity,
+    Extent,
+    Moments,
+    Reservoir,
+    abs_hist_bins,
+    active_mask,
+    active_terms,
+    chan_update,
+)
+
+#: Gathered rows are buffered per value and reduced once ``max(_FLUSH_ROWS, _FLUSH_ELEMENTS / C)``
+#: rows are held, so the fixed cost of the reduction ops is paid every few batches instead of at
+#: every hook call, and the float64 rank-k updates are long enough to run near BLAS speed.
+_FLUSH_ELEMENTS = 1 << 16
+_FLUSH_ROWS = 512
+
+
+def _syrk(r: np.ndarray, m2: np.ndarray) -> None:
+    """``m2 += r^T r`` on the upper triangle of the Fortran-ordered ``m2`` (BLAS dsyrk: half the
+    multiply-adds of a general matrix product)."""
+    blas.dsyrk(1.0, r.T, beta=1.0, c=m2, trans=0, lower=0, overwrite_c=1)
+
+
+class _Sampled:
+    """Moments, activity counts and the |x| histogram of one tensor value, from its sampled
+    rows, on its device.
+
+    With ``syrk`` (set when torch runs on one CPU thread), the centred Gram matrix of a buffer
+    of CPU rows is a BLAS dsyrk update, half the multiply-adds of a matrix product,
+    single-threaded; otherwise torch's matrix product, in torch's own thread pool (a second
+    BLAS thread pool beside torch's OpenMP threads makes both spin against each other: over 10x
+    a forward pass instead of 3x on two cores). Either way the buffer's (count, mean, Gram) is
+    folded in with :func:`probes.sinks.chan_update`.
+    """
+
+    def __init__(self, channels: int, *, moments: bool, activity_kind: str | None, pre: bool,
+                 syrk: bool, hist: bool) -> None:
+        self.channels, self.want_moments, self.syrk, self.want_hist = channels, moments, syrk, hist
+        self.activity_kind, self.pre = activity_kind, pre
+        self.chunks: list[torch.Tensor] = []
+        self.masks: list[torch.Tensor] = []
+        self.held = 0
+        self.flush_rows = max(_FLUSH_ROWS, _FLUSH_ELEMENTS // channels)
+        self.count = 0
+        self.mean: Any = None
+        self.m2: Any = None
+        self.upper = False
+        self.n_points = 0
+        self.active: torch.Tensor | None = None
+        self.saturated: torch.Tensor | None = None
+        self.hist: torch.Tensor | None = None
+        self.abs_hist: torch.Tensor | None = None
+        self.hist_points = 0
+
+    def push(self, rows: torch.Tensor, mask: torch.Tensor | None) -> None:
+        """Buffer ``rows`` and their moment mask."""
+        self.chunks.append(rows)
+        if mask is not None:
+            self.masks.append(mask)
+        self.held += rows.shape[0]
+        if self.held >= self.flush_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        """Reduce the buffered rows into the moments, activity counts and histogram."""
+        if not self.chunks:
+            return
+        sample = self.chunks[0] if len(self.chunks) == 1 else torch.cat(self.chunks)
+        if self.want_moments:
+            if self.masks:
+                sample_m = sample[self.masks[0] if len(self.masks) == 1 else torch.cat(self.masks)]
+            else:
+                sample_m = sample
+            self._add_moments(sample_m)
+        if self.activity_kind is not None:
+            self._add_activity(sample)
+        if self.want_hist:
+            h = torch.bincount(abs_hist_bins(sample).reshape(-1), minlength=ABS_HIST_BINS)
+            self.abs_hist = h if self.abs_hist is None else self.abs_hist.add_(h)
+            self.hist_points += sample.shape[0]
+        self.chunks, self.masks, self.held = [], [], 0
+
+    def _add_moments(self, rows: torch.Tensor) -> None:
+        nb = rows.shape[0]
+        if nb == 0:
+            return
+        if self.syrk and rows.device.type == "cpu":
+            # A copy (the rows may be shared with another point's buffer), in float64.
+            r = rows.to(torch.float64, copy=True).numpy()
+            mb = r.mean(0)
+            r -= mb
+            m2b = np.zeros((self.channels, self.channels), order="F")
+            _syrk(r, m2b)
+            # Only the upper triangle is filled: the lower one is rebuilt once, in moments().
+            self.upper = True
+        else:
+            r = rows.to(torch.float64)
+            mb = r.mean(0)
+            r = r - mb
+            m2b = r.T @ r
+        self.count, self.mean, self.m2 = chan_update(self.count, self.mean, self.m2, nb, mb, m2b)
+
+    def _add_activity(self, rows: torch.Tensor) -> None:
+        # Float 0/1 sums: a boolean column sum is several times slower in torch, and float32
+        # counts are exact below 2^24 rows (a buffer is far smaller; larger ones count in int64).
+        dtype = torch.float32 if rows.shape[0] < 1 << 24 else torch.int64
+        act = active_mask(rows, self.activity_kind, pre=self.pre).to(dtype)
+        per_channel = act.sum(0).to(torch.int64)
+        hist = torch.bincount(act.sum(1).to(torch.int64), minlength=self.channels + 1)
+        if self.active is None:
+            self.active, self.hist = per_channel, hist
+            self.saturated = torch.zeros_like(per_channel)
+        else:
+            self.active += per_channel
+            self.hist += hist
+        if self.activity_kind == "relu6":
+            self.saturated += (rows >= 6).to(dtype).sum(0).to(torch.int64)
+        self.n_points += rows.shape[0]
+
+    def moments(self) -> Moments:
+        out = Moments(self.channels)
+        if self.count:
+            m2 = _host(self.m2)
+            if self.upper:
+                m2 = np.triu(m2)
+                m2 += np.triu(m2, 1).T
+            # Arrays of this accumulator's own: handed over without a copy.
+            out.count, out.mean, out.m2 = self.count, np.asarray(_host(self.mean), np.float64), m2
+        return out
+
+    def activity(self, kind: str, pre: bool) -> Activity:
+        out = Activity(self.channels, kind, pre=pre)
+        if self.n_points:
+            out.add_counts(self.n_points, _host(self.active), _host(self.saturated), _host(self.hist))
+        return out
+
+
+def _host(a: Any) -> np.ndarray:
+    """A device tensor (or a numpy array already on the host) as a numpy array."""
+    return a.cpu().numpy() if isinstance(a, torch.Tensor) else a
+
+
+class _Full:
+    """Per-channel min, max and active counts of one tensor value over every position.
+
+    Fed per forward pass with the reductions of the whole tensor (:meth:`_Slot.take`), kept on
+    the tensor's device. A post-activation point read off its ``.pre`` tensor applies the
+    activation (monotone) to the ``.pre`` minimum and maximum, and its active counts are those
+    of the ``.pre`` values (for relu and relu6 the active region is the same on both sides).
+    """
+
+    def __init__(self, channels: int, kind: str | None, pre: bool,
+                 fn: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
+        self.channels, self.kind, self.pre, self.fn = channels, kind, pre, fn
+        self.n_points = 0
+        self.ch_min: torch.Tensor | None = None
+        self.ch_max: torch.Tensor | None = None
+        self.active: torch.Tensor | None = None
+        self.saturated: torch.Tensor | None = None
+
+    def add(self, n: int, ch_min: torch.Tensor, ch_max: torch.Tensor,
+            counts: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        if self.fn is not None:
+            ch_min, ch_max = self.fn(ch_min), self.fn(ch_max)
+        if self.ch_min is None:
+            self.ch_min, self.ch_max = ch_min.double(), ch_max.double()
+            if counts is not None:
+                self.active, self.saturated = counts[0].clone(), counts[1].clone()
+        else:
+            torch.minimum(self.ch_min, ch_min, out=self.ch_min)
+            torch.maximum(self.ch_max, ch_max, out=self.ch_max)
+            if counts is not None:
+                self.active += counts[0]
+                self.saturated += counts[1]
+        self.n_points += n
+
+    def extent(self, sampled: _Sampled | None) -> Extent:
+        out = Extent(self.channels, self.kind, pre=self.pre)
+        if self.n_points:
+            out.add_counts(self.n_points, _host(self.ch_min), _host(self.ch_max),
+                           None if self.active is None else _host(self.active),
+                           None if self.saturated is None else _host(self.saturated))
+        if sampled is not None and sampled.abs_hist is not None:
+            out.add_hist(_host(sampled.abs_hist), sampled.hist_points)
+        return out
+
+
+class _ReservoirRows:
+    """Reservoir rows of one capture point, aligned row by row with its block group's ids."""
+
+    def __init__(self, name: str, group: _Group, step: int) -> None:
+        self.name, self.group, self.step = name, group, step
+        self.pending: list[torch.Tensor] = []
+        group.members.append(self)
+
+    def compact_rows(self, order: torch.Tensor, *, expected: int) -> None:
+        """Keep the reservoir rows at ``order``, after checking they match the group's ids."""
+        n = sum(r.shape[0] for r in self.pending)
+        if n != expected:
+            raise RuntimeError(
+                f"Capture point {self.name} missed a forward pass of its block; its reservoir "
+                "can no longer be paired with the other points of the block."
+            )
+        if n:
+            rows = self.pending[0] if len(self.pending) == 1 else torch.cat(self.pending)
+            self.pending = [rows[order.to(rows.device)]]
+
+    def reservoir(self, channels: int) -> Reservoir:
+        g = self.group
+        res = Reservoir(channels, g.k, seed=g.seed, stride=self.step)
+        res.n_seen = g.n_seen
+        if g.held:
+            ids = g.ids.cpu().numpy().astype(np.int64)
+            ids[:, 1:] *= self.step
+            res.values = self.pending[0].cpu().numpy().astype(np.float32, copy=False)
+            res.ids, res.priority = ids, from_keys(g.priority)
+        return res
+
+
+class _Scratch:
+    """One float32 buffer per device, reused by every hook, for the 0/1 masks of the activity
+    counts: a fresh mask per tensor would be a new allocation the size of the tensor, whose
+    page faults cost more than the comparison itself."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[torch.device, torch.Tensor] = {}
+        self.unit: dict[torch.device, torch.Tensor] = {}
+
+    def get(self, shape: torch.Size, device: torch.device) -> torch.Tensor:
+        n = shape.numel()
+        buf = self.buffers.get(device)
+        if buf is None or buf.numel() < n:
+            del buf   # freed before the larger one is allocated
+            self.buffers.pop(device, None)
+            buf = self.buffers[device] = torch.empty(n, dtype=torch.float32, device=device)
+        return buf[:n].view(shape)
+
+    def ones(self, n: int, device: torch.device) -> torch.Tensor:
+        """A float32 vector of ``n`` ones (kept between calls)."""
+        v = self.unit.get(device)
+        if v is None or v.shape[0] < n:
+            v = self.unit[device] = torch.ones(n, dtype=torch.float32, device=device)
+        return v[:n]
+
+
+def _channel_view(t: torch.Tensor) -> torch.Tensor:
+    """``t`` (B, C, H, W) as a view its memory order reduces fast over, per channel: (B, C, H*W)
+    for a contiguous tensor, (B*H*W, C) for a channels-last one (a copy for anything else).
+
+    Reductions run along the contiguous axis; reading a channels-last tensor as (B, C, H*W)
+    would make every per-channel pass a strided gather (an order of magnitude slower).
+    """
+    if t.is_contiguous():
+        return t.reshape(t.shape[0], t.shape[1], -1)
+    if t.is_contiguous(memory_format=torch.channels_last):
+        return t.permute(0, 2, 3, 1).reshape(-1, t.shape[1])
+    return t.contiguous().reshape(t.shape[0], t.shape[1], -1)
+
+
+def _channel_extrema(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel (min, max) of a :func:`_channel_view`, each of shape (C,)."""
+    if x.ndim == 2:
+        return x.amin(0), x.amax(0)
+    return x.amin(dim=2).amin(0), x.amax(dim=2).amax(0)
+
+
+def _count(x: torch.Tensor, op: Callable[..., torch.Tensor], value: float, scratch: _Scratch
+           ) -> torch.Tensor:
+    """Per-channel number of entries of a :func:`_channel_view` with ``op(x, value)``, int64 (C,).
+
+    The comparison writes 0/1 into a float32 scratch buffer of the same layout; the sums run in
+    float32, which is exact below 2^24 ones: along the contiguous axis over one image's
+    positions, then in int64 over the batch; down the rows of a channels-last view as a BLAS
+    matrix-vector product with ones (torch's column sums with a float64 accumulator are ten
+    times slower), in slices of fewer than 2^24 rows.
+    """
+    buf = op(x, value, out=scratch.get(x.shape, x.device))
+    if x.ndim == 3:
+        return buf.sum(dim=2).to(torch.int64).sum(0)
+    ones = scratch.ones(min(buf.shape[0], _EXACT_ROWS), buf.device)
+    total = None
+    for start in range(0, buf.shape[0], _EXACT_ROWS):
+        part = buf[start:start + _EXACT_ROWS]
+        n = (ones[: part.shape[0]] @ part).to(torch.int64)
+        total = n if total is None else total + n
+    return total
+
+
+#: Rows per float32 column sum: integers below 2^24 are exact in float32.
+_EXACT_ROWS = 1 << 23
+
+
+def _active_counts(flat: torch.Tensor, kind: str, pre: bool, scratch: _Scratch
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(active, saturated) per-channel counts over every entry of ``flat`` (a
+    :func:`_channel_view`): the
+    signed comparison counts of :func:`probes.sinks.active_terms`; saturated is #(x >= 6) for
+    relu6 (the term it subtracts), else 0."""
+    active = saturated = None
+    for sign, op, value in active_terms(kind, pre=pre):
+        n = _count(flat, _TORCH_OPS[op], value, scratch)
+        active = sign * n if active is None else active + sign * n
+        if kind == "relu6" and sign < 0:
+            saturated = n
+    return active, saturated if saturated is not None else torch.zeros_like(active)
+
+
+_TORCH_OPS = {"gt": torch.gt, "ge": torch.ge, "lt": torch.lt}

@@ -1,0 +1,328 @@
+"""Forward hooks of a capture: one per distinct tensor, one gather of its rows per pass.
+
+A hook is registered per distinct *tensor*, not per point, and gathers that tensor's rows once
+per forward pass for every point that reads it: aliases (a linear ``project`` is its
+``project.pre``), block i's ``output`` that is block i+1's ``input`` (the same tensor at the
+same in-place version in the example pass), and a post-activation point whose activation is an
+exact clamp (ReLU, ReLU6): its rows are the activation applied to the rows gathered from the
+``.pre`` tensor, bit for bit, which is checked on the example input (otherwise the activation
+gets its own hook). The rows are taken inside the hook, before an in-place activation can
+overwrite the tensor, and are always copies (a channels-last tensor would otherwise reshape to
+a view of the live tensor).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from probes.blocks import CapturePoint
+from probes.capture.accumulate import (
+    _active_counts,
+    _channel_extrema,
+    _channel_view,
+    _Full,
+    _ReservoirRows,
+    _Sampled,
+    _Scratch,
+)
+from probes.capture.sampling import _MOMENT_SALT, _Batch, _Group, rate_key
+
+#: Activations whose output needs no hook of its own: applied to the rows gathered from the
+#: ``.pre`` tensor they give the rows of the post-activation tensor bit for bit (they are
+#: clamps, no rounding). Checked on the example input before it is relied on.
+_DERIVABLE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"relu": F.relu, "relu6": F.relu6}
+
+
+@dataclasses.dataclass
+class _Feed:
+    """What one slot feeds through one transform (None: the tensor itself)."""
+
+    fn: Callable[[torch.Tensor], torch.Tensor] | None
+    sampled: list[_Sampled] = dataclasses.field(default_factory=list)
+    full: list[_Full] = dataclasses.field(default_factory=list)
+    reservoirs: list[tuple[_ReservoirRows, int]] = dataclasses.field(default_factory=list)
+
+
+class _Slot:
+    """One hooked tensor: one hook and one gather per forward pass, for every point that reads it.
+
+    The points fed are those whose tensor is this very tensor (the output of block i is the
+    input of block i+1) and, through an exact activation (:data:`_DERIVABLE`), the
+    post-activation point of a ``.pre`` tensor. Each forward pass gathers, in one indexing op,
+    the rows of this batch's *plan*: first the sampled positions (moments and activity), then
+    the reservoir candidates of each block frame that a fed point belongs to. Plans depend only
+    on the frame, the rates and the groups, so slots that agree on those share them.
+    """
+
+    def __init__(self, point: CapturePoint, *, channels: int, in_hw: tuple[int, int],
+                 hw: tuple[int, int], seed: int, image: bool) -> None:
+        self.point, self.channels, self.in_hw, self.hw = point, channels, in_hw, hw
+        self.seed, self.image = seed, image
+        self.calls = 1   # calls of the hooked module per forward pass
+        self.sample_rate = self.moment_rate = 0.0
+        self.feeds: dict[str | None, _Feed] = {}
+        self.frames: list[tuple[_Group, int]] = []   # (group, step) of each reservoir span
+        self._key: tuple[Any, ...] | None = None
+
+    def feed(self, kind: str | None) -> _Feed:
+        if kind not in self.feeds:
+            self.feeds[kind] = _Feed(None if kind is None else _DERIVABLE[kind])
+        return self.feeds[kind]
+
+    def frame(self, group: _Group, step: int) -> int:
+        """Index of the reservoir span for ``group`` seen with ``step``."""
+        key = (group, step)
+        if key not in self.frames:
+            self.frames.append(key)
+        return self.frames.index(key)
+
+    def _plan(self, batch: _Batch, device: torch.device) -> tuple[Any, ...]:
+        """(index, n_sample, spans, moment_mask) of this batch, shared by slots that agree.
+
+        ``index`` selects the rows: ``(b, y*W + x)`` tensors for the gather of sampled mode, or
+        a tensor of row numbers into all positions (``b*H*W + y*W + x``) when every position is
+        sampled (rate 1; then ``n_sample`` is None). Position (image, y, x) is sampled when
+        ``u < sample_rate`` with ``u = hash / 2^64``; the moment rows are those with
+        ``u < moment_rate`` among them (mask None: all of them). ``spans`` are the [start, stop)
+        rows of each reservoir frame, after the sampled rows.
+        """
+        if self._key is None:   # the rates and frames are fixed once the capture starts
+            self._key = ("plan", self.hw, self.sample_rate, self.moment_rate,
+                         tuple((id(g), s) for g, s in self.frames))
+        plan = batch.cache.get(self._key)
+        if plan is None:
+            plan = batch.cache[self._key] = self._make_plan(batch, device)
+        return plan
+
+    def _make_plan(self, batch: _Batch, device: torch.device) -> tuple[Any, ...]:
+        n_pix = self.hw[0] * self.hw[1]
+        every = self.sample_rate >= 1.0
+        b_parts: list[torch.Tensor] = []
+        p_parts: list[torch.Tensor] = []
+        n_sample: int | None = 0
+        mask = None
+        if self.sample_rate > 0.0:
+            b, pos, mask = batch.cached(("sample", self.hw, self.sample_rate, self.moment_rate, device),
+                                        lambda: self._sample(batch, device))
+            if every:
+                n_sample = None
+            else:
+                b_parts.append(b)
+                p_parts.append(pos)
+                n_sample = int(b.shape[0])
+        spans = []
+        start = n_sample or 0
+        for group, step in self.frames:
+            b, pos = group.candidates(batch, device)
+            w_out = group.out_hw[1]
+            b_parts.append(b)
+            p_parts.append((pos // w_out) * (step * self.hw[1]) + (pos % w_out) * step)
+            spans.append((start, start + int(b.shape[0])))
+            start += int(b.shape[0])
+        if every:
+            index: Any = (torch.cat(b_parts) * n_pix + torch.cat(p_parts) if b_parts
+                          else torch.zeros(0, dtype=torch.int64, device=device))
+        elif b_parts:
+            index = (torch.cat(b_parts), torch.cat(p_parts))
+        else:
+            index = None
+        return index, n_sample, spans, mask
+
+    def _sample(self, batch: _Batch, device: torch.device) -> tuple[Any, Any, Any]:
+        """(b, y*W + x, moment_mask) of the sampled positions (all of them at rate 1)."""
+        every = self.sample_rate >= 1.0
+        u = None
+        if not every or self.moment_rate < self.sample_rate:
+            u = batch.keys(self.seed, self.hw, _MOMENT_SALT, device)
+        b = pos = None
+        drawn = u
+        if not every:
+            keep = torch.nonzero(u < rate_key(self.sample_rate)).squeeze(1)
+            n_pix = self.hw[0] * self.hw[1]
+            b, pos = keep // n_pix, keep % n_pix
+            drawn = u[keep]
+        mask = None
+        if 0.0 < self.moment_rate < self.sample_rate:
+            mask = drawn < rate_key(self.moment_rate)
+        return b, pos, mask
+
+    def _reduce_full(self, t: torch.Tensor, scratch: _Scratch) -> None:
+        """Feed every :class:`_Full` the per-channel min, max and active counts of ``t``
+        (B, C, H, W), each reduction computed once for all the points that need it."""
+        if not any(feed.full for feed in self.feeds.values()):
+            return
+        flat = _channel_view(t)
+        ch_min, ch_max = _channel_extrema(flat)
+        n = t.shape[0] * t.shape[2] * t.shape[3]
+        counts: dict[tuple[str, bool], tuple[torch.Tensor, torch.Tensor]] = {}
+        for feed in self.feeds.values():
+            for full in feed.full:
+                c = None
+                if full.kind is not None:
+                    # relu / relu6: the same units are active before and after the activation.
+                    key = (full.kind, full.pre and full.kind == "hswish")
+                    if key not in counts:
+                        counts[key] = _active_counts(flat, full.kind, key[1], scratch)
+                    c = counts[key]
+                full.add(n, ch_min, ch_max, c)
+
+    def take(self, value: Any, batch: _Batch) -> None:
+        """Reduce one hooked tensor into every point this slot feeds."""
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(
+                f"Capture point {self.point.name} expected a tensor from {self.point.module_path!r} "
+                f"({self.point.hook}). Got {type(value).__name__} instead."
+            )
+        t = value.detach()
+        if t.ndim == 2:
+            t = t[:, :, None, None]
+        shape = t.shape
+        if t.ndim != 4 or shape[1] != self.channels or (tuple(shape[2:]) != self.in_hw and not self.image):
+            raise ValueError(
+                f"Capture point {self.point.name} expected a tensor of shape (B, {self.channels}, "
+                f"{self.in_hw[0]}, {self.in_hw[1]}) as in example_input. Got shape {tuple(shape)} "
+                "instead; run inputs of the example's size."
+            )
+        if batch.size is None:
+            batch.size = int(shape[0])
+        elif shape[0] != batch.size:
+            raise ValueError(
+                f"Capture point {self.point.name} saw a batch of {shape[0]} images in a forward "
+                f"pass of {batch.size}."
+            )
+        if self.image:
+            t = t.mean((2, 3), keepdim=True, dtype=torch.float64)
+        flat = t.reshape(shape[0], self.channels, -1)
+        self._reduce_full(t, batch.scratch)
+        index, n_sample, spans, mask = self._plan(batch, t.device)
+        if n_sample is None:   # every position: all rows, the reservoir rows picked from them
+            rows = flat.transpose(1, 2).reshape(-1, self.channels)
+            if rows.untyped_storage().data_ptr() == t.untyped_storage().data_ptr():
+                # A channels-last tensor reshapes to a view, which an in-place activation after
+                # this hook would overwrite while the rows wait in the buffer.
+                rows = rows.clone()
+        elif index is None:
+            return
+        else:
+            rows = flat[index[0], :, index[1]]
+        n_rows = rows.shape[0] if n_sample is None else n_sample
+        for feed in self.feeds.values():
+            vr = rows if feed.fn is None else feed.fn(rows)
+            if n_rows and feed.sampled:
+                sample = vr if n_sample is None else vr[:n_rows]
+                for acc in feed.sampled:
+                    acc.push(sample, mask)
+            if not feed.reservoirs:
+                continue
+            res = vr[index] if n_sample is None else vr
+            for rr, k in feed.reservoirs:
+                a, b = spans[k]
+                if b > a:
+                    piece = res[a:b]
+                    if piece.dtype != torch.float32:
+                        piece = piece.float()
+                    elif piece.shape[0] != res.shape[0]:
+                        # A slice would keep the whole gather alive while the reservoir holds it.
+                        piece = piece.clone()
+                    rr.pending.append(piece)
+
+
+@dataclasses.dataclass
+class _Seen:
+    """What the example pass saw at one capture point."""
+
+    shape: tuple[int, ...]
+    tensor: torch.Tensor   # held for the pass only: identity (with version) tells shared tensors
+    version: int
+    calls: int = 1
+    derivable: bool = False
+
+
+def _example_pass(model: nn.Module, points: Sequence[CapturePoint], example_input: Any,
+                  derive: dict[str, CapturePoint]) -> dict[str, _Seen]:
+    """One forward pass of ``example_input`` with temporary hooks on ``points``.
+
+    Records the shape of each point's tensor, the tensor itself and its in-place version
+    counter (two points with the same tensor at the same version hold the same values), how
+    often the hooked module runs per pass, and, for each post-activation point in ``derive``
+    (name -> its ``.pre`` point), whether the activation applied to the ``.pre`` tensor gives
+    the post tensor bit for bit.
+    """
+    seen: dict[str, _Seen] = {}
+    copies: dict[str, torch.Tensor] = {}
+    pre_of = {pre.name for pre in derive.values()}
+    calls: dict[int, int] = {}
+    handles = []
+
+    def record(p: CapturePoint) -> Callable[[Any], None]:
+        def fn(v: Any) -> None:
+            if not isinstance(v, torch.Tensor):
+                return
+            seen[p.name] = _Seen(tuple(v.shape), v, v._version)
+            if p.name in pre_of:
+                copies[p.name] = v.detach().clone()
+            if p.name in derive:
+                pre = copies.pop(derive[p.name].name, None)
+                seen[p.name].derivable = pre is not None and torch.equal(_DERIVABLE[p.act](pre), v)
+        return fn
+
+    try:
+        for p in points:
+            if p.hook != "derived":
+                handles.append(_register(model, p, record(p), lambda: calls))
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        for h in handles:
+            h.remove()
+    for p in points:
+        if p.name in seen:
+            seen[p.name].calls = calls.get(id(p), 1)
+        elif p.hook == "derived" and p.name in derive and derive[p.name].name in seen:
+            # a functional activation's output that no module reads: only ever derived
+            pre = seen[derive[p.name].name]
+            seen[p.name] = _Seen(pre.shape, torch.empty(0), 0, pre.calls, derivable=True)
+    return seen
+
+
+def _register(model: nn.Module, point: CapturePoint, fn: Callable[[Any], None],
+              calls: Callable[[], dict[int, int] | None], *, counted: bool = True
+              ) -> torch.utils.hooks.RemovableHandle:
+    """Hook ``point`` so that ``fn(value)`` runs at the ``point.call_index``-th call of its module
+    in each forward pass; ``calls()`` returns the per-pass call counter. ``counted=False``: the
+    module runs once per pass, so every call is the one (no counting)."""
+    try:
+        module = model.get_submodule(point.module_path) if point.module_path else model
+    except AttributeError as e:
+        raise ValueError(
+            f"Capture point {point.name} names module {point.module_path!r}, which the model "
+            "does not have."
+        ) from e
+    want = getattr(point, "call_index", 0)
+    key = id(point)
+
+    if counted or want:
+        def on_value(value: Any) -> None:
+            counter = calls()
+            if counter is not None:
+                n = counter.get(key, 0)
+                counter[key] = n + 1
+                if n != want:
+                    return
+            fn(value)
+    else:
+        on_value = fn
+
+    if point.hook == "input":
+        return module.register_forward_pre_hook(lambda _m, args: on_value(args[0] if args else None))
+    if point.hook == "output":
+        return module.register_forward_hook(lambda _m, _args, out: on_value(out))
+    raise ValueError(
+        f"The 'hook' of capture point {point.name} must be 'input' or 'output'. Got {point.hook!r} instead."
+    )
