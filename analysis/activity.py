@@ -1,6 +1,6 @@
 """Activity metrics: which units of an activation are alive, and is the point invertible?
 
-"Active" means the unit is in the activation's informative (non-flat) region (DESIGN.md):
+"Active" means the unit is in the activation's informative (non-flat) region (docs/design.md):
 
 ==============  ==============================  ============================================
 activation      active (pre-activation z)        flat regions

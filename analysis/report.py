@@ -7,7 +7,7 @@ completely *before* any work starts, runs one job per (checkpoint, dataset) thro
 :func:`analysis.study.run_study` on a pluggable executor, and writes::
 
     OUT/
-      metrics.parquet  metrics.csv      tidy results (DESIGN.md schema), deterministic row order
+      metrics.parquet  metrics.csv      tidy results (docs/design.md schema), deterministic row order
       spiral.csv                        the paper's Figure 1 experiment (analysis.spiral)
       figures/*.svg|png|pdf             analysis.figures builders (vl-convert, no browser)
       tables/*.tex                      booktabs tables, mean +- std over seeds, best in bold
@@ -518,7 +518,7 @@ def load_config(path: str | Path) -> ReportConfig:
         for m in ms:
             fam = metric_family(m)
             if fam is None:
-                raise ck.fail(key, "metric names of the results schema (DESIGN.md), e.g. "
+                raise ck.fail(key, "metric names of the results schema (docs/design.md), e.g. "
                               "'effective_rank_frac', 'dead_fraction', 'recon_error_linear'", m)
             if fam not in families:
                 raise ck.fail(key, f"metrics of the computed families {list(families)}; "

@@ -18,7 +18,7 @@ Metric convention (shared by ``analysis.spectrum``, ``activity``, ``reconstructi
 ``quantization`` and ``spiral``)
 -------------------------------------------------------------------------------------------
 A metric family function returns ``dict[str, MetricValue]``: the metric identifier (the
-``metric`` column of the results table; DESIGN.md "Names that are API") mapped to a
+``metric`` column of the results table; docs/design.md "Metrics") mapped to a
 :class:`MetricValue` ``(value, reason)``. ``value`` is a Python float; ``reason`` is ``None``
 for an ordinary finite number and otherwise a short sentence that says why the value is NaN
 (or, rarely, infinite). The families never raise because the *data* makes a metric undefined

@@ -7,7 +7,7 @@
     sinks --metrics--> tidy DataFrame (+ details for figures)
 
 The CLI (``bnprobe probe``), the batch report and the dashboard all call :func:`run_study`
-and read the same schema (DESIGN.md "Results schema"); one row per value:
+and read the same schema (docs/design.md "Results schema"); one row per value:
 
 ``checkpoint, arch, design, bottleneck_act, expand_ratio, shortcut, seed, dataset, block,
 point, stage, pre, metric, value, reason, n_points, channels, stride, act, block_in,

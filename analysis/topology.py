@@ -333,8 +333,8 @@ def persistent_homology(
 
     Examples
     --------
-    >>> from probes.manifolds import make_manifold
-    >>> res = persistent_homology(make_manifold("circle", 200, noise=0.05, ambient_dim=16))
+    >>> t = np.linspace(0, 2 * np.pi, 200, endpoint=False)
+    >>> res = persistent_homology(np.c_[np.cos(t), np.sin(t)])
     >>> res.metrics["betti0"], res.metrics["betti1"]
     (1.0, 1.0)
     """

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from ripser import ripser
 
     from analysis.topology import persistent_homology
-    from probes.manifolds import make_manifold
+    from tests.manifolds import make_manifold
 
     x = make_manifold("circle", args.n, noise=args.noise, seed=0, ambient_dim=args.dim)
     rows = [

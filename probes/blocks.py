@@ -1,6 +1,6 @@
 """Find the inverted-residual blocks of any network and name their capture points.
 
-Discovery works on structure and data flow, never on class names (DESIGN.md "Capture
+Discovery works on structure and data flow, never on class names (docs/design.md "Capture
 points"). One forward pass (eval mode, ``torch.no_grad``) records every module call in
 execution order with the shapes of its first input and its output and a *fingerprint* of
 their values: four fixed random linear functionals of the tensor, computed in float64 inside
@@ -93,7 +93,7 @@ __all__ = [
     "format_report",
 ]
 
-#: Capture-point suffixes of one block, in data-flow order (DESIGN.md).
+#: Capture-point suffixes of one block, in data-flow order (docs/design.md).
 POINT_SUFFIXES: tuple[str, ...] = (
     "input", "expand.pre", "expand", "depthwise.pre", "depthwise", "project.pre", "project",
     "output",

@@ -1,4 +1,4 @@
-"""Streaming, mergeable float64 accumulators for activations (DESIGN.md "Sinks").
+"""Streaming, mergeable float64 accumulators for activations (docs/design.md).
 
 Each sink sees a stream of points, one row per sample: an array of shape
 (n_points, n_channels) per batch (a sample is one spatial position's channel vector, or one

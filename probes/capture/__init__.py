@@ -14,8 +14,8 @@ Two entry points:
   on ``cuda`` when available, with a progress bar) and returns a :class:`ProbeResult` that
   merges with other shards and saves to one ``.npz`` file.
 
-Sample unit (DESIGN.md "Sample unit")
--------------------------------------
+Sample unit (docs/design.md "Sample unit and sampling guarantees")
+------------------------------------------------------------------
 ``sample_unit="position"`` (default): every spatial position of a [B, C, H, W] tensor is a
 sample, its channel vector the point ([B, C, H, W] -> [B*H*W, C]); ids are (image, y, x).
 ``sample_unit="image"``: one point per image, the global average over positions; ids are

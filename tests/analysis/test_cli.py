@@ -12,7 +12,7 @@ from probes.loading import list_zoo
 
 def _need(name: str) -> None:
     if name not in {c["name"] for c in list_zoo()}:
-        pytest.skip(f"shipped checkpoint {name} is not in checkpoints/")
+        pytest.fail(f"shipped checkpoint {name} is missing: checkpoints/{name}.safetensors and .json")
 
 
 @pytest.mark.parametrize("command", ["zoo", "train", "probe", "spiral", "report", "predict"])
@@ -25,8 +25,7 @@ def test_every_subcommand_has_help(command: str, capsys) -> None:
 
 def test_zoo_lists_shipped_checkpoints(capsys) -> None:
     cards = list_zoo()
-    if not cards:
-        pytest.skip("no shipped checkpoints")
+    assert cards, "no shipped checkpoint (*.safetensors with its .json card) in checkpoints/"
     assert main(["zoo"]) == 0
     out = capsys.readouterr().out
     for card in cards:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from analysis.dimension import intrinsic_dimension, mle_dimension, twonn_dimension
-from probes.manifolds import make_manifold
+from tests.manifolds import make_manifold
 
 
 def _subspace_cloud(d: int, n: int = 2000, ambient: int = 20, seed: int = 0) -> np.ndarray:

@@ -112,7 +112,7 @@ def test_smoke_config_resolves_on_the_shipped_checkpoints() -> None:
     from probes.loading import list_zoo
 
     if not any(c["name"].endswith(("-linear-s0", "-relu6-s0")) for c in list_zoo()):
-        pytest.skip("no shipped *-linear-s0 / *-relu6-s0 checkpoint in checkpoints/ yet")
+        pytest.fail("no shipped *-linear-s0 / *-relu6-s0 checkpoint in checkpoints/")
     config = rp.load_config(CONFIGS / "smoke.toml")
     assert config.study.families == ("spectrum", "activity")
     assert config.study.n_images == 16 and config.spiral is None

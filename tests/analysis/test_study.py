@@ -24,7 +24,7 @@ SMALL = StudyConfig(n_images=24, reservoir_size=120, topology_points=40, moment_
 
 def _zoo(name: str) -> str:
     if name not in {c["name"] for c in list_zoo()}:
-        pytest.skip(f"shipped checkpoint {name} is not in checkpoints/")
+        pytest.fail(f"shipped checkpoint {name} is missing: checkpoints/{name}.safetensors and .json")
     return name
 
 
@@ -51,7 +51,7 @@ def test_schema_and_design_columns(linear: StudyResult) -> None:
     assert set(df.design) == {"linear"} and set(df.bottleneck_act) == {"linear"}
     assert set(df.dataset) == {"digits"}
     assert sorted(df.block.unique()) == list(range(17))
-    # block 0 has t = 1: no expansion points, exactly as DESIGN.md says
+    # block 0 has t = 1: no expansion points, exactly as docs/design.md says
     assert not df[(df.block == 0) & (df.stage == "expand")].shape[0]
     assert df[(df.block == 1) & (df.stage == "expand")].shape[0] > 0
 

@@ -30,7 +30,7 @@ def _probe(tmp_path, *args: str) -> pd.DataFrame:
 
 
 def test_torchvision_file_with_natural_images(tmp_path) -> None:
-    torchvision = pytest.importorskip("torchvision")
+    import torchvision
     torch.manual_seed(0)
     path = tmp_path / "mnv2.pth"
     torch.save(torchvision.models.mobilenet_v2(weights=None, num_classes=7).state_dict(), path)
@@ -43,7 +43,7 @@ def test_torchvision_file_with_natural_images(tmp_path) -> None:
 
 
 def test_timm_file_with_natural_images(tmp_path) -> None:
-    timm = pytest.importorskip("timm")
+    import timm
     torch.manual_seed(0)
     path = tmp_path / "effnet.safetensors"
     from safetensors.torch import save_file

@@ -20,7 +20,7 @@ from analysis.topology import (
     persistent_homology,
     total_persistence,
 )
-from probes.manifolds import MANIFOLD_FACTS, MANIFOLDS, make_manifold
+from tests.manifolds import MANIFOLD_FACTS, MANIFOLDS, make_manifold
 
 
 def _betti(res: TopologyResult) -> tuple[int, ...]:

@@ -44,7 +44,7 @@ def shipped(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 
     pair = _pair()
     if pair is None:
-        pytest.skip("needs shipped checkpoints <dataset>-linear-s0 and <dataset>-relu6-s0 in checkpoints/")
+        pytest.fail("needs shipped checkpoints <dataset>-linear-s0 and <dataset>-relu6-s0 in checkpoints/")
     dataset, lin, relu = pair
     cache = Path(request.config.cache.mkdir("bnprobe-dashboard-studies"))
     out = tmp_path_factory.mktemp("results")

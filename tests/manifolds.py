@@ -1,7 +1,7 @@
-"""Point clouds with known topology and intrinsic dimension.
+"""Test data: point clouds with known topology and intrinsic dimension.
 
-Usable as inputs to a single block (the paper's Figure 1 view of a block as a map of a
-low-dimensional manifold) and as known answers for the topology and dimension metrics.
+The known answers of the topology and dimension tests (and of ``benchmarks/topology.py``);
+they live under ``tests/`` because nothing at run time needs them.
 
 Every cloud is drawn in its *native* space (``MANIFOLD_FACTS[name]["native_dim"]``
 coordinates), Gaussian noise of standard deviation ``noise`` is added to every native
