@@ -182,6 +182,7 @@ class ReportConfig:
     compare_designs: tuple[str, ...] = ("linear", "relu6")
     compare_level: float = 0.95
     surgery: dict[str, Any] | None = None
+    claims: dict[str, Any] | None = None
 
 
 class _Checker:
@@ -272,6 +273,7 @@ _SECTIONS: dict[str, tuple[str, ...]] = {
     "spiral": ("enabled", "dims", "activation", "seeds"),
     "compare": ("designs", "level"),
     "surgery": ("enabled", "checkpoints", "blocks"),
+    "claims": ("enabled", "edges"),
 }
 _FILE_KEYS = ("path", "arch", "mean", "std", "size", "gray_to_rgb")
 _POINT_RE = re.compile(r"^blocks\.(\d+)\.(input|expand\.pre|expand|depthwise\.pre|depthwise|"
@@ -537,6 +539,9 @@ def load_config(path: str | Path) -> ReportConfig:
     }
     if not ck.bool_("spiral.enabled", sp.get("enabled", True)):
         spiral = None
+    cl = sec["claims"]
+    claims = ({"edges": ck.bool_("claims.edges", cl.get("edges", True))}
+              if ck.bool_("claims.enabled", cl.get("enabled", False)) else None)
 
     cmp = sec["compare"]
     compare_designs = ck.str_list("compare.designs", cmp.get("designs", ["linear", "relu6"]), empty=False)
@@ -567,6 +572,7 @@ def load_config(path: str | Path) -> ReportConfig:
         depth_stages=depth_stages, table_metrics=table_metrics, table_stages=table_stages,
         table_designs=table_designs, spiral=spiral, notes=tuple(notes), surgery=surgery,
         compare_designs=compare_designs, compare_level=compare_level,
+        claims=claims,
     )
 
 
@@ -1635,6 +1641,9 @@ def _report(config: ReportConfig, jobs: list[Job], plan_notes: list[str], out: P
         atomic_write_text(tab_dir / "accuracy.tex", table_to_latex(acc, row_title="Dataset", caption=caption))
         tables.insert(0, ("accuracy", caption, table_to_markdown(acc, row_title="Dataset")))
 
+    # ---------------------------------------------------------------- claims of the notes
+    claims_part = _claims_part(config, metrics, out, progress, written, part_failures)
+
     # ---------------------------------------------------------------- provenance
     computed = [s for s in status.values() if s["status"] == "ok"]
     seeds = sorted({int(c.card["seed"]) for c in config.checkpoints
@@ -1664,6 +1673,8 @@ def _report(config: ReportConfig, jobs: list[Job], plan_notes: list[str], out: P
 
     # ---------------------------------------------------------------- report.md / report.html
     doc = _build_doc(out, config, jobs, status, failed, part_failures, written, tables, provenance, metrics)
+    if claims_part is not None:
+        _claims_doc(doc, claims_part, written)
     atomic_write_text(out / "report.md", doc.markdown())
     atomic_write_text(out / "report.html", doc.html(config.title))
 
@@ -1676,6 +1687,48 @@ def _report(config: ReportConfig, jobs: list[Job], plan_notes: list[str], out: P
     for f in part_failures:
         print(f"  FAILED {f}", file=sys.stderr)
     return 1 if failed or part_failures else 0
+
+
+def _claims_part(config: ReportConfig, metrics: pd.DataFrame, out: Path, progress: bool,
+                 written: dict[str, tuple[dict[str, Path], str]], part_failures: list[str]) -> Any:
+    """Scoreboard, tables and figures of the notes' claims (analysis.claims); None if not run."""
+    cards = [c.card for c in config.checkpoints if c.card]
+    if config.claims is None or not cards:
+        return None
+    try:
+        from analysis.claims import claims_report, scoreboard_markdown
+
+        part = claims_report(metrics, cards, cache_dir=out / "claims", edges=config.claims["edges"],
+                             progress=progress)
+        for ds, board in part.boards.items():
+            atomic_write_text(out / "tables" / f"claims-{_safe(ds)}.md", scoreboard_markdown(board))
+            atomic_write_text(out / "tables" / f"claims-{_safe(ds)}.csv", board.to_csv(index=False))
+        for stem, caption, chart in part.charts:
+            files = _save_figure(chart, out / "figures" / stem, config.formats)
+            written[stem] = ({p.suffix[1:]: p for p in files}, caption)
+        return part
+    except Exception as exc:  # noqa: BLE001 - one part fails, the report goes on
+        part_failures.append(f"claims: {type(exc).__name__}: {exc}")
+        return None
+
+
+def _claims_doc(doc: "_Doc", part: Any, written: dict[str, tuple[dict[str, Path], str]]) -> None:
+    from analysis.claims import scoreboard_markdown
+
+    doc.h(2, "Claims of the notes")
+    doc.p("Each claim of the background notes next to its measurement: linear vs relu6 paired over seeds "
+          "(mean over seeds; difference with its 95 % t-interval). Verdicts are computed from the results: "
+          "supported / contradicted when the interval excludes 0, no significant difference when it covers 0, "
+          "not measurable here when nothing in the toolkit tests the claim. CSV in `tables/claims-*.csv`.")
+    for ds, board in part.boards.items():
+        doc.p(f"**Scoreboard \u2014 {ds}**")
+        doc.table(scoreboard_markdown(board))
+    for name, caption, md in part.tables:
+        doc.p(f"**{name}** \u2014 {caption}")
+        doc.table(md)
+    stems = [s for s in written if s.startswith("claims-")]
+    if stems:
+        doc.figures([written[s] for s in stems], columns=1)
 
 
 def _build_doc(out: Path, config: ReportConfig, jobs: Sequence[Job], status: dict[str, dict[str, Any]],

@@ -11,8 +11,8 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import state
-from dashboard.views import (block_explorer, embeddings, overview, probe_checkpoint, reports,
-                             spiral_lab, topology)
+from dashboard.views import (block_explorer, claims, embeddings, keeps, overview, probe_checkpoint,
+                             reports, spiral_lab, topology)
 
 st.set_page_config(page_title="bottleneck-probe", page_icon=":material/hub:", layout="wide")
 
@@ -25,6 +25,9 @@ PAGES = {
         st.Page(topology.render, title="Topology", icon=":material/bubble_chart:", url_path="topology"),
         st.Page(embeddings.render, title="Embeddings", icon=":material/scatter_plot:",
                 url_path="embeddings"),
+        st.Page(keeps.render, title="What each design keeps", icon=":material/image_search:",
+                url_path="keeps"),
+        st.Page(claims.render, title="Claims of the notes", icon=":material/fact_check:", url_path="claims"),
     ],
     "Tools": [
         st.Page(spiral_lab.render, title="Spiral lab", icon=":material/cyclone:", url_path="spiral_lab"),

@@ -38,6 +38,8 @@ PAGES = {
     "embeddings": ("Embeddings", 2, 300),
     "spiral_lab": ("Spiral lab", 1, 180),
     "reports": ("Reports", 2, 120),
+    "keeps": ("What each design keeps", 1, 400),
+    "claims": ("Claims of the notes", 1, 120),
 }
 
 
