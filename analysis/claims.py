@@ -8,10 +8,11 @@ written by hand, so the board follows the results when they change.
 Verdicts
 --------
 - ``supported`` / ``contradicted``: the paired interval over seeds (linear minus relu6,
-  :func:`analysis._paired.paired_stats`) excludes 0, in the direction the claim predicts /
+  :func:`analysis.compare.paired_stats`) excludes 0 and its exact sign-flip p-value is at most
+  1 - level, in the direction the claim predicts /
   the other direction; for a claim about one design (no pairing) the measured value passes /
   fails the stated threshold;
-- ``no significant difference``: the interval covers 0;
+- ``no significant difference``: the interval covers 0 (or p is above 1 - level);
 - ``not measurable here``: the toolkit has nothing that can test the claim (e.g. ImageNet,
   a dynamic bottleneck), or fewer than 2 paired seeds; the row says why.
 
@@ -34,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis._paired import NO_DIFFERENCE, paired_stats
+from analysis.compare import NO_DIFFERENCE, paired_stats
 
 __all__ = [
     "CLAIMS",

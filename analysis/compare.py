@@ -55,6 +55,7 @@ __all__ = [
     "compare_designs",
     "depth_bands",
     "load_design_metrics",
+    "NO_DIFFERENCE",
     "paired_stats",
     "seed_interval",
     "sign_flip_p_value",
@@ -83,7 +84,9 @@ BAND_COLUMNS: tuple[str, ...] = (
     "dataset", "metric", "stage", "pre", "band", "blocks", "design_a", "design_b", *STAT_COLUMNS,
 )
 
-_NO_DIFF = "no significant difference"
+#: Verdict when the interval of the paired difference covers 0 (or p is above 1 - level).
+NO_DIFFERENCE = "no significant difference"
+_NO_DIFF = NO_DIFFERENCE
 
 
 def _check_level(level: Any, func: str) -> float:

@@ -22,7 +22,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from analysis._paired import paired_stats
+from analysis.compare import paired_stats
 
 __all__ = ["GRADIENT_COLUMNS", "gradient_comparison", "gradient_figure", "gradient_summary", "gradient_table"]
 
@@ -93,7 +93,7 @@ def gradient_comparison(summary: pd.DataFrame, *, a: str = "linear", b: str = "r
 
     For each quantity (``log10_norm`` = log10 of ``mean_norm``; ``cv``) and each block, the
     per-seed values of ``a`` and ``b`` (same seed = same initial weights) go to
-    :func:`analysis._paired.paired_stats`; the row ``block = "all"`` pairs the per-seed means over
+    :func:`analysis.compare.paired_stats`; the row ``block = "all"`` pairs the per-seed means over
     blocks. Only seeds present for both designs count.
 
     Returns

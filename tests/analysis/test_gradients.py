@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis._paired import paired_stats
 from analysis.gradients import gradient_comparison, gradient_figure, gradient_summary, gradient_table
 
 
@@ -40,20 +39,6 @@ def test_comparison_finds_a_steadier_design_and_no_difference_where_there_is_non
     assert cv["mean_diff"] == pytest.approx(-0.2 + 2 * np.mean(noises), abs=1e-12)
     norm = comp.loc[("log10_norm", "all")]
     assert norm["mean_diff"] == 0 and norm["verdict"] == "no significant difference"
-
-
-def test_paired_matches_the_t_interval_by_hand() -> None:
-    a, b = np.array([1.0, 2.0, 3.5, 4.0]), np.array([0.5, 1.0, 3.0, 2.5])
-    d = a - b
-    half = 3.182446305284263 * d.std(ddof=1) / 2  # t_{0.975, 3}
-    r = paired_stats(a, b)
-    assert r["ci_low"] == pytest.approx(d.mean() - half) and r["ci_high"] == pytest.approx(d.mean() + half)
-    assert r["verdict"] == "a higher" and 0 < r["p_value"] < 0.05
-
-
-def test_paired_with_one_seed_has_no_interval() -> None:
-    r = paired_stats([1.0], [0.0])
-    assert r["verdict"] == "n/a" and np.isnan(r["ci_low"])
 
 
 def test_figure_without_norms_says_why() -> None:
