@@ -8,6 +8,11 @@ The public API:
   :mod:`analysis.reconstruction`, :mod:`analysis.topology`, :mod:`analysis.dimension`,
   :mod:`analysis.similarity`, :mod:`analysis.quantization`).
 - :class:`StudyConfig` (:mod:`analysis.study`): every setting that changes the numbers.
+- :func:`compare_designs` (:mod:`analysis.compare`): two designs paired over their shared
+  training seeds, per metric x block x point: mean difference, Student-t interval, exact
+  sign-flip p-value and a verdict.
+- :func:`paired_stats` (:mod:`analysis.compare`): the same statistics for two arrays of
+  per-seed values.
 
 Examples
 --------
@@ -24,15 +29,18 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["StudyConfig", "run_study"]
+__all__ = ["StudyConfig", "compare_designs", "paired_stats", "run_study"]
 
 # Imported on first use (PEP 562): ``import analysis.spectrum`` must not import torch and pandas.
 _WHERE = {
     "StudyConfig": "analysis.study",
+    "compare_designs": "analysis.compare",
+    "paired_stats": "analysis.compare",
     "run_study": "analysis.study",
 }
 
 if TYPE_CHECKING:
+    from analysis.compare import compare_designs, paired_stats
     from analysis.study import StudyConfig, run_study
 
 
