@@ -128,7 +128,7 @@ _ENTRIES += [
        "dB", (-_INF, _INF), _HI),
     _m("int8_sqnr_db_stream", "quantization", "int8 SQNR, per-channel range of all values (dB)", "dB",
        (-_INF, _INF), _HI),
-    _m("int8_sqnr_db_clipped", "quantization", "int8 SQNR, per-channel percentile-clipped range (dB)", "dB",
+    _m("int8_sqnr_db_clipped", "quantization", "int8 SQNR, per-tensor 99.99th-percentile-clipped range (dB)", "dB",
        (-_INF, _INF), _HI),
     _m("input_decode_r2", "information", "Input image decoded, ridge R\u00b2 (test split)", "R^2", (-_INF, 1), _HI),
     _m("input_decode_r2_knn", "information", "Input image decoded, k-NN R\u00b2 (test split)", "R^2", (-_INF, 1), _HI),
