@@ -28,7 +28,7 @@ REPORT_ENV = "BNPROBE_REPORT_DIR"
 #: Environment variable with the only folder whose subfolders the page may open.
 REPORT_ROOT_ENV = "BNPROBE_REPORT_ROOT"
 
-_COLUMNS = ("checkpoint", "design", "dataset", "block", "point", "stage", "pre", "metric", "value")
+_COLUMNS = ("checkpoint", "design", "seed", "dataset", "block", "point", "stage", "pre", "metric", "value")
 
 
 def report_root() -> Path:

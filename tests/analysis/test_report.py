@@ -147,7 +147,7 @@ def test_job_ids_are_file_safe_and_change_with_the_settings(tmp_path: Path, tiny
 @pytest.mark.parametrize("section, key, value, message", [
     ("study", "famlies", ["spectrum"],
      r"unknown key 'study.famlies'. Allowed keys of \[study\]: batch_size, families, gray_to_rgb"),
-    ("plots", "x", 1, r"unknown key 'plots'. Allowed keys of the top level: checkpoints, compare, datasets, decoder"),
+    ("plots", "x", 1, r"unknown key 'plots'. Allowed keys of the top level: checkpoints, claims, compare, datasets, decoder"),
     ("decoder", "alpha", 1.0, r"unknown key 'decoder.alpha'. Allowed keys of \[decoder\]"),
     ("study", "split", "val", r"'study.split' must be one of \['train', 'test', 'all'\]. Got 'val' instead"),
     ("study", "families", ["spectrum", "colour"],

@@ -60,7 +60,7 @@ def test_relative_folder_under_the_root_opens(root: Path, monkeypatch) -> None:
     import pandas as pd
 
     (root / "rep").mkdir()
-    pd.DataFrame({"checkpoint": ["c"] * 2, "design": ["linear"] * 2, "dataset": ["digits"] * 2,
+    pd.DataFrame({"checkpoint": ["c"] * 2, "design": ["linear"] * 2, "seed": [0, 0], "dataset": ["digits"] * 2,
                   "block": [0, 1], "point": ["blocks.0.project", "blocks.1.project"], "stage": ["project"] * 2,
                   "pre": [False] * 2, "metric": ["effective_rank_frac"] * 2, "value": [0.5, 0.7]}
                  ).to_csv(root / "rep" / "metrics.csv", index=False)
