@@ -11,7 +11,7 @@ per-block gradient norms per epoch: mean and std over the optimiser steps).
 Recipe names are ``<dataset>-<design>-s<seed>``, e.g. ``digits-linear-s0``; see
 :data:`RECIPES`.
 
-Shared settings: width 0.35, head 256 channels (to keep 17 checkpoints under 30 MB), 32x32
+Shared settings: width 0.35, head 256 channels (to keep the checkpoints folder small), 32x32
 one-channel input, SGD (momentum 0.9, Nesterov), one-cycle learning rate peaking at 0.1,
 weight decay 5e-4, batch 64, label smoothing 0.05, random shifts of up to 2 px as the only
 augmentation; 30 epochs on digits, 15 on shapes (2,400 images: as many steps as
@@ -334,8 +334,14 @@ def zoo_markdown(cards: list[dict[str, Any]]) -> str:
         "dataset split, input normalisation, optimiser, accuracies, sha256 and library versions. "
         "Architecture: the paper's MobileNetV2 (Table 2 stages) at width 0.35 with a 256-channel "
         "head, 32x32 one-channel input (second stage stride 1, see `probes/zoo.py`). Train time is "
-        "the wall time on the 2-core build machine while other jobs shared it; on a quiet machine a "
-        "digits recipe takes about 1 minute with 2 threads (3 epochs: 6.3 s).",
+        "the wall time on the 2-core build machine while other jobs shared it (up to 12 processes "
+        "for seeds 5-9); on a quiet machine a digits recipe takes about 2 minutes on one thread. "
+        "Seeds 0-2 were trained in an earlier session; seeds 3-9 (digits, linear and relu6) in a "
+        "later one whose cards also log per-block gradient norms. Retraining digits-linear-s0 on "
+        "the later build machine reproduced its first epoch bit for bit but ended at different "
+        "weights after 30 epochs (test accuracy 0.9944 vs 0.9972): float rounding differs between "
+        "machines, so `bnprobe train` is bit-reproducible on one machine and thread count only. "
+        "Pairs (linear, relu6) of one seed were always trained on the same machine.",
         "",
         "| checkpoint | dataset | design | bottleneck act | shortcut | seed | params | train acc | test acc | train time (s) |",
         "|---|---|---|---|---|---|---|---|---|---|",
