@@ -572,7 +572,7 @@ def fusion_markdown(measured: ModelMeasurements) -> str:
     lines += ["", "| design | BNs folded | max abs error (all test images) | relative to max abs output |",
               "|---|---|---|---|"]
     for d, r in f.iterrows():
-        lines.append(f"| {d} | {r['k']} | {r['err']:.2e} | {r['rel']:.2e} |")
+        lines.append(f"| {d} | {int(r['k'])} | {r['err']:.2e} | {r['rel']:.2e} |")
     return "\n".join(lines) + "\n"
 
 
