@@ -59,7 +59,8 @@ def probe_stream(model: Any, data: Any, *, points: Any = None, batch_size: int =
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from probes.capture.session import _input_dtype, capture
+    from probes.capture.run import evaluating_on
+    from probes.capture.session import capture
 
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"The 'batch_size' parameter of probe_stream must be an int >= 1. Got {batch_size!r} instead.")
@@ -68,26 +69,15 @@ def probe_stream(model: Any, data: Any, *, points: Any = None, batch_size: int =
     n = len(data)
     if n == 0:
         raise ValueError(f"The dataset {data.name!r} holds no images.")
-    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        worker_init_fn=_worker_init if num_workers else None,
-                        pin_memory=dev.type == "cuda")
-    param = next(iter(model.parameters()), None)
-    old_device = param.device if param is not None else None
-    flags = {m: m.training for m in model.modules()}
-    try:
-        model.eval().to(dev)
-        dtype = _input_dtype(model)
+    with evaluating_on(model, device) as (dev, dtype):
+        loader = DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                            worker_init_fn=_worker_init if num_workers else None,
+                            pin_memory=dev.type == "cuda")
         with torch.no_grad(), capture(model, points, example_input=data[0][None].to(dev, dtype),
                                       image_offset=image_offset, expected_images=n, **capture_kwargs) as cap:
             for batch in tqdm(loader, disable=not progress, desc="probe", unit="batch"):
                 model(batch.to(dev, dtype, non_blocking=True))
             result = cap.result()
-    finally:
-        for m, flag in flags.items():
-            m.training = flag
-        if old_device is not None:
-            model.to(old_device)
     result.config.update({"batch_size": batch_size, "device": str(dev),
                           "input_spec": data.spec.to_dict() if data.spec is not None else None})
     return result

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -20,10 +21,32 @@ from probes.capture.session import (
 from probes.datasets import ImageDataset
 from probes.preprocess import InputSpec, prepare
 
-__all__ = ["probe"]
+__all__ = ["evaluating_on", "probe"]
+
 
 def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextlib.contextmanager
+def evaluating_on(model: nn.Module, device: str | torch.device | None) -> Iterator[tuple[torch.device, torch.dtype]]:
+    """Run ``model`` in eval mode on ``device`` (default: CUDA when available) for the block, then
+    give back every module's training flag and the model's original device, also on error.
+
+    Yields ``(device, dtype)``: the device used and the parameter dtype the inputs must be cast to.
+    """
+    dev = torch.device(device) if device is not None else _default_device()
+    param = next(iter(model.parameters()), None)
+    old_device = param.device if param is not None else None
+    flags = {m: m.training for m in model.modules()}
+    try:
+        model.eval().to(dev)
+        yield dev, _input_dtype(model)
+    finally:
+        for m, flag in flags.items():
+            m.training = flag
+        if old_device is not None:
+            model.to(old_device)
 
 
 def probe(
@@ -110,27 +133,15 @@ def probe(
         )
     if n == 0:
         raise ValueError("The 'data' parameter of probe holds no images.")
-    dev = torch.device(device) if device is not None else _default_device()
-    param = next(iter(model.parameters()), None)
-    old_device = param.device if param is not None else None
-    flags = {m: m.training for m in model.modules()}
-    try:
-        model.eval().to(dev)
-        dtype = _input_dtype(model)
-        with torch.no_grad(), capture(
-            model, points, example_input=get(0, 1).to(dev, dtype), sinks=sinks, sample_unit=sample_unit,
-            moments=moments, moment_positions=moment_positions,
-            activity_positions=activity_positions, reservoir_size=reservoir_size,
-            seed=seed, image_offset=image_offset, expected_images=n,
-        ) as cap:
-            for i in tqdm(range(0, n, batch_size), disable=not progress, desc="probe", unit="batch"):
-                model(get(i, min(i + batch_size, n)).to(dev, dtype, non_blocking=True))
-            result = cap.result()
-    finally:
-        for m, flag in flags.items():
-            m.training = flag
-        if old_device is not None:
-            model.to(old_device)
+    with evaluating_on(model, device) as (dev, dtype), torch.no_grad(), capture(
+        model, points, example_input=get(0, 1).to(dev, dtype), sinks=sinks, sample_unit=sample_unit,
+        moments=moments, moment_positions=moment_positions,
+        activity_positions=activity_positions, reservoir_size=reservoir_size,
+        seed=seed, image_offset=image_offset, expected_images=n,
+    ) as cap:
+        for i in tqdm(range(0, n, batch_size), disable=not progress, desc="probe", unit="batch"):
+            model(get(i, min(i + batch_size, n)).to(dev, dtype, non_blocking=True))
+        result = cap.result()
     result.config.update({
         "batch_size": batch_size,
         "device": str(dev),
