@@ -510,9 +510,9 @@ def _read_torch(path: Path) -> Any:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise _refusal(path, e) from None
-    except (KeyError, EOFError, UnicodeDecodeError, struct.error, zipfile.BadZipFile):
+    except (KeyError, IndexError, EOFError, UnicodeDecodeError, struct.error, zipfile.BadZipFile):
         # what torch's legacy reader raises on bytes that are no checkpoint ("KeyError: 213",
-        # "unpack requires a buffer of 4 bytes")
+        # "pop from empty list", "unpack requires a buffer of 4 bytes")
         raise _not_a_checkpoint(path) from None
     except Exception as e:  # noqa: BLE001 - any other failure: not a torch file
         raise ValueError(

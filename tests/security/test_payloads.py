@@ -10,6 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -70,8 +71,9 @@ def test_whole_module_and_torchscript_are_refused(tmp_path: Path) -> None:
         read_weights(tmp_path / "ts.pt")
 
 
-@pytest.mark.parametrize("content", [os.urandom(4096), b"\x80\x02}q\x00X\x01", b""],
-                         ids=["random", "truncated", "empty"])
+@pytest.mark.parametrize("content", [*(np.random.default_rng(s).bytes(4096) for s in (0, 17, 21)),
+                                     b"\x80\x02}q\x00X\x01", b""],
+                         ids=["random", "random-17", "random-21", "truncated", "empty"])
 def test_junk_is_not_a_checkpoint_without_unsafe_advice(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "junk.pt"
     path.write_bytes(content)
@@ -99,7 +101,7 @@ def test_npz_errors_give_no_advice_to_unpickle(tmp_path: Path) -> None:
 
     from probes.datasets import load_npz
 
-    (tmp_path / "junk.npz").write_bytes(os.urandom(3000))
+    (tmp_path / "junk.npz").write_bytes(np.random.default_rng(1).bytes(3000))
     np.save(tmp_path / "obj.npy", np.array([1, "a", None], dtype=object), allow_pickle=True)
     with zipfile.ZipFile(tmp_path / "obj.npz", "w") as z:
         z.write(tmp_path / "obj.npy", "x.npy")
