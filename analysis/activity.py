@@ -232,22 +232,23 @@ def _clearly_full_rank(G: NDArray[np.float64], clear_cond: float) -> NDArray[np.
     matrix is positive definite (its rounding errors, ~ d^2 eps ||G||, are far below the shift
     for clear_cond >= 1e-8). One stacked factorisation; one per matrix only if some fail.
     """
-    d = G.shape[-1]
-    shift = clear_cond * np.sqrt(np.einsum("ijk,ijk->i", G, G))
-    H = G - shift[:, None, None] * np.eye(d)
+    diag = np.arange(G.shape[-1])
+    kept = G[:, diag, diag]  # restored below: G is shifted in place, not copied
+    G[:, diag, diag] -= clear_cond * np.sqrt(np.einsum("ijk,ijk->i", G, G))[:, None]
     try:
-        np.linalg.cholesky(H)
+        np.linalg.cholesky(G)
         return np.ones(G.shape[0], dtype=bool)
     except np.linalg.LinAlgError:
-        pass
-    ok = np.zeros(G.shape[0], dtype=bool)
-    for i, Hi in enumerate(H):
-        try:
-            np.linalg.cholesky(Hi)
-            ok[i] = True
-        except np.linalg.LinAlgError:
-            pass
-    return ok
+        ok = np.zeros(G.shape[0], dtype=bool)
+        for i, Hi in enumerate(G):
+            try:
+                np.linalg.cholesky(Hi)
+                ok[i] = True
+            except np.linalg.LinAlgError:
+                pass
+        return ok
+    finally:
+        G[:, diag, diag] = kept
 
 
 def active_set_solve(
