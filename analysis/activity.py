@@ -225,16 +225,16 @@ def _masked_grams(W: NDArray[np.float64], masks: NDArray[np.float64]) -> NDArray
     return np.take(upper, where.reshape(-1), axis=1).reshape(-1, d, d)
 
 
-def _clearly_full_rank(G: NDArray[np.float64], clear_cond: float) -> NDArray[np.bool_]:
-    """Which Gram matrices satisfy lambda_min(G) > clear_cond * ||G||_F (>= clear_cond * lambda_max).
+def _positive_after_shift(G: NDArray[np.float64], shift: NDArray[np.float64]) -> NDArray[np.bool_]:
+    """Which G_i satisfy lambda_min(G_i) > shift_i, by the Cholesky factorisation of G_i - shift_i I.
 
-    Tested by the Cholesky factorisation of G - clear_cond ||G||_F I: it completes iff that
-    matrix is positive definite (its rounding errors, ~ d^2 eps ||G||, are far below the shift
-    for clear_cond >= 1e-8). One stacked factorisation; one per matrix only if some fail.
+    It completes iff that matrix is positive definite; its rounding errors (~ d^2 eps ||G||) are
+    far below the shifts used here (>= 1e-8 ||G||). One stacked factorisation, one per matrix
+    only if some fail. G is shifted in place and restored.
     """
     diag = np.arange(G.shape[-1])
-    kept = G[:, diag, diag]  # restored below: G is shifted in place, not copied
-    G[:, diag, diag] -= clear_cond * np.sqrt(np.einsum("ijk,ijk->i", G, G))[:, None]
+    kept = G[:, diag, diag]
+    G[:, diag, diag] -= shift[:, None]
     try:
         np.linalg.cholesky(G)
         return np.ones(G.shape[0], dtype=bool)
@@ -249,6 +249,33 @@ def _clearly_full_rank(G: NDArray[np.float64], clear_cond: float) -> NDArray[np.
         return ok
     finally:
         G[:, diag, diag] = kept
+
+
+def _subset_certificate(W: NDArray[np.float64], sets: NDArray[np.bool_], clear_cond: float) -> NDArray[np.bool_]:
+    """Active sets proven clearly full rank from their rows in a fixed subset S of the units.
+
+    With B = A & S, G_A = G_B + (a PSD matrix), so lambda_min(G_A) >= lambda_min(G_B), and
+    lambda_max(G_A) <= ||W||_2^2: lambda_min(G_B) > clear_cond ||W||_2^2 proves
+    lambda_min(G_A) > clear_cond lambda_max(G_A), hence full rank, at |S| / hidden of the cost of
+    G_A. S holds the most often active units, as few as give 95 % of the sets 1.25 in rows in
+    S; no set is certified when that needs more than 60 % of the units.
+    """
+    h, d = W.shape
+    order = np.argsort(-sets.sum(axis=0), kind="stable")
+    need = math.ceil(1.25 * d)
+    cum = np.cumsum(sets[:, order], axis=1)
+    reach = np.where(cum[:, -1] >= need, np.argmax(cum >= need, axis=1) + 1, h)
+    size = int(np.ceil(np.quantile(reach, 0.95)))
+    ok = np.zeros(sets.shape[0], dtype=bool)
+    if size > 0.6 * h:
+        return ok
+    S = np.sort(order[:size])
+    shift = clear_cond * np.linalg.norm(W, 2) ** 2
+    step = max(1, _CHUNK_ENTRIES // (d * (d + 1) // 2))
+    for start in range(0, sets.shape[0], step):
+        G = _masked_grams(W[S], sets[start : start + step][:, S].astype(np.float64))
+        ok[start : start + step] = _positive_after_shift(G, np.full(G.shape[0], shift))
+    return ok
 
 
 def active_set_solve(
@@ -272,7 +299,9 @@ def active_set_solve(
     G - c ||G||_F I (c = 1e-8) picks the sets with lambda_min(G) > c ||G||_F, so
     cond(W[A]) < 1e4: full rank under any tolerance below 1e-4 (``rtol`` above 1e-5 raises
     c to (10 rtol)^2). Those are solved from G (relative error ~ cond(G) eps); every other set
-    gets an SVD of W[A] (the exact rule above). Both routes give the rank of the rule exactly;
+    gets an SVD of W[A] (the exact rule above). Without ``rhs`` most sets are first settled
+    from their rows among the most often active units (lambda_min(G) can only grow with more
+    rows). All routes give the rank of the rule exactly;
     the solutions agree to rounding (``tests/analysis/test_activity.py`` checks them against
     ``matrix_rank`` and ``lstsq`` point by point).
 
@@ -319,11 +348,16 @@ def active_set_solve(
     clear_cond = max(1e-8, (10.0 * rtol) ** 2) if rtol is not None else 1e-8
     rank_u = np.zeros(n_uniq, dtype=np.int64)
     candidates = np.flatnonzero(k >= d)  # fewer rows than columns: never full rank
+    if R is None and candidates.size:  # the rank alone: most sets are settled by part of their rows
+        proven = _subset_certificate(W, uniq[candidates], clear_cond)
+        rank_u[candidates[proven]] = d
+        candidates = candidates[~proven]
     step = max(1, _CHUNK_ENTRIES // (d * (d + 1) // 2))
     for start in range(0, candidates.size, step):
         ids = candidates[start : start + step]
         G = _masked_grams(W, uniq[ids].astype(np.float64))
-        clear = _clearly_full_rank(G, clear_cond)
+        # lambda_min(G) > clear_cond ||G||_F >= clear_cond lambda_max(G)
+        clear = _positive_after_shift(G, clear_cond * np.sqrt(np.einsum("ijk,ijk->i", G, G)))
         rank_u[ids[clear]] = d
         if R is None:
             continue

@@ -195,6 +195,27 @@ def test_stacked_active_set_solve_equals_one_set_at_a_time(monkeypatch, chunk):
     assert none is None and np.array_equal(rank_only, rank)
 
 
+def test_subset_certificate_proves_only_full_rank_sets():
+    import analysis.activity as activity
+
+    rng = np.random.default_rng(6)
+    W = rng.normal(size=(40, 4))
+    W[30:] = W[0]  # ten copies of one row, rarely active
+    mask = rng.random((400, 40)) < 0.6
+    mask[:, 30:] = False
+    mask[:8] = False
+    mask[:8, 30:] = True  # rank 1 with ten rows
+    mask[8:16] = False
+    mask[8:16, 25:] = True  # full rank through rows outside the certificate's subset
+    proven = activity._subset_certificate(W, mask, 1e-8)
+    assert 300 < proven.sum() < 400 and not proven[:16].any()
+    for i in np.flatnonzero(proven):
+        assert np.linalg.matrix_rank(W[mask[i]]) == 4
+    rank, _ = active_set_solve(W, mask)
+    assert rank.tolist() == [np.linalg.matrix_rank(W[m]) if m.any() else 0 for m in mask]
+    assert (rank[:8] == 1).all() and (rank[8:16] == 4).all()
+
+
 def test_masked_grams_equal_the_products_of_the_active_rows(monkeypatch):
     import analysis.activity as activity
 
