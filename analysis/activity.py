@@ -186,6 +186,8 @@ def _as_matrix(weight: ArrayLike, func: str) -> NDArray[np.float64]:
             f"The 'weight' parameter of {func} must be a (hidden, in) matrix or a 1x1 conv "
             f"weight (hidden, in, 1, 1). Got an array of shape {W.shape} instead."
         )
+    if not np.all(np.isfinite(W)):  # a NaN would pass the Cholesky test unnoticed
+        raise ValueError(f"The 'weight' parameter of {func} must be finite. Got NaN or Inf entries instead.")
     return W
 
 

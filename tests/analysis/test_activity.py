@@ -216,6 +216,13 @@ def test_subset_certificate_proves_only_full_rank_sets():
     assert (rank[:8] == 1).all() and (rank[8:16] == 4).all()
 
 
+def test_active_set_solve_rejects_non_finite_weights():
+    W = np.ones((4, 2))
+    W[1, 0] = np.nan
+    with pytest.raises(ValueError, match="The 'weight' parameter of active_set_solve must be finite"):
+        active_set_solve(W, np.ones((3, 4), dtype=bool))
+
+
 def test_masked_grams_equal_the_products_of_the_active_rows(monkeypatch):
     import analysis.activity as activity
 
