@@ -320,12 +320,17 @@ def _random_diagram(rng: np.random.Generator, n: int, grid: bool = False) -> np.
     return np.column_stack([birth, birth + life])
 
 
+@pytest.mark.parametrize("sparse_limit", [0, 10**9])
 @pytest.mark.parametrize("grid", [False, True])
-def test_diagram_distances_equal_heras_bottleneck_and_pots_wasserstein(grid):
-    # second, independent routes: hera's exact bottleneck (delta=0) and POT's network simplex
+def test_diagram_distances_equal_heras_bottleneck_and_pots_wasserstein(monkeypatch, grid, sparse_limit):
+    # second, independent routes: hera's exact bottleneck (delta=0) and POT's network simplex;
+    # both Wasserstein routes (sparse assignment, POT) are forced in turn
     from gudhi.hera import bottleneck_distance
     from gudhi.wasserstein import wasserstein_distance
 
+    import analysis.topology as topo
+
+    monkeypatch.setattr(topo, "SPARSE_PAIRS_PER_BAR", sparse_limit)
     rng = np.random.default_rng(11 + grid)
     for m, n in [(1, 1), (3, 40), (60, 25), (120, 120)]:
         a, c = _random_diagram(rng, m, grid), _random_diagram(rng, n, grid)
@@ -334,12 +339,16 @@ def test_diagram_distances_equal_heras_bottleneck_and_pots_wasserstein(grid):
         assert d["wasserstein"] == pytest.approx(wasserstein_distance(a, c, order=1, internal_p=2), rel=1e-12)
 
 
-def test_diagram_distances_of_noisy_rips_diagrams_equal_the_reference_routes():
+@pytest.mark.parametrize("sparse_limit", [0, 10**9])
+def test_diagram_distances_of_noisy_rips_diagrams_equal_the_reference_routes(monkeypatch, sparse_limit):
     # diagrams of the kind the study compares: hundreds of short H1 bars of high-dimensional
-    # clouds, whose pruned matching graphs are dense
+    # clouds, whose pruned matching graphs are dense; both Wasserstein routes are forced in turn
     from gudhi.hera import bottleneck_distance
     from gudhi.wasserstein import wasserstein_distance
 
+    import analysis.topology as topo
+
+    monkeypatch.setattr(topo, "SPARSE_PAIRS_PER_BAR", sparse_limit)
     rng = np.random.default_rng(5)
     x = rng.standard_normal((150, 48))
     y = np.maximum(x @ rng.standard_normal((48, 96)), 0.0)
