@@ -349,7 +349,7 @@ def _bottleneck(a: np.ndarray, b: np.ndarray) -> float:
     # diagram farther than r from the diagonal. A matching covering those of `a` and one
     # covering those of `b` give one covering both (Mendelsohn-Dulmage), so two one-sided
     # maximum matchings decide it. The distance is one of the candidate costs; the smallest
-    # feasible one is found by bisection over the sorted candidates.
+    # feasible one is found by bisection over them (medians by selection, not a full sort).
     da = (a[:, 1] - a[:, 0]) / 2.0
     db = (b[:, 1] - b[:, 0]) / 2.0
     if len(a) == 0 or len(b) == 0:
@@ -358,22 +358,20 @@ def _bottleneck(a: np.ndarray, b: np.ndarray) -> float:
     # every point pays at least min(its diagonal cost, its nearest partner); all to the diagonal
     # is always feasible
     low = max(np.minimum(da, cost.min(axis=1)).max(), np.minimum(db, cost.min(axis=0)).max())
-    high = max(da.max(), db.max())
+    best = max(da.max(), db.max())
     cand = np.concatenate([cost.ravel(), da, db])
-    cand = np.unique(cand[(cand >= low) & (cand <= high)])
+    cand = cand[(cand >= low) & (cand < best)]
 
     def feasible(r: float) -> bool:
-        near = cost <= r
-        return _covers_rows(near[da > r]) and _covers_rows(near[:, db > r].T)
+        return _covers_rows(cost[da > r] <= r) and _covers_rows((cost[:, db > r] <= r).T)
 
-    lo, hi = 0, len(cand) - 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if feasible(cand[mid]):
-            hi = mid
+    while len(cand):
+        r = np.partition(cand, len(cand) // 2)[len(cand) // 2]
+        if feasible(r):
+            best, cand = r, cand[cand < r]
         else:
-            lo = mid + 1
-    return float(cand[lo])
+            cand = cand[cand > r]
+    return float(best)
 
 
 def _wasserstein(a: np.ndarray, b: np.ndarray) -> float:
