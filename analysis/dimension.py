@@ -148,8 +148,8 @@ def _neighbour_distances(x: np.ndarray, k: int, distances: np.ndarray | None = N
     else:
         d = distance_matrix(x) if distances is None else distances.copy()
         np.fill_diagonal(d, np.inf)
-        near = np.partition(d, k - 1, axis=1)[:, :k]
-        near.sort(axis=1)
+        d.partition(k - 1, axis=1)
+        near = np.sort(d[:, :k], axis=1)
     return _exact_close_rows(x, near, k)
 
 
