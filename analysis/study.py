@@ -470,10 +470,13 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
             if finite:
                 if id(res) not in dimension_cache:
                     m, reasons = intrinsic_dimension(cloud, distances=cloud_dm)
+
+                    def half(rows: np.ndarray, dm: np.ndarray | None = cloud_dm) -> dict[str, float]:
+                        sub = None if dm is None else dm.take(rows, 0).take(rows, 1)
+                        return intrinsic_dimension(cloud[rows], distances=sub)[0]
+
                     dimension_cache[id(res)] = {k: ((v, reasons.get(k)), n_res) for k, v in m.items()} | _redraw_rows(
-                        cloud, lambda rows: intrinsic_dimension(
-                            cloud[rows], distances=None if cloud_dm is None else cloud_dm.take(rows, 0).take(rows, 1))[0],
-                        m, n_res, config.seed, on_indices=True)
+                        cloud, half, m, n_res, config.seed, on_indices=True)
                 vals.update(dimension_cache[id(res)])
             else:
                 vals.update({k: ((math.nan, nonfinite), n_res) for k in ("twonn_id", "mle_id")})
