@@ -363,6 +363,9 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
     input_topology: dict[int, Any] = {}
     topology_cache: dict[tuple[int, ...], Any] = {}
     dimension_cache: dict[int, dict[str, Any]] = {}
+    # points that hold the same values (a linear projection's pre-activation and its output, a
+    # block output without residual) are scored once: keyed by the bytes of their arrays
+    content_cache: dict[tuple[Any, ...], dict[str, Any]] = {}
     bar = tqdm(list(points.values()), desc="metrics", disable=not progress, leave=False)
     for pt in bar:
         stats = probe_result.stats[pt.name]
@@ -428,8 +431,11 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
             if folded is not None:
                 kw = {"weight": folded[0], "bias": folded[1],
                       "activation": pt.act if not pt.pre else "linear"}
-            m = reconstruction_metrics(paired[0], paired[1], seed=config.seed, point=pt.name, **kw)
-            vals.update({k: (v, n_res) for k, v in m.items()})
+            key = ("reconstruction", _content_key(*paired), repr(kw.get("activation")), folded is None)
+            if folded is not None or key not in content_cache:
+                content_cache[key] = reconstruction_metrics(paired[0], paired[1], seed=config.seed,
+                                                            point=pt.name, **kw)
+            vals.update({k: (v, n_res) for k, v in content_cache[key].items()})
 
         # one distance matrix per reservoir, shared by topology, the intrinsic dimension and its
         # half-sample redraws; aliased points (a block's input is the previous block's output)
@@ -485,7 +491,10 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
             from analysis.similarity import similarity_metrics
 
             if finite and np.all(np.isfinite(paired[1])):
-                m, reasons = similarity_metrics(paired[0], paired[1])
+                key = ("similarity", _content_key(*paired))
+                if key not in content_cache:
+                    content_cache[key] = similarity_metrics(paired[0], paired[1])
+                m, reasons = content_cache[key]
                 vals.update({k: ((v, reasons.get(k)), n_res) for k, v in m.items()})
             else:
                 vals["cka_to_input"] = ((math.nan, nonfinite), n_res)
@@ -496,12 +505,16 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
             from analysis.quantization import calibrated_metrics
 
             extent = getattr(stats, "extent", None)
-            m = quantization_metrics(cloud, point=pt.name) | calibrated_metrics(cloud, extent, point=pt.name)
-            vals.update({k: (v, n_res) for k, v in m.items()})
-            if finite:
-                vals.update(_redraw_rows(
-                    cloud, lambda c: quantization_metrics(c) | calibrated_metrics(c, extent),
-                    {k: m[k].value for k in _REDRAW_QUANT}, n_res, config.seed))
+            key = ("quantization", _content_key(cloud, *_extent_arrays(extent)))
+            if key not in content_cache:
+                m = quantization_metrics(cloud, point=pt.name) | calibrated_metrics(cloud, extent, point=pt.name)
+                got = {k: (v, n_res) for k, v in m.items()}
+                if finite:
+                    got |= _redraw_rows(
+                        cloud, lambda c: quantization_metrics(c) | calibrated_metrics(c, extent),
+                        {k: m[k].value for k in _REDRAW_QUANT}, n_res, config.seed)
+                content_cache[key] = got
+            vals.update(content_cache[key])
 
         if "information" in fams and information is not None and pt.name in information[0]:
             vals.update({k: (v, information[1]) for k, v in information[0][pt.name].items()})
@@ -518,6 +531,27 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
         if det:
             details[pt.name] = det
     return rows, details
+
+
+def _content_key(*arrays: np.ndarray | None) -> tuple[Any, ...]:
+    """Shapes, dtypes and a BLAKE2b digest of the bytes of ``arrays``: equal keys, equal values."""
+    key: list[Any] = []
+    for a in arrays:
+        if a is None:
+            key.append(None)
+            continue
+        a = np.ascontiguousarray(a)
+        key.append((a.shape, a.dtype.str, hashlib.blake2b(a.view(np.uint8), digest_size=16).digest()))
+    return tuple(key)
+
+
+def _extent_arrays(extent: Any) -> tuple[np.ndarray | None, ...]:
+    """What :func:`analysis.quantization.calibrated_metrics` reads of an Extent sink."""
+    if extent is None:
+        return (None,)
+    return tuple(None if getattr(extent, f, None) is None else np.asarray(getattr(extent, f))
+                 for f in ("ch_min", "ch_max", "abs_hist")) + (np.asarray([getattr(extent, "n_points", 0),
+                                                                         getattr(extent, "hist_points", 0)]),)
 
 
 _REDRAW_QUANT = ("int8_sqnr_db", "int8_sqnr_db_per_channel", "int8_sqnr_db_stream", "int8_sqnr_db_clipped")
