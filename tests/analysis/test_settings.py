@@ -78,3 +78,23 @@ def test_report_config_keys_are_the_schema_keys() -> None:
             assert key in _SECTIONS[section], name
     assert set(_SECTIONS["study"]) == {s.toml.split(".")[1] for s in STUDY_FIELDS.values()
                                        if s.toml and s.toml.startswith("study.")}
+
+
+def test_paper_toml_comments_state_the_schema_defaults() -> None:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "analysis" / "configs" / "paper.toml").read_text()
+    section = ""
+    stated = {}
+    for line in text.splitlines():
+        if line.startswith("["):
+            section = line.split("]")[0].strip("[ ")
+        m = re.match(r"^(\w+)\s*=.*#.*\(default (\w+)\)", line)
+        if m:
+            stated[f"{section}.{m.group(1)}"] = m.group(2)
+    by_key = {s.toml: name for name, s in STUDY_FIELDS.items() if s.toml}
+    checked = {k: v for k, v in stated.items() if k in by_key}
+    assert {"study.reservoir_size", "topology.points"} <= set(checked)
+    for key, value in checked.items():
+        assert value == str(getattr(StudyConfig(), by_key[key])), key
