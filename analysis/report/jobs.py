@@ -21,6 +21,7 @@ from typing import Any
 
 from analysis._workers import init_worker
 from analysis.report.config import CheckpointSpec, ReportConfig
+from analysis.settings import StudyConfig
 
 __all__ = ["Job", "plan_jobs"]
 
@@ -32,7 +33,7 @@ class Job:
     job_id: str
     checkpoint: CheckpointSpec
     dataset: str
-    study: Any
+    study: StudyConfig
 
     def label(self) -> str:
         return f"{self.checkpoint.name} on {Path(self.dataset).name}"

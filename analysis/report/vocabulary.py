@@ -22,10 +22,12 @@ if TYPE_CHECKING:
 __all__: list[str] = []
 
 
+# --- capture-point vocabulary (to be replaced by the shared capture-point module) ---------
+
+#: A capture point's full name, ``blocks.N.SUFFIX``.
 _POINT_RE = re.compile(r"^blocks\.(\d+)\.(input|expand\.pre|expand|depthwise\.pre|depthwise|"
                        r"project\.pre|project|output)$")
-
-
+#: The suffixes of a block's capture points, in data-flow order.
 _POINT_SUFFIXES = ("input", "expand.pre", "expand", "depthwise.pre", "depthwise", "project.pre", "project",
                    "output")
 
@@ -40,7 +42,11 @@ def _check_point_globs(ck: _Checker, patterns: Sequence[str]) -> None:
                           f"'blocks.*.project*' (suffixes {', '.join(_POINT_SUFFIXES)})", pat)
 
 
+# --- checkpoint cards -> table (to be replaced by the shared checkpoint catalogue) -------
+
+
 def _cards_frame(config: ReportConfig) -> pd.DataFrame:
+    """``checkpoint, design, dataset, seed, test_accuracy`` of the config's checkpoints with a card."""
     rows = []
     for c in config.checkpoints:
         card = c.card or {}
