@@ -1,9 +1,10 @@
 """The report config: TOML file -> validated :class:`ReportConfig`, before any work starts.
 
-The ``[study]`` and ``[topology]`` keys are the fields of :class:`analysis.study.StudyConfig`
-(:data:`analysis.study.STUDY_FIELDS`, its one validation routine); this module validates only
-what is the report's own (checkpoints, datasets, figures, tables, spiral, comparison, surgery,
-claims).
+The ``[study]`` and ``[topology]`` keys are the :class:`analysis.settings.StudyConfig` fields
+with a report-config key (``FieldSpec.toml`` in :data:`analysis.settings.STUDY_FIELDS`), checked
+by the schema's one routine :func:`analysis.settings.check_study_field`; an absent key keeps the
+StudyConfig default. This module validates only what is the report's own (checkpoints,
+datasets, figures, tables, spiral, comparison, surgery, claims).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from analysis.metrics import metric_family as registry_family
 from analysis.report.vocabulary import _POINT_RE, _check_point_globs
-from analysis.study import FAMILIES, STUDY_FIELDS, StudyConfig, StudyFieldError, check_study_field
+from analysis.settings import FAMILIES, STUDY_FIELDS, StudyConfig, StudyFieldError, check_study_field
 from probes._io import sha256_file
 
 __all__ = ["CheckpointSpec", "DEFAULT_CONFIG", "FIGURE_FORMATS", "ReportConfig", "load_config", "metric_family"]
