@@ -255,6 +255,7 @@ STUDY_FIELDS: dict[str, FieldSpec] = {f.name: f.metadata["spec"] for f in datacl
 SHIPPED_CONFIG = StudyConfig()
 
 #: Preset of the dashboard's "Probe a checkpoint" page: a live probe of an uploaded model must
-#: answer in seconds, so the point clouds are smaller than in the shipped studies (reservoir 600,
-#: topology on 100 points); the page sets dataset, images, families and gray_to_rgb.
-DASHBOARD_PROBE_CONFIG = StudyConfig(reservoir_size=600, topology_points=100)
+#: answer in seconds, so it starts on 32 test images and the point clouds are smaller than in the
+#: shipped studies (reservoir 600, topology on 100 points). The page's widgets start from it; the
+#: user picks dataset, images and families, and gray_to_rgb follows the model's input channels.
+DASHBOARD_PROBE_CONFIG = StudyConfig(n_images=32, reservoir_size=600, topology_points=100)

@@ -140,3 +140,4 @@ def test_design_doc_defaults_table_matches_the_code() -> None:
     assert _doc_row("activity positions per image")[0] == str(defaults["activity_positions"])
     assert _doc_row("topology points")[1:4] == [
         str(config.topology_points), str(toml["topology"]["points"]), str(DASHBOARD_PROBE_CONFIG.topology_points)]
+    assert _doc_row("images")[2:4] == [str(toml["study"]["n_images"]), str(DASHBOARD_PROBE_CONFIG.n_images)]

@@ -127,10 +127,13 @@ def _inputs() -> dict[str, Any] | None:
     c1, c2 = st.columns(2)
     dataset = c1.selectbox("Dataset", state.DATASETS, index=state.DATASETS.index(state.current_dataset()),
                            key="probe-dataset")
-    n_images = c2.select_slider("Test images", [16, 32, 64, 128, 256], value=32, key="probe-images")
-    from analysis.study import FAMILIES
+    from analysis.settings import DASHBOARD_PROBE_CONFIG, STUDY_FIELDS
 
-    families = st.multiselect("Metric families", FAMILIES, default=list(FAMILIES), key="probe-families")
+    n_images = c2.select_slider("Test images", [16, 32, 64, 128, 256], value=DASHBOARD_PROBE_CONFIG.n_images,
+                                key="probe-images", help=STUDY_FIELDS["n_images"].help)
+    families = st.multiselect("Metric families", STUDY_FIELDS["families"].choices,
+                              default=list(DASHBOARD_PROBE_CONFIG.families), key="probe-families",
+                              help=STUDY_FIELDS["families"].help)
     return {"source": source, "upload": upload, "card": card, "arch": arch, "dataset": dataset,
             "n_images": int(n_images), "families": tuple(families)}
 

@@ -65,7 +65,7 @@ def test_cache_key_of_the_shipped_settings_is_unchanged() -> None:
 def test_dashboard_preset_differs_only_in_the_point_cloud_sizes() -> None:
     diff = {f.name for f in dataclasses.fields(StudyConfig)
             if getattr(DASHBOARD_PROBE_CONFIG, f.name) != getattr(SHIPPED_CONFIG, f.name)}
-    assert diff == {"reservoir_size", "topology_points"}
+    assert diff == {"n_images", "reservoir_size", "topology_points"}
     assert DASHBOARD_PROBE_CONFIG.reservoir_size < SHIPPED_CONFIG.reservoir_size
 
 
