@@ -26,6 +26,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+# the schema module is light (no torch): the options of `bnprobe probe` are built from it
+from analysis.settings import STUDY_FIELDS, StudyConfig, StudyFieldError
+
 __all__ = ["main"]
 
 
@@ -110,11 +113,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _study_config(args: argparse.Namespace) -> "object":
+def _study_config(args: argparse.Namespace) -> StudyConfig:
     """The :class:`analysis.settings.StudyConfig` of ``bnprobe probe``'s options; a bad value is one
     line naming the option (the schema's own check, :func:`analysis.settings.check_study_field`)."""
-    from analysis.settings import STUDY_FIELDS, StudyConfig, StudyFieldError
-
     if args.metrics_deprecated is not None:
         if args.families is not None:
             raise _UserError("--metrics is the deprecated name of --families; give only --families")
@@ -293,8 +294,6 @@ def _add_study_args(p: argparse.ArgumentParser) -> None:
     given, so that the deprecated ``--metrics`` can stand in for it); every value is checked
     once, by the schema, when the config is built (:func:`_study_config`).
     """
-    from analysis.settings import STUDY_FIELDS, StudyConfig
-
     defaults = StudyConfig()
     for name, spec in STUDY_FIELDS.items():
         if spec.cli is None:
