@@ -10,7 +10,7 @@ naming where it went.
 
     bnprobe zoo                                   # shipped checkpoints: design, dataset, accuracy
     bnprobe train RECIPE [--out DIR] [--epochs N] # reproduce a shipped checkpoint from its recipe
-    bnprobe probe CHECKPOINT [--arch ARCH] [--dataset NAME|PATH] [--points GLOB] [--out FILE]
+    bnprobe probe CHECKPOINT [--arch ARCH] [--dataset NAME|PATH] [--points GLOB] [--families FAMILY ...] [--out FILE]
     bnprobe blocks CHECKPOINT [--arch ARCH]       # only discover the blocks: one line per block
     bnprobe spiral [--dims 2 3 5 15 30] [--activation relu] [--out FILE]
     bnprobe surgery CHECKPOINT [--act identity|relu6] [--blocks I ...] [--out FILE] [--figure FILE]
@@ -25,6 +25,9 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+
+# the schema module is light (no torch): the options of `bnprobe probe` are built from it
+from analysis.settings import STUDY_FIELDS, StudyConfig, StudyFieldError
 
 __all__ = ["main"]
 
@@ -110,6 +113,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study_config(args: argparse.Namespace) -> StudyConfig:
+    """The :class:`analysis.settings.StudyConfig` of ``bnprobe probe``'s options; a bad value is one
+    line naming the option (the schema's own check, :func:`analysis.settings.check_study_field`)."""
+    if args.metrics_deprecated is not None:
+        if args.families is not None:
+            raise _UserError("--metrics is the deprecated name of --families; give only --families")
+        print("bnprobe probe: warning: --metrics is deprecated and will be removed; use --families "
+              "(it takes metric family names)", file=sys.stderr)
+        args.families = args.metrics_deprecated
+    given = {name: getattr(args, name) for name, spec in STUDY_FIELDS.items()
+             if spec.cli is not None and getattr(args, name) is not None}
+    try:
+        return StudyConfig(**given)
+    except StudyFieldError as exc:
+        raise _UserError(f"argument {STUDY_FIELDS[exc.name].cli}: must be {exc.expected}. "
+                         f"Got {exc.got!r} instead.") from None
+
+
 def _cmd_probe(args: argparse.Namespace) -> int:
     _check_out(args.out)
     for flag in ("workers", "loader_workers"):
@@ -117,13 +138,8 @@ def _cmd_probe(args: argparse.Namespace) -> int:
         low = 1 if flag == "workers" else 0
         if value is not None and value < low:
             raise _UserError(f"--{flag.replace('_', '-')} must be an int >= {low}; got {value}")
-    from analysis.study import StudyConfig, run_study
-
-    config = StudyConfig(
-        dataset=args.dataset, split=args.split, n_images=args.n_images, points=args.points,
-        reservoir_size=args.reservoir, seed=args.seed, families=tuple(args.metrics),
-        gray_to_rgb=args.gray_to_rgb,
-    )
+    config = _study_config(args)
+    from analysis.study import run_study
     from probes.loading import load_checkpoint
 
     loaded = load_checkpoint(args.checkpoint, arch=args.arch, mean=args.mean, std=args.std,
@@ -220,7 +236,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from analysis.study import read_table
 
     if len(args.designs) != 2:
-        raise _UserError(f"--designs takes exactly two designs (a b); got {len(args.designs)}: {' '.join(args.designs)}")
+        raise _UserError(f"--designs takes exactly two designs (a b); got {len(args.designs)}: "
+                         f"{' '.join(args.designs)}")
     a, b = args.designs
     if args.results:
         df = read_table(args.results)
@@ -270,6 +287,39 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="probe weights holding NaN or Inf values (refused by default) with a warning")
 
 
+def _add_study_args(p: argparse.ArgumentParser) -> None:
+    """One option per :class:`analysis.settings.StudyConfig` field with a ``FieldSpec.cli`` name.
+
+    Help text, choices and defaults come from the schema (``--families`` parses to None when not
+    given, so that the deprecated ``--metrics`` can stand in for it); every value is checked
+    once, by the schema, when the config is built (:func:`_study_config`).
+    """
+    defaults = StudyConfig()
+    for name, spec in STUDY_FIELDS.items():
+        if spec.cli is None:
+            continue
+        default = getattr(defaults, name)
+        if spec.kind == "bool":
+            p.add_argument(spec.cli, dest=name, action="store_true", default=default, help=spec.help)
+            continue
+        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+        kw: dict[str, object] = {"dest": name, "default": None if spec.kind == "names" else default,
+                                 "metavar": spec.metavar,
+                                 "help": f"{spec.help} (default: {shown})" if default is not None else spec.help}
+        if spec.kind in ("choice", "names"):
+            kw["choices"] = list(spec.choices or ())
+            kw["metavar"] = spec.metavar if spec.kind == "names" else None
+            kw["type"] = type((spec.choices or ("",))[0])
+        elif spec.kind in ("int", "float"):
+            kw["type"] = int if spec.kind == "int" else float
+        if spec.kind == "names":
+            kw["nargs"] = "+"
+        p.add_argument(spec.cli, **kw)  # type: ignore[arg-type]
+    # researchers' scripts still say --metrics (it always took family names): kept, with a warning
+    p.add_argument("--metrics", dest="metrics_deprecated", nargs="+", default=None, choices=list(defaults.families),
+                   metavar="FAMILY", help="deprecated name of --families")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``bnprobe`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -291,17 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("probe", help="capture a checkpoint's activations and write the tidy metrics table")
     _add_model_args(p)
-    p.add_argument("--dataset", default="digits",
-                   help="digits, shapes, natural, or a path (.npz with x (N,C,H,W) [and y], or an image folder)")
-    p.add_argument("--split", default="test", choices=["train", "test", "all"])
-    p.add_argument("--n-images", type=int, default=None, help="use only the first N images")
-    p.add_argument("--points", default=None, help="capture points: a name or glob, e.g. 'blocks.*.project*'")
-    p.add_argument("--metrics", nargs="+", default=["spectrum", "activity", "reconstruction", "topology",
-                                                     "dimension", "similarity", "quantization", "information"],
-                   help="metric families to compute")
-    p.add_argument("--reservoir", type=int, default=1000, help="reservoir points kept per capture point")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--gray-to-rgb", action="store_true", help="repeat a 1-channel dataset for an RGB model")
+    _add_study_args(p)
     p.add_argument("--out", default=None, help="output .parquet or .csv (default: CSV on stdout)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--scheduler", default=None,

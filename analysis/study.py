@@ -67,16 +67,32 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from analysis.settings import (
+    DASHBOARD_PROBE_CONFIG,
+    FAMILIES,
+    SHIPPED_CONFIG,
+    STUDY_FIELDS,
+    FieldSpec,
+    StudyConfig,
+    StudyFieldError,
+    check_study_field,
+)
 from probes._io import atomic_path
 from probes.datasets import ImageDataset
 
 __all__ = [
+    "DASHBOARD_PROBE_CONFIG",
     "FAMILIES",
+    "FieldSpec",
     "SHIPPED_CONFIG",
+    "STUDY_FIELDS",
     "SCHEMA_COLUMNS",
     "StudyConfig",
+    "StudyFieldError",
     "StudyResult",
+    "check_study_field",
     "compute_metrics",
+    "compute_shipped",
     "load_inputs",
     "load_shipped",
     "load_shipped_metrics",
@@ -88,12 +104,6 @@ __all__ = [
     "write_table",
 ]
 
-#: Metric families, in the order they are computed.
-FAMILIES: tuple[str, ...] = (
-    "spectrum", "activity", "reconstruction", "topology", "dimension", "similarity", "quantization",
-    "information",
-)
-
 #: Columns of the tidy results table, in order.
 SCHEMA_COLUMNS: tuple[str, ...] = (
     "checkpoint", "arch", "design", "bottleneck_act", "expand_ratio", "shortcut", "seed", "dataset",
@@ -102,95 +112,6 @@ SCHEMA_COLUMNS: tuple[str, ...] = (
 )
 
 _FLAT_ACTS = ("relu", "relu6", "hswish")
-
-
-@dataclasses.dataclass(frozen=True)
-class StudyConfig:
-    """Settings of one study (everything that changes the numbers).
-
-    Parameters
-    ----------
-    dataset : str
-        ``digits``, ``shapes``, ``natural`` or a path (.npz / image folder).
-    split : str
-        ``train``, ``test`` or ``all`` (built-in datasets).
-    n_images : int or None
-        Use only the first ``n_images`` images.
-    points : str or None
-        Capture points (name or glob); None = all.
-    families : tuple of str
-        Metric families to compute (see :data:`FAMILIES`).
-    sample_unit : str
-        ``position`` (every spatial position is a point) or ``image`` (global average pool).
-    reservoir_size : int
-        Points kept per capture point for the point-cloud metrics.
-    moments : str
-        ``sampled`` (default) or ``exact`` covariance (see :func:`probes.capture.probe`).
-    moment_positions : int
-        Expected positions per image that enter the moments when sampled.
-    seed : int
-        Seeds the reservoir and moment sampling, the decoders' splits and the topology subsample.
-    rtol : float
-        Relative tolerance of the numerical rank.
-    topology_points : int
-        Greedy-permutation subsample size for persistent homology.
-    topology_maxdim : int
-        Highest homology dimension (1 by default; 2 is much slower).
-    gray_to_rgb : bool
-        Repeat a one-channel dataset for an RGB model.
-    batch_size : int
-    """
-
-    dataset: str = "digits"
-    split: str = "test"
-    n_images: int | None = None
-    points: str | None = None
-    families: tuple[str, ...] = FAMILIES
-    sample_unit: str = "position"
-    reservoir_size: int = 1000
-    moments: str = "sampled"
-    moment_positions: int = 16
-    seed: int = 0
-    rtol: float = 1e-6
-    topology_points: int = 200
-    topology_maxdim: int = 1
-    gray_to_rgb: bool = False
-    batch_size: int = 128
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "families", tuple(self.families))
-        unknown = [f for f in self.families if f not in FAMILIES]
-        if unknown:
-            raise ValueError(
-                f"The 'families' parameter of StudyConfig must list names from {list(FAMILIES)}. "
-                f"Got {unknown} instead."
-            )
-        for name, low in (("reservoir_size", 10), ("moment_positions", 1), ("topology_points", 10),
-                          ("batch_size", 1)):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < low:
-                raise ValueError(
-                    f"The '{name}' parameter of StudyConfig must be an int >= {low}. Got {v!r} instead."
-                )
-        if self.n_images is not None and (not isinstance(self.n_images, int) or self.n_images < 2):
-            raise ValueError(
-                f"The 'n_images' parameter of StudyConfig must be an int >= 2 or None. "
-                f"Got {self.n_images!r} instead."
-            )
-        if self.topology_maxdim not in (0, 1, 2):
-            raise ValueError(
-                f"The 'topology_maxdim' parameter of StudyConfig must be 0, 1 or 2. "
-                f"Got {self.topology_maxdim!r} instead."
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["families"] = list(self.families)
-        return d
-
-    def key(self) -> str:
-        """Short stable hash of the settings (for cache file names)."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclasses.dataclass
@@ -745,10 +666,6 @@ def run_study(checkpoint: Any, config: StudyConfig | None = None, *, arch: str |
 # --------------------------------------------------------------------------------------------
 # precomputed results of the shipped checkpoints (checkpoints/results/)
 
-#: Study settings of the precomputed results that ship with the checkpoints.
-SHIPPED_CONFIG = StudyConfig()
-
-
 def shipped_results_dir() -> Path:
     """``checkpoints/results``: precomputed studies of the shipped checkpoints."""
     from checkpoints import CHECKPOINT_DIR
@@ -759,6 +676,27 @@ def shipped_results_dir() -> Path:
 def shipped_result_path(checkpoint: str, dataset: str) -> Path:
     """Stem (no suffix) of the precomputed study of ``checkpoint`` on ``dataset``."""
     return shipped_results_dir() / f"{checkpoint}--{dataset}"
+
+
+def compute_shipped(checkpoint: str, dataset: str) -> StudyResult:
+    """Study a shipped checkpoint exactly as its precomputed result was made.
+
+    :data:`SHIPPED_CONFIG` on ``dataset``, on the CPU, with torch and the BLAS / OpenMP pools
+    (numpy, scipy, scikit-learn) pinned to one thread while it runs (the thread count changes
+    the last float digits of reductions). ``scripts/precompute_results.py`` writes its result
+    with :meth:`StudyResult.save`; ``tests/analysis/test_shipped_results.py`` recomputes one
+    shipped study through this function and compares the files byte for byte.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with threadpool_limits(limits=1):
+            return run_study(checkpoint, dataclasses.replace(SHIPPED_CONFIG, dataset=dataset), progress=False,
+                             device="cpu")
+    finally:
+        torch.set_num_threads(threads)
 
 
 def load_shipped(checkpoint: str, dataset: str | None = None, *, compute: bool = True,

@@ -114,7 +114,7 @@ def dask_client(scheduler: str | None = None, workers: int | None = None) -> Ite
     """A Dask client: connected to ``scheduler``, or a local cluster of ``workers`` processes
     (one thread each) that is shut down on exit."""
     if scheduler is not None:
-        from analysis.report import _connect
+        from analysis.report.jobs import _connect
 
         client = _connect(scheduler)
         try:

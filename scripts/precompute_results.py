@@ -1,9 +1,10 @@
 """Precompute the studies of the shipped checkpoints into ``checkpoints/results/``.
 
 The dashboard opens on these (``analysis.study.load_shipped``), so it is instant on a fresh
-clone. Each checkpoint is studied on the dataset it was trained on, with
-``analysis.study.SHIPPED_CONFIG``. A result whose checkpoint sha256 no longer matches the card
-is recomputed; an up-to-date one is skipped.
+clone. Each checkpoint is studied on the dataset it was trained on by
+``analysis.study.compute_shipped`` (``SHIPPED_CONFIG``, CPU, one torch and one BLAS thread). A
+result whose checkpoint sha256 no longer matches the card is recomputed; an up-to-date one is
+skipped.
 
 Usage::
 
@@ -14,24 +15,18 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
-import dataclasses
 import multiprocessing as mp
 import sys
 import time
 
 
 def _one(name: str, dataset: str) -> tuple[str, float]:
-    import torch
-
-    torch.set_num_threads(1)
-    from threadpoolctl import threadpool_limits
-
-    from analysis.study import SHIPPED_CONFIG, run_study, shipped_result_path
+    # compute_shipped pins torch and BLAS to one thread: the byte-for-byte recompute test
+    # (tests/analysis/test_shipped_results.py) goes through the same function
+    from analysis.study import compute_shipped, shipped_result_path
 
     t0 = time.perf_counter()
-    with threadpool_limits(1):
-        result = run_study(name, dataclasses.replace(SHIPPED_CONFIG, dataset=dataset), progress=False)
-    result.save(shipped_result_path(name, dataset))
+    compute_shipped(name, dataset).save(shipped_result_path(name, dataset))
     return name, time.perf_counter() - t0
 
 

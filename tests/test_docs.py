@@ -122,7 +122,7 @@ def test_design_doc_defaults_table_matches_the_code() -> None:
     import tomllib
 
     from analysis.cli import build_parser
-    from analysis.study import StudyConfig
+    from analysis.settings import DASHBOARD_PROBE_CONFIG, StudyConfig
     from probes.capture import probe
 
     defaults = {k: v.default for k, v in inspect.signature(probe).parameters.items()}
@@ -130,12 +130,14 @@ def test_design_doc_defaults_table_matches_the_code() -> None:
     cli = {a.dest: a.default for a in sub._actions}
     toml = tomllib.loads((ROOT / "analysis" / "configs" / "paper.toml").read_text())
     config = StudyConfig()
+    assert cli["reservoir_size"] == config.reservoir_size and cli["topology_points"] == config.topology_points
     assert _doc_row("reservoir size K")[:4] == [
-        str(defaults["reservoir_size"]), str(config.reservoir_size), str(cli["reservoir"]),
-        str(toml["study"]["reservoir_size"])]
+        str(defaults["reservoir_size"]), str(config.reservoir_size), str(toml["study"]["reservoir_size"]),
+        str(DASHBOARD_PROBE_CONFIG.reservoir_size)]
     assert _doc_row("moment positions per image")[:4] == [
-        str(defaults["moment_positions"]), str(config.moment_positions), str(config.moment_positions),
-        str(toml["study"]["moment_positions"])]
+        str(defaults["moment_positions"]), str(config.moment_positions), str(toml["study"]["moment_positions"]),
+        str(DASHBOARD_PROBE_CONFIG.moment_positions)]
     assert _doc_row("activity positions per image")[0] == str(defaults["activity_positions"])
     assert _doc_row("topology points")[1:4] == [
-        str(config.topology_points), str(config.topology_points), str(toml["topology"]["points"])]
+        str(config.topology_points), str(toml["topology"]["points"]), str(DASHBOARD_PROBE_CONFIG.topology_points)]
+    assert _doc_row("images")[2:4] == [str(toml["study"]["n_images"]), str(DASHBOARD_PROBE_CONFIG.n_images)]

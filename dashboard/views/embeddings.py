@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from analysis.settings import SHIPPED_CONFIG
 from dashboard import state
 
 __all__ = ["default_point", "render"]
@@ -66,8 +67,10 @@ def render() -> None:
     with st.spinner(f"Probing {point} of {left} and {right} on {n_images} {dataset} images ..."):
         try:
             for name in (left, right):
+                # the reservoir size of the shipped studies' point-cloud metrics
                 clouds[name] = state.point_cloud(name, dataset, point, n_images=int(n_images),
-                                                 reservoir_size=1000, seed=int(seed), sample_unit=unit)
+                                                 reservoir_size=SHIPPED_CONFIG.reservoir_size, seed=int(seed),
+                                                 sample_unit=unit)
         except Exception as err:  # noqa: BLE001 - shown in the page
             st.error(f"Probing failed: {err}")
             return

@@ -93,11 +93,15 @@ def load_upload(weights: Any, card: Any | None, arch: str | None) -> Any:
 
 
 def run_probe(loaded: Any, dataset: str, *, n_images: int, families: tuple[str, ...]) -> state.StudyView:
-    """Run :func:`analysis.study.run_study` on ``loaded`` with small, quick settings (cached on disk)."""
-    from analysis.study import StudyConfig, run_study, user_cache_dir
+    """Run :func:`analysis.study.run_study` on ``loaded`` with the quick preset
+    :data:`analysis.settings.DASHBOARD_PROBE_CONFIG` (cached on disk)."""
+    import dataclasses
 
-    config = StudyConfig(dataset=dataset, n_images=n_images, reservoir_size=600, topology_points=100,
-                         families=families, gray_to_rgb=loaded.input_spec.channels == 3)
+    from analysis.settings import DASHBOARD_PROBE_CONFIG
+    from analysis.study import run_study, user_cache_dir
+
+    config = dataclasses.replace(DASHBOARD_PROBE_CONFIG, dataset=dataset, n_images=n_images, families=families,
+                                 gray_to_rgb=loaded.input_spec.channels == 3)
     result = run_study(loaded, config, cache_dir=user_cache_dir(), progress=False, device="cpu")
     return state.StudyView(metrics=result.metrics, details=result.details, meta=result.meta)
 
@@ -123,10 +127,13 @@ def _inputs() -> dict[str, Any] | None:
     c1, c2 = st.columns(2)
     dataset = c1.selectbox("Dataset", state.DATASETS, index=state.DATASETS.index(state.current_dataset()),
                            key="probe-dataset")
-    n_images = c2.select_slider("Test images", [16, 32, 64, 128, 256], value=32, key="probe-images")
-    from analysis.study import FAMILIES
+    from analysis.settings import DASHBOARD_PROBE_CONFIG, STUDY_FIELDS
 
-    families = st.multiselect("Metric families", FAMILIES, default=list(FAMILIES), key="probe-families")
+    n_images = c2.select_slider("Test images", [16, 32, 64, 128, 256], value=DASHBOARD_PROBE_CONFIG.n_images,
+                                key="probe-images", help=STUDY_FIELDS["n_images"].help)
+    families = st.multiselect("Metric families", STUDY_FIELDS["families"].choices,
+                              default=list(DASHBOARD_PROBE_CONFIG.families), key="probe-families",
+                              help=STUDY_FIELDS["families"].help)
     return {"source": source, "upload": upload, "card": card, "arch": arch, "dataset": dataset,
             "n_images": int(n_images), "families": tuple(families)}
 

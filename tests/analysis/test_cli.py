@@ -37,7 +37,7 @@ def test_probe_writes_tidy_table(tmp_path, capsys) -> None:
     _need("digits-relu6-s0")
     out = tmp_path / "m.csv"
     code = main(["probe", "digits-relu6-s0", "--n-images", "12", "--points", "blocks.2.*",
-                 "--metrics", "spectrum", "activity", "--reservoir", "50", "--out", str(out), "--quiet"])
+                 "--families", "spectrum", "activity", "--reservoir", "50", "--out", str(out), "--quiet"])
     assert code == 0
     df = pd.read_csv(out, keep_default_na=True)
     assert list(df.columns) == list(SCHEMA_COLUMNS)
@@ -76,6 +76,49 @@ def test_unknown_recipe(capsys) -> None:
 def test_parser_defaults() -> None:
     args = build_parser().parse_args(["probe", "x"])
     assert args.dataset == "digits" and args.split == "test" and args.out is None
+
+
+def test_probe_options_are_the_study_schema() -> None:
+    """One option per StudyConfig field with a CLI name, its default the schema's; unset options
+    give exactly StudyConfig()."""
+    from analysis.cli import _study_config
+    from analysis.settings import STUDY_FIELDS, StudyConfig
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["probe"]
+    by_dest = {a.dest: a for a in sub._actions}
+    assert {n for n, s in STUDY_FIELDS.items() if s.cli} == set(STUDY_FIELDS) == set(by_dest) & set(STUDY_FIELDS)
+    for name, spec in STUDY_FIELDS.items():
+        action = by_dest[name]
+        assert action.option_strings == [spec.cli]
+        assert action.default == (None if spec.kind == "names" else getattr(StudyConfig(), name)), name
+        if spec.choices:
+            assert list(action.choices) == list(spec.choices), name
+    assert _study_config(build_parser().parse_args(["probe", "x"])) == StudyConfig()
+    args = build_parser().parse_args(["probe", "x", "--moments", "exact", "--topology-maxdim", "0", "--rtol", "1e-4",
+                                      "--families", "spectrum", "--gray-to-rgb"])
+    assert _study_config(args) == StudyConfig(moments="exact", topology_maxdim=0, rtol=1e-4, families=("spectrum",),
+                                              gray_to_rgb=True)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--reservoir", "5"], "bnprobe probe: error: argument --reservoir: must be an int >= 10. Got 5 instead."),
+    (["--rtol", "2"], r"bnprobe probe: error: argument --rtol: must be a float in (0, 1). Got 2.0 instead."),
+    (["--n-images", "1"], "bnprobe probe: error: argument --n-images: must be an int >= 2 or None. Got 1 instead."),
+    (["--metrics", "spectrum", "--families", "spectrum"],
+     "bnprobe probe: error: --metrics is the deprecated name of --families; give only --families"),
+])
+def test_bad_study_option_is_one_line_naming_the_option_before_loading(argv, message, capsys) -> None:
+    assert main(["probe", "no-such-net", *argv]) == 2  # the config fails before the checkpoint is read
+    assert capsys.readouterr().err.strip().splitlines()[-1] == message
+
+
+def test_deprecated_metrics_option_still_selects_families_and_warns(capsys) -> None:
+    from analysis.cli import _study_config
+
+    config = _study_config(build_parser().parse_args(["probe", "x", "--metrics", "spectrum", "topology"]))
+    assert config.families == ("spectrum", "topology")
+    assert capsys.readouterr().err == ("bnprobe probe: warning: --metrics is deprecated and will be removed; use "
+                                       "--families (it takes metric family names)\n")
 
 
 def test_surgery_rejects_a_bad_figure_suffix_before_work(tmp_path, capsys) -> None:

@@ -1,4 +1,4 @@
-"""Batch reports (analysis/report.py): config validation, tables, figures, jobs, resume, Dask."""
+"""Batch reports (analysis/report/): config validation, tables, figures, jobs, resume, Dask."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ import torch
 from safetensors.torch import save_file
 
 from analysis import report as rp
+from analysis.report import charts, vocabulary
+from analysis.report import config as rp_config
 from probes._io import sha256_file
 from probes.zoo import ZooConfig, build_model
 
@@ -65,7 +67,7 @@ def all_families(monkeypatch: pytest.MonkeyPatch) -> None:
     """Config-only tests: treat every metric family's code as installed (no study runs)."""
     from analysis.study import FAMILIES
 
-    monkeypatch.setattr(rp, "_FAMILY_FUNCTIONS", {f: ("analysis.study", "run_study") for f in FAMILIES})
+    monkeypatch.setattr(rp_config, "_FAMILY_FUNCTIONS", {f: ("analysis.study", "run_study") for f in FAMILIES})
 
 
 def _write_tiny(folder: Path, name: str, *, design: str, seed: int, accuracy: float = 0.9) -> Path:
@@ -103,9 +105,9 @@ def _files(zoo: Path, *names: str) -> list[str]:
 def test_shipped_configs_use_only_known_keys() -> None:
     for name in ("paper.toml", "smoke.toml"):
         raw = tomllib.loads((CONFIGS / name).read_text())
-        assert set(raw) <= set(rp._SECTIONS), name
+        assert set(raw) <= set(rp_config._SECTIONS), name
         for section, table in raw.items():
-            assert set(table) <= set(rp._SECTIONS[section]), (name, section)
+            assert set(table) <= set(rp_config._SECTIONS[section]), (name, section)
 
 
 def test_smoke_config_resolves_on_the_shipped_checkpoints() -> None:
@@ -151,12 +153,13 @@ def test_job_ids_are_file_safe_and_change_with_the_settings(tmp_path: Path, tiny
     ("decoder", "alpha", 1.0, r"unknown key 'decoder.alpha'. Allowed keys of \[decoder\]"),
     ("study", "split", "val", r"'study.split' must be one of \['train', 'test', 'all'\]. Got 'val' instead"),
     ("study", "families", ["spectrum", "colour"],
-     r"'study.families' must be a list of names from \['spectrum', 'activity', .*Got \['colour'\] instead"),
-    ("study", "n_images", 1, r"'study.n_images' must be an integer >= 2. Got 1 instead"),
-    ("study", "reservoir_size", "many", r"'study.reservoir_size' must be an integer >= 10. Got 'many'"),
-    ("study", "rtol", 2.0, r"'study.rtol' must be a number in \(0, 1\). Got 2.0 instead"),
+     r"'study.families' must be a non-empty list of names from \['spectrum', 'activity', .*Got \['colour'\] "
+     r"instead"),
+    ("study", "n_images", 1, r"'study.n_images' must be an int >= 2 or None. Got 1 instead"),
+    ("study", "reservoir_size", "many", r"'study.reservoir_size' must be an int >= 10. Got 'many'"),
+    ("study", "rtol", 2.0, r"'study.rtol' must be a float in \(0, 1\). Got 2.0 instead"),
     ("study", "sample_unit", "pixel", r"'study.sample_unit' must be one of \['position', 'image'\]"),
-    ("study", "points", [], r"'study.points' must be a non-empty list. Got \[\] instead"),
+    ("study", "points", [], r"'study.points' must be a capture-point name or glob .*Got \[\] instead"),
     ("topology", "maxdim", 3, r"'topology.maxdim' must be one of \[0, 1, 2\]. Got 3 instead"),
     ("datasets", "pairing", "some", r"'datasets.pairing' must be one of \['trained', 'all'\]"),
     ("datasets", "names", ["mnist"], r"'datasets.names' must be built-in names \['digits', 'shapes', 'natural'\]"),
@@ -211,7 +214,7 @@ def test_duplicate_checkpoint_names_are_refused(tmp_path: Path, tiny_zoo: Path) 
 
 def test_family_without_code_is_refused(tmp_path: Path, tiny_zoo: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(rp._FAMILY_FUNCTIONS, "spectrum", ("analysis.no_such_module", "spectrum_metrics"))
+    monkeypatch.setitem(rp_config._FAMILY_FUNCTIONS, "spectrum", ("analysis.no_such_module", "spectrum_metrics"))
     with pytest.raises(ValueError, match=r"'study.families' must be families whose code is installed; "
                                          r"not available: spectrum \(needs analysis.no_such_module"):
         rp.load_config(_config(tmp_path, _files(tiny_zoo, "digits-linear-s0")))
@@ -335,7 +338,7 @@ def test_report_figures_are_valid_vega_lite_with_expected_encodings(tmp_path: Pa
                 "topology": {"diagrams": ["blocks.1.project"]}}
     config = rp.load_config(_config(tmp_path, _files(tiny_zoo, "digits-linear-s0", "digits-relu6-s0"), override))
     metrics, details = _synthetic_job()
-    charts, notes = rp.report_figures(metrics, details, rp._cards_frame(config), config)
+    charts, notes = rp.report_figures(metrics, details, vocabulary._cards_frame(config), config)
     by_name = {name: chart.to_dict() for name, _, chart in charts}  # to_dict validates the schema
     assert sorted(by_name) == ["accuracy", "depth-effective_rank_frac-project", "diagram-digits-blocks_1_project",
                                "paired-digits-project", "positive-digits-linear", "positive-digits-relu6"]
@@ -506,10 +509,10 @@ def test_resume_after_sigkill(serial_run: tuple[Path, Path, int], tmp_path: Path
 def test_not_applicable_charts_are_recognised() -> None:
     from analysis import figures as F
 
-    assert rp._message_of(F.message_chart("not applicable: linear output", title="t")) == \
+    assert charts._message_of(F.message_chart("not applicable: linear output", title="t")) == \
         "not applicable: linear output"
     metrics, _ = _synthetic_job()
-    assert rp._message_of(F.depth_curve(metrics, "effective_rank_frac", stage="project")) is None
+    assert charts._message_of(F.depth_curve(metrics, "effective_rank_frac", stage="project")) is None
 
 
 def test_surgery_section(tmp_path: Path, tiny_zoo: Path) -> None:

@@ -8,7 +8,7 @@ import os
 import sys
 import time
 
-from analysis.report import _exit_on_sigterm, _process_pool
+from analysis.report.jobs import _exit_on_sigterm, _process_pool
 
 if __name__ == "__main__":
     with _exit_on_sigterm(), _process_pool(2) as pool:

@@ -11,40 +11,41 @@ from pathlib import Path
 import pytest
 
 from analysis import report as rp
+from analysis.report import jobs, run
 
 
 def test_second_run_on_the_folder_names_the_holder(tmp_path: Path) -> None:
-    with rp._locked(tmp_path / "out"):
+    with jobs._locked(tmp_path / "out"):
         with pytest.raises(ValueError, match=rf"^The report folder '{tmp_path}/out' is in use by another "
                                              rf"bnprobe report \(PID {os.getpid()}\); wait for it"):
-            with rp._locked(tmp_path / "out"):
+            with jobs._locked(tmp_path / "out"):
                 pass
-    with rp._locked(tmp_path / "out"):  # released on exit
+    with jobs._locked(tmp_path / "out"):  # released on exit
         pass
 
 
 def test_lock_held_by_another_process(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    code = ("import sys, time; from pathlib import Path; from analysis.report import _locked\n"
+    code = ("import sys, time; from pathlib import Path; from analysis.report.jobs import _locked\n"
             "with _locked(Path(sys.argv[1])):\n    print('locked', flush=True); time.sleep(60)\n")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     holder = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True, env=env)
     try:
         assert holder.stdout.readline().strip() == "locked"  # type: ignore[union-attr]
         with pytest.raises(ValueError, match=rf"in use by another bnprobe report \(PID {holder.pid}\)"):
-            with rp._locked(out):
+            with jobs._locked(out):
                 pass
     finally:
         holder.kill()
         holder.wait()
-    with rp._locked(out):  # the kernel released the dead holder's lock
+    with jobs._locked(out):  # the kernel released the dead holder's lock
         pass
 
 
 def test_run_report_stops_at_the_lock_before_any_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rp, "_execute", lambda *a, **k: pytest.fail("a job ran"))
+    monkeypatch.setattr(run, "_execute", lambda *a, **k: pytest.fail("a job ran"))
     config = Path(__file__).resolve().parents[2] / "analysis" / "configs" / "smoke.toml"
-    with rp._locked(tmp_path / "out"):
+    with jobs._locked(tmp_path / "out"):
         with pytest.raises(ValueError, match=r"is in use by another bnprobe report"):
             rp.run_report(config, tmp_path / "out", workers=1, progress=False)
 
