@@ -205,7 +205,7 @@ def _statements(table: pd.DataFrame, acc: dict, a: str, b: str, missing: Sequenc
 
 def main(argv: list[str] | None = None) -> int:
     from analysis.compare import load_design_metrics
-    from probes.loading import list_zoo
+    from probes.catalogue import list_checkpoints
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="digits")
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         table = findings(df, a, b, dataset=args.dataset)
     for w in caught:
         print(f"findings.py: warning: {w.message}", file=sys.stderr)
-    cards = list_zoo()
+    cards = list_checkpoints()
     acc = accuracy(cards, a, b, args.dataset)
     present = set(df["metric"].astype(str))
     missing = [m for m in GEOMETRY_METRICS if m not in present]
