@@ -74,6 +74,7 @@ def information_metrics(df: pd.DataFrame) -> list[str]:
 def findings(df: pd.DataFrame, design_a: str, design_b: str, *, dataset: str) -> pd.DataFrame:
     """Paired band comparisons (``analysis.compare.BAND_COLUMNS``) of the findings' metrics."""
     from analysis.compare import compare_bands
+    from probes.points import STAGES
 
     parts = []
     info = information_metrics(df)
@@ -85,7 +86,7 @@ def findings(df: pd.DataFrame, design_a: str, design_b: str, *, dataset: str) ->
                                stages=GEOMETRY_STAGES, level=LEVEL))
     out = pd.concat(parts, ignore_index=True)
     order = {m: i for i, m in enumerate([*info, *GEOMETRY_METRICS])}
-    stage_order = {s: i for i, s in enumerate(("input", "expand", "depthwise", "project", "output"))}
+    stage_order = {s: i for i, s in enumerate(STAGES)}
     key = [(order.get(m, 99), stage_order.get(s, 9)) for m, s in zip(out["metric"], out["stage"])]
     return out.assign(_k=key).sort_values("_k", kind="stable").drop(columns="_k").reset_index(drop=True)
 
