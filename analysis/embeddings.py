@@ -20,10 +20,32 @@ import pandas as pd
 
 from probes.points import is_point_name
 
-__all__ = ["EMBEDDING_METHODS", "embed_points", "point_cloud"]
+__all__ = ["EMBEDDING_METHODS", "embed_points", "point_cloud", "point_names"]
 
 #: Methods of :func:`embed_points`.
 EMBEDDING_METHODS: tuple[str, ...] = ("UMAP", "PCA")
+
+
+def point_names(loaded: Any) -> list[str]:
+    """Capture-point names of a model, in execution order: the points :func:`point_cloud` can read.
+
+    Parameters
+    ----------
+    loaded : probes.loading.LoadedModel
+
+    Returns
+    -------
+    names : list of str
+        :func:`probes.blocks.capture_points` on one example input of the model's size drawn
+        from a normal distribution seeded with 0 (discovery reads the structure, not the values).
+    """
+    import torch
+
+    from probes.blocks import capture_points
+
+    spec = loaded.input_spec
+    example = torch.randn(1, spec.channels, spec.size, spec.size, generator=torch.Generator().manual_seed(0))
+    return [p.name for p in capture_points(loaded.model, example)]
 
 
 def point_cloud(loaded: Any, dataset: str, point: str, *, n_images: int = 200, reservoir_size: int = 1500,

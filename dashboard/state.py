@@ -175,16 +175,10 @@ def shipped_model(name: str) -> Any:
 
 @st.cache_data(show_spinner=False)
 def model_points(name: str) -> list[str]:
-    """Capture-point names of the shipped checkpoint ``name``, in execution order."""
-    import torch
+    """Capture-point names of the shipped checkpoint ``name`` (:func:`analysis.embeddings.point_names`)."""
+    from analysis.embeddings import point_names
 
-    from probes.blocks import capture_points
-
-    loaded = shipped_model(name)
-    spec = loaded.input_spec
-    gen = torch.Generator().manual_seed(0)
-    example = torch.randn(1, spec.channels, spec.size, spec.size, generator=gen)
-    return [p.name for p in capture_points(loaded.model, example)]
+    return point_names(shipped_model(name))
 
 
 # ---------------------------------------------------------------------------------- studies

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.embeddings import embed_points, point_cloud
+from analysis.embeddings import embed_points, point_cloud, point_names
 from analysis.keeps import capture_tensors
 from analysis.study import load_inputs
+from probes.blocks import find_blocks
 from probes.catalogue import list_checkpoints
 from probes.loading import load_checkpoint
 from probes.preprocess import prepare
@@ -20,6 +21,13 @@ def loaded():
     if NAME not in {c["name"] for c in list_checkpoints()}:
         pytest.fail(f"shipped checkpoint {NAME} is missing: checkpoints/{NAME}.safetensors and .json")
     return load_checkpoint(NAME)
+
+
+def test_point_names_are_the_discovered_points_in_order(loaded) -> None:
+    names = point_names(loaded)
+    x = prepare(load_inputs("digits", n_images=1).x, loaded.input_spec)  # real image: same structure
+    assert names == [p.name for b in find_blocks(loaded.model, x) for p in b.points]
+    assert len(names) == 134 and names[:3] == ["blocks.0.input", "blocks.0.depthwise.pre", "blocks.0.depthwise"]
 
 
 def test_point_cloud_rows_are_the_activations_at_their_sample_ids(loaded) -> None:
