@@ -1,17 +1,29 @@
 """Intrinsic dimension of activation clouds: TwoNN and Levina-Bickel MLE.
 
-A small implementation on scikit-learn's exact nearest neighbours rather than the
-``scikit-dimension`` package: the two estimators are a few lines each; scikit-dimension 0.5.0
-implements the same conventions (we checked its TwoNN and MLE agree with ours to 1e-12 on
-clouds without duplicates) but rejects one-channel clouds, leaves duplicate points to the MLE
+A small implementation on exact nearest neighbours rather than the ``scikit-dimension``
+package: the two estimators are a few lines each; scikit-dimension 0.5.0 implements the same
+conventions (we checked its TwoNN and MLE agree with ours to 1e-12 on clouds without
+duplicates) but rejects one-channel clouds, leaves duplicate points to the MLE
 as zero distances (an infinite log), loops over points in Python, and would add a dependency.
 
 Conventions
 -----------
-* Duplicate points are removed first (``np.unique`` over rows): a repeated point is one point
-  of the manifold, and both estimators need r_1 > 0.
-* Exact Euclidean k-nearest neighbours (``sklearn.neighbors.NearestNeighbors``), a point is
-  not its own neighbour.
+* Duplicate points are removed first (rows equal in every channel, -0.0 == 0.0, as
+  ``np.unique(points, axis=0)`` finds them; the first occurrence is kept): a repeated point is
+  one point of the manifold, and both estimators need r_1 > 0.
+* Exact Euclidean k-nearest neighbours, a point is not its own neighbour. Clouds of at most
+  :data:`DENSE_MAX` distinct points read them from their distance matrix
+  (:func:`analysis.topology.distance_matrix`, the formula of scikit-learn's Euclidean
+  distances): the k smallest of each row by ``np.partition``. A caller that holds that matrix
+  already passes it as ``distances`` (the study shares it with the topology of the same cloud
+  and with every half-sample of the redraw interval, which is a sub-matrix). Larger clouds use
+  ``sklearn.neighbors.NearestNeighbors``. Both compute distances as
+  sqrt(|x|^2 + |y|^2 - 2 x.y), which loses digits when a neighbour is much closer than the
+  points' norms; the neighbour distances of a point whose nearest neighbour is closer than
+  :data:`CLOSE_NEIGHBOUR` (1 %) of its norm are recomputed from direct differences (against
+  every point on the matrix route; to the neighbours found, on the centred cloud, on the
+  scikit-learn route), so that every distance used has a relative error below about 1e-12 and
+  the two routes agree to that (tested).
 * Where an estimate is undefined (too few distinct points; all neighbour distances equal) the
   value is NaN, and :func:`intrinsic_dimension` says why in its ``reasons`` dict (metric name to
   a one-line reason, only for NaN metrics).
@@ -28,7 +40,10 @@ replacement); for d = n/2 deleted points the jackknife variance factor (n - d) /
 the standard deviation s of the half-sample values estimates the standard deviation of the
 full-reservoir value over redraws. The interval is value +- t_{0.975, K-1} s (K = n_halves, a
 t quantile because s comes from K values). Used by the study for ``twonn_id``, ``mle_id`` and
-the int8 SQNR metrics (``<metric>_ci_low`` / ``<metric>_ci_high`` rows).
+the int8 SQNR metrics (``<metric>_ci_low`` / ``<metric>_ci_high`` rows). With
+``on_indices=True`` the metric function receives the half's row indices instead of its rows,
+so that it can reuse work done on the whole reservoir (the study passes the half's sub-matrix
+of the reservoir's distance matrix to :func:`intrinsic_dimension`).
 """
 
 from __future__ import annotations
@@ -39,12 +54,19 @@ from collections.abc import Callable, Mapping
 import numpy as np
 from scipy import stats
 
-from analysis.topology import check_points
+from analysis.topology import check_distances, check_points, distance_matrix
 
-__all__ = ["REDRAW_HALVES", "intrinsic_dimension", "mle_dimension", "redraw_interval", "twonn_dimension"]
+__all__ = [
+    "CLOSE_NEIGHBOUR", "DENSE_MAX", "REDRAW_HALVES", "intrinsic_dimension", "mle_dimension", "redraw_interval",
+    "twonn_dimension",
+]
 
 #: Random halves of the reservoir behind each redraw interval.
 REDRAW_HALVES = 4
+
+#: Clouds of at most this many distinct points take their neighbours from the whole distance
+#: matrix (32 MB at the limit); larger ones from scikit-learn's neighbour search.
+DENSE_MAX = 2048
 
 
 def redraw_interval(
@@ -54,6 +76,7 @@ def redraw_interval(
     *,
     n_halves: int = REDRAW_HALVES,
     seed: int = 0,
+    on_indices: bool = False,
 ) -> dict[str, tuple[float, float]]:
     """95 % interval of each metric over reservoir redraws, by the delete-half jackknife.
 
@@ -62,11 +85,15 @@ def redraw_interval(
     points : ndarray of shape (n_points, C)
         The reservoir.
     func : callable
-        ``func(points) -> {name: value or MetricValue}``, the metrics to resample.
+        ``func(points) -> {name: value or MetricValue}``, the metrics to resample (with
+        ``on_indices``: ``func(rows)``, rows an ascending int array of the half's indices).
     values : dict of str to float
         The metrics on the whole reservoir (the centre of each interval).
     n_halves : int >= 2
         Random halves (seeded by ``seed``).
+    on_indices : bool, default False
+        Call ``func`` with the half's row indices instead of ``points[rows]`` (the halves are
+        the same).
 
     Returns
     -------
@@ -81,7 +108,8 @@ def redraw_interval(
     rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {k: [] for k in values}
     for _ in range(n_halves):
-        res = func(X[np.sort(rng.choice(n, n // 2, replace=False))])
+        rows = np.sort(rng.choice(n, n // 2, replace=False))
+        res = func(rows if on_indices else X[rows])
         for k in draws:
             v = res.get(k, math.nan)
             draws[k].append(float(getattr(v, "value", v)))
@@ -114,11 +142,46 @@ def _check_discard(discard_fraction: object, func: str) -> float:
     return float(discard_fraction)
 
 
-def _neighbour_distances(x: np.ndarray, k: int) -> np.ndarray:
-    from sklearn.neighbors import NearestNeighbors
+def _neighbour_distances(x: np.ndarray, k: int, distances: np.ndarray | None = None) -> np.ndarray:
+    """Distances from each point to its k nearest other points, ascending, shape (n, k)."""
+    if distances is None and x.shape[0] > DENSE_MAX:
+        from sklearn.neighbors import NearestNeighbors
 
-    dist, _ = NearestNeighbors(n_neighbors=k).fit(x).kneighbors()
-    return dist
+        # the formula's error scales with the norms: centre first; close rows then get exact
+        # distances to the neighbours found (re-scanning every point would cost n per row)
+        centred = x - x.mean(axis=0)
+        near, idx = NearestNeighbors(n_neighbors=k).fit(centred).kneighbors()
+        sq = np.einsum("ij,ij->i", centred, centred)
+        for i in np.flatnonzero(near[:, 0] ** 2 < CLOSE_NEIGHBOUR**2 * sq):
+            diff = x[idx[i]] - x[i]
+            near[i] = np.sort(np.sqrt(np.einsum("ij,ij->i", diff, diff)))
+        return near
+    d = distance_matrix(x) if distances is None else distances.copy()
+    np.fill_diagonal(d, np.inf)
+    d.partition(k - 1, axis=1)
+    return _exact_close_rows(x, np.sort(d[:, :k], axis=1), k)
+
+
+#: A point whose nearest neighbour is closer than this fraction of its norm gets its neighbour
+#: distances from direct differences (module docstring).
+CLOSE_NEIGHBOUR = 1e-2
+
+
+def _exact_close_rows(x: np.ndarray, near: np.ndarray, k: int) -> np.ndarray:
+    # The matrix-product formula |x|^2 + |y|^2 - 2 x.y loses digits to cancellation: its
+    # relative error on d is about eps |x|^2 / d^2 (1e-8 at d = 1e-4 |x|; a distinct pair can
+    # even read 0). Rows whose nearest neighbour is closer than CLOSE_NEIGHBOUR |x| are
+    # recomputed as ||x_i - x_j|| against every point (error eps); the others keep a relative
+    # error below ~eps / CLOSE_NEIGHBOUR^2 = 2e-12. Activation clouds of real size rarely have
+    # such rows; smooth small-image clouds (neighbouring positions) do.
+    sq = np.einsum("ij,ij->i", x, x)
+    close = np.flatnonzero(near[:, 0] ** 2 < CLOSE_NEIGHBOUR**2 * sq)
+    for i in close:
+        diff = x - x[i]
+        row = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+        row[i] = np.inf
+        near[i] = np.sort(np.partition(row, k - 1)[:k])
+    return near
 
 
 def _twonn(dist: np.ndarray, discard_fraction: float) -> tuple[float, str | None]:
@@ -143,8 +206,19 @@ def _mle(dist: np.ndarray, k: int) -> tuple[float, str | None]:
     return (k - 1) * t.shape[0] / s, None
 
 
+def _distinct_rows(x: np.ndarray) -> np.ndarray:
+    """Indices of the first occurrence of each distinct row, ascending."""
+    # hashing each row's bytes is linear, np.unique(axis=0) sorts the rows; adding 0.0 turns
+    # -0.0 into 0.0, which np.unique counts as equal
+    rows = np.ascontiguousarray(x + 0.0)
+    first: dict[bytes, int] = {}
+    for i, row in enumerate(rows):
+        first.setdefault(row.tobytes(), i)
+    return np.fromiter(first.values(), dtype=np.int64, count=len(first))
+
+
 def _unique(x: np.ndarray) -> np.ndarray:
-    return np.unique(x, axis=0)
+    return x[_distinct_rows(x)]
 
 
 def twonn_dimension(points: np.ndarray, *, discard_fraction: float = 0.1) -> float:
@@ -219,7 +293,7 @@ def mle_dimension(points: np.ndarray, *, k: int = 20) -> float:
 
 
 def intrinsic_dimension(
-    points: np.ndarray, *, k: int = 20, discard_fraction: float = 0.1
+    points: np.ndarray, *, k: int = 20, discard_fraction: float = 0.1, distances: np.ndarray | None = None
 ) -> tuple[dict[str, float], dict[str, str]]:
     """TwoNN and MLE intrinsic dimension of one cloud, from one neighbour search.
 
@@ -232,6 +306,9 @@ def intrinsic_dimension(
         Neighbours for the MLE.
     discard_fraction : float in [0, 1), default 0.1
         Largest TwoNN ratios left out of the fit.
+    distances : ndarray of shape (n_points, n_points), optional
+        The cloud's :func:`analysis.topology.distance_matrix` (duplicates included), when the
+        caller holds it already; the neighbours are read from it whatever the cloud's size.
 
     Returns
     -------
@@ -247,14 +324,21 @@ def intrinsic_dimension(
     (nan, 'needs at least 3 distinct points; got 1')
     """
     func = "intrinsic_dimension"
-    x = _unique(check_points(points, func))
+    x = check_points(points, func)
+    if distances is not None:
+        distances = check_distances(distances, x.shape[0], func)
     k = _check_k(k, func)
     discard_fraction = _check_discard(discard_fraction, func)
+    keep = _distinct_rows(x)
+    if len(keep) < x.shape[0]:
+        x = x[keep]
+        if distances is not None:
+            distances = distances[np.ix_(keep, keep)]
     n = x.shape[0]
     metrics = {"twonn_id": float("nan"), "mle_id": float("nan")}
     reasons: dict[str, str] = {}
     if n >= 3:
-        dist = _neighbour_distances(x, min(max(k, 2), n - 1))
+        dist = _neighbour_distances(x, min(max(k, 2), n - 1), distances)
         metrics["twonn_id"], why = _twonn(dist, discard_fraction)
         if why:
             reasons["twonn_id"] = why

@@ -103,13 +103,26 @@ def fake_quantize(
             f"The 'x' parameter of fake_quantize must be a 2-D array (n_points, C). "
             f"Got an array of shape {X.shape} instead."
         )
-    axis = 0 if per_channel else None
-    if symmetric:
-        qmax = 2 ** (bits - 1) - 1
-        amax = np.max(np.abs(X), axis=axis, keepdims=True)
-        s = np.where(amax > 0, amax / qmax, 1.0)
-        return np.clip(np.round(X / s), -qmax, qmax) * s
-    return _affine(X, np.min(X, axis=axis, keepdims=True), np.max(X, axis=axis, keepdims=True), bits)
+    lo, hi = _ranges(X)[per_channel]
+    return _symmetric(X, lo, hi, bits) if symmetric else _affine(X, lo, hi, bits)
+
+
+def _ranges(X: NDArray[np.float64]) -> dict[bool, tuple[NDArray[np.float64], NDArray[np.float64]]]:
+    """Min-max calibration ranges {per_channel: (lo, hi)}: shapes (1, C) and (1, 1)."""
+    lo, hi = np.min(X, axis=0, keepdims=True), np.max(X, axis=0, keepdims=True)
+    return {True: (lo, hi), False: (np.min(lo, keepdims=True), np.max(hi, keepdims=True))}
+
+
+def _symmetric(X: NDArray[np.float64], lo: ArrayLike, hi: ArrayLike, bits: int) -> NDArray[np.float64]:
+    # max |x| = max(-min x, max x); the operations of the module docstring, in place
+    qmax = 2 ** (bits - 1) - 1
+    amax = np.maximum(np.negative(lo), hi)
+    s = np.where(amax > 0, amax / qmax, 1.0)
+    q = np.divide(X, s)
+    np.round(q, out=q)
+    np.clip(q, -qmax, qmax, out=q)
+    q *= s
+    return q
 
 
 def _affine(X: NDArray[np.float64], lo: ArrayLike, hi: ArrayLike, bits: int) -> NDArray[np.float64]:
@@ -118,7 +131,13 @@ def _affine(X: NDArray[np.float64], lo: ArrayLike, hi: ArrayLike, bits: int) -> 
     hi = np.maximum(np.asarray(hi, dtype=np.float64), 0.0)
     s = np.where(hi > lo, (hi - lo) / qmax, 1.0)
     zp = np.clip(np.round(-lo / s), 0, qmax)
-    return (np.clip(np.round(X / s) + zp, 0, qmax) - zp) * s
+    q = np.divide(X, s)  # (clip(round(x / s) + zp, 0, qmax) - zp) * s, in place
+    np.round(q, out=q)
+    q += zp
+    np.clip(q, 0, qmax, out=q)
+    q -= zp
+    q *= s
+    return q
 
 
 def fake_quantize_range(x: ArrayLike, lo: ArrayLike, hi: ArrayLike, *, bits: int = 8) -> NDArray[np.float64]:
@@ -173,29 +192,36 @@ def calibrated_metrics(
     lo, hi = float(ch_min.min()), float(ch_max.max())
     if math.isfinite(a):
         lo, hi = max(-a, lo), min(a, hi)
-    out: dict[str, MetricValue] = {}
-    for name, q in (("int8_sqnr_db_stream", _affine(X, ch_min, ch_max, bits)), ("int8_sqnr_db_clipped", _affine(X, lo, hi, bits))):
-        value = sqnr_db(X, q)
-        if math.isnan(value):
-            out[name] = MetricValue(value, "not defined: zero signal (all points are 0)")
-        elif math.isinf(value):
-            out[name] = MetricValue(value, "infinite: quantization is exact (zero error)")
-        else:
-            out[name] = MetricValue(value)
-    return out
+    signal = float(np.sum(X**2))
+    return {"int8_sqnr_db_stream": _sqnr_metric(signal, X, _affine(X, ch_min, ch_max, bits)),
+            "int8_sqnr_db_clipped": _sqnr_metric(signal, X, _affine(X, lo, hi, bits))}
+
+
+def _sqnr(signal: float, noise: float) -> float:
+    if signal == 0:
+        return math.nan
+    if noise == 0:
+        return math.inf
+    return 10.0 * math.log10(signal / noise)
+
+
+def _sqnr_metric(signal: float, X: NDArray[np.float64], q: NDArray[np.float64]) -> MetricValue:
+    """SQNR of the fake-quantized ``q`` (overwritten) of ``X``, with its reason when not finite."""
+    q -= X  # (q - x)^2 == (x - q)^2 exactly
+    q *= q
+    value = _sqnr(signal, float(np.sum(q)))
+    if math.isnan(value):
+        return MetricValue(value, "not defined: zero signal (all points are 0)")
+    if math.isinf(value):
+        return MetricValue(value, "infinite: quantization is exact (zero error)")
+    return MetricValue(value)
 
 
 def sqnr_db(x: ArrayLike, q: ArrayLike) -> float:
     """10 log10(sum x^2 / sum (x - q)^2); +inf if q == x, NaN if x is all zero."""
     X = np.asarray(x, dtype=np.float64)
     Q = np.asarray(q, dtype=np.float64)
-    signal = float(np.sum(X**2))
-    noise = float(np.sum((X - Q) ** 2))
-    if signal == 0:
-        return math.nan
-    if noise == 0:
-        return math.inf
-    return 10.0 * math.log10(signal / noise)
+    return _sqnr(float(np.sum(X**2)), float(np.sum((X - Q) ** 2)))
 
 
 def quantization_metrics(
@@ -230,13 +256,10 @@ def quantization_metrics(
     reason = check_finite(X, name="points", family="quantization", point=point)
     if reason is not None:
         return undefined(QUANTIZATION_METRICS, reason)
+    signal = float(np.sum(X**2))
+    ranges = _ranges(X)  # one min / max pass serves the four schemes
     out: dict[str, MetricValue] = {}
     for name, (per_channel, symmetric) in QUANTIZATION_METRICS.items():
-        value = sqnr_db(X, fake_quantize(X, bits=bits, per_channel=per_channel, symmetric=symmetric))
-        if math.isnan(value):
-            out[name] = MetricValue(value, "not defined: zero signal (all points are 0)")
-        elif math.isinf(value):
-            out[name] = MetricValue(value, "infinite: quantization is exact (zero error)")
-        else:
-            out[name] = MetricValue(value)
+        q = (_symmetric if symmetric else _affine)(X, *ranges[per_channel], bits)
+        out[name] = _sqnr_metric(signal, X, q)
     return out

@@ -5,7 +5,10 @@ split once into a train and a held-out set (seeded, default 70 / 30); decoders a
 the train split and scored on the held-out split:
 
 ``linear``  ``RidgeCV`` on standardised features (alphas 1e-6 .. 1e3, chosen by efficient
-            leave-one-out on the train split).
+            leave-one-out on the train split). The leave-one-out errors of every alpha come
+            from one decomposition: the SVD of the train features when they are fewer than
+            the train points (``gcv_mode="svd"``; scikit-learn's default there inverts a
+            p x p matrix per alpha), else the eigendecomposition of the Gram matrix.
 ``knn``     ``KNeighborsRegressor`` (k = 5, distance-weighted) in the point's own Euclidean
             geometry (features not rescaled: the representation's metric is what is measured).
 ``mlp``     ``MLPRegressor`` (one hidden layer of 64, ReLU, Adam, 50 epochs of batches of
@@ -129,10 +132,16 @@ def split_indices(
     return np.sort(train), np.sort(test)
 
 
-def make_decoder(name: str, *, seed: int = 0, n_neighbors: int = 5):
-    """A fresh scikit-learn regressor for decoder ``name`` (see the module docstring)."""
+def make_decoder(name: str, *, seed: int = 0, n_neighbors: int = 5, n_samples: int | None = None,
+                 n_features: int | None = None):
+    """A fresh scikit-learn regressor for decoder ``name`` (see the module docstring).
+
+    ``n_samples`` / ``n_features`` (of the training set) pick the leave-one-out route of
+    ``linear``: one SVD when there are fewer features than samples, else scikit-learn's default.
+    """
     if name == "linear":
-        return make_pipeline(StandardScaler(), RidgeCV(alphas=_ALPHAS))
+        tall = n_samples is not None and n_features is not None and n_features < n_samples
+        return make_pipeline(StandardScaler(), RidgeCV(alphas=_ALPHAS, gcv_mode="svd" if tall else None))
     if name == "knn":
         return KNeighborsRegressor(n_neighbors=n_neighbors, weights="distance")
     if name == "mlp":
@@ -313,7 +322,8 @@ def reconstruction_metrics(
     train, test = split_indices(n, test_size=test_size, seed=seed)
     out: dict[str, MetricValue] = {}
     for d in decoders:
-        model = make_decoder(d, seed=seed, n_neighbors=min(n_neighbors, train.size))
+        model = make_decoder(d, seed=seed, n_neighbors=min(n_neighbors, train.size), n_samples=train.size,
+                             n_features=Xp.shape[1])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             model.fit(Xp[train], Xi[train])

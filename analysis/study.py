@@ -361,7 +361,8 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
     rows: list[dict[str, Any]] = []
     details: dict[str, dict[str, np.ndarray]] = {}
     input_topology: dict[int, Any] = {}
-    topology_cache: dict[tuple[int, int, int], Any] = {}
+    topology_cache: dict[tuple[int, ...], Any] = {}
+    dimension_cache: dict[int, dict[str, Any]] = {}
     bar = tqdm(list(points.values()), desc="metrics", disable=not progress, leave=False)
     for pt in bar:
         stats = probe_result.stats[pt.name]
@@ -430,20 +431,29 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
             m = reconstruction_metrics(paired[0], paired[1], seed=config.seed, point=pt.name, **kw)
             vals.update({k: (v, n_res) for k, v in m.items()})
 
+        # one distance matrix per reservoir, shared by topology, the intrinsic dimension and its
+        # half-sample redraws; aliased points (a block's input is the previous block's output)
+        # share a reservoir, whose metrics are computed once
+        cloud_dm = None
+        topo_key = (id(res), config.topology_maxdim, config.topology_points)
+        if finite and (("topology" in fams and topo_key not in topology_cache)
+                       or ("dimension" in fams and id(res) not in dimension_cache)):
+            from analysis.topology import DENSE_GREEDY_MAX, distance_matrix
+
+            cloud_dm = distance_matrix(cloud) if n_res <= DENSE_GREEDY_MAX else None
+
         if "topology" in fams and cloud is not None:
             from analysis.topology import persistent_homology, with_reference
 
             ref = input_topology.get(pt.block) if pt.stage != "input" else None
             n_topo = min(n_res, config.topology_points)
             if finite:
-                # aliased points (a block's input is the previous block's output) share one
-                # reservoir: its diagrams are computed once, only the distances to the reference
-                # are per point
-                key = (id(res), config.topology_maxdim, config.topology_points)
-                if key not in topology_cache:
-                    topology_cache[key] = persistent_homology(
-                        cloud, maxdim=config.topology_maxdim, n_perm=config.topology_points)
-                tr = with_reference(topology_cache[key], ref)
+                if topo_key not in topology_cache:
+                    topology_cache[topo_key] = persistent_homology(
+                        cloud, maxdim=config.topology_maxdim, n_perm=config.topology_points, distances=cloud_dm)
+                if topo_key + (id(ref),) not in topology_cache:
+                    topology_cache[topo_key + (id(ref),)] = with_reference(topology_cache[topo_key], ref)
+                tr = topology_cache[topo_key + (id(ref),)]
                 if pt.stage == "input":
                     input_topology[pt.block] = tr
                 for dim, dgm in enumerate(tr.diagrams):
@@ -458,9 +468,16 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
             from analysis.dimension import intrinsic_dimension
 
             if finite:
-                m, reasons = intrinsic_dimension(cloud)
-                vals.update({k: ((v, reasons.get(k)), n_res) for k, v in m.items()})
-                vals.update(_redraw_rows(cloud, lambda c: intrinsic_dimension(c)[0], m, n_res, config.seed))
+                if id(res) not in dimension_cache:
+                    m, reasons = intrinsic_dimension(cloud, distances=cloud_dm)
+
+                    def half(rows: np.ndarray, dm: np.ndarray | None = cloud_dm) -> dict[str, float]:
+                        sub = None if dm is None else dm.take(rows, 0).take(rows, 1)
+                        return intrinsic_dimension(cloud[rows], distances=sub)[0]
+
+                    dimension_cache[id(res)] = {k: ((v, reasons.get(k)), n_res) for k, v in m.items()} | _redraw_rows(
+                        cloud, half, m, n_res, config.seed, on_indices=True)
+                vals.update(dimension_cache[id(res)])
             else:
                 vals.update({k: ((math.nan, nonfinite), n_res) for k in ("twonn_id", "mle_id")})
 
@@ -506,7 +523,8 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
 _REDRAW_QUANT = ("int8_sqnr_db", "int8_sqnr_db_per_channel", "int8_sqnr_db_stream", "int8_sqnr_db_clipped")
 
 
-def _redraw_rows(cloud: np.ndarray, func: Any, values: dict[str, Any], n: int, seed: int) -> dict[str, Any]:
+def _redraw_rows(cloud: np.ndarray, func: Any, values: dict[str, Any], n: int, seed: int,
+                 on_indices: bool = False) -> dict[str, Any]:
     """``<metric>_ci_low`` / ``_ci_high`` over reservoir redraws (analysis.dimension.redraw_interval)."""
     from analysis.dimension import redraw_interval
 
@@ -514,7 +532,7 @@ def _redraw_rows(cloud: np.ndarray, func: Any, values: dict[str, Any], n: int, s
     out: dict[str, Any] = {}
     if cloud.shape[0] < 20:
         return out
-    for k, (lo, hi) in redraw_interval(cloud, func, plain, seed=seed).items():
+    for k, (lo, hi) in redraw_interval(cloud, func, plain, seed=seed, on_indices=on_indices).items():
         why = None if math.isfinite(lo) else "not defined: the value or a half-sample value is not finite"
         out[f"{k}_ci_low"] = ((lo, why), n)
         out[f"{k}_ci_high"] = ((hi, why), n)

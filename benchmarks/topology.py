@@ -16,7 +16,12 @@ input, then points compared with it) of ``--n`` points, greedy subsample of ``--
 with the bottleneck and Wasserstein distance of its H1 diagram to the first cloud's. It compares
 the whole family (:func:`persistent_homology` with a reference) with the ripser calls alone on
 the same subsample distance matrices (``ripser(dm, distance_matrix=True)``, the part no
-implementation can skip). Target: family / ripser <= 1.5.
+implementation can skip). Target: family / ripser <= 1.5. Below it, the diagram distances
+alone, ours (:func:`analysis.topology.diagram_distances`) side by side with the previous route
+(hera's exact bottleneck through ``gudhi.hera`` and POT's Wasserstein through
+``gudhi.wasserstein``), with the largest difference between the two.
+
+    python benchmarks/topology.py --family-only --n 1000 --n-perm 200 --dim 96   # the study's size
 """
 
 from __future__ import annotations
@@ -74,6 +79,39 @@ def _family_table(args: argparse.Namespace) -> None:
     fw, fc = _time(family, args.repeats)
     print(f"{'ripser calls alone':<22} {rw:>9.2f} {rc:>9.2f} {'1.00 / 1.00':>20}")
     print(f"{'whole family':<22} {fw:>9.2f} {fc:>9.2f} {f'{fw / rw:.2f} / {fc / rc:.2f}':>20}", flush=True)
+    _distances_rows(clouds, args, rw, rc)
+
+
+def _distances_rows(clouds: list, args: argparse.Namespace, rw: float, rc: float) -> None:
+    import numpy as np
+    from gudhi.hera import bottleneck_distance
+    from gudhi.wasserstein import wasserstein_distance
+
+    from analysis.topology import diagram_distances, persistent_homology
+
+    h1 = [persistent_homology(c, n_perm=args.n_perm).diagrams[1] for c in clouds]
+    h1 = [d[d[:, 1] > d[:, 0]] for d in h1]
+    pairs = [(d, h1[0]) for d in h1[1:]]
+    ours: list[dict[str, float]] = []
+    theirs: list[tuple[float, float]] = []
+
+    def run_ours() -> None:
+        ours[:] = [diagram_distances(a, b) for a, b in pairs]
+
+    def run_theirs() -> None:
+        theirs[:] = [(bottleneck_distance(a, b, delta=0.0), wasserstein_distance(a, b, order=1, internal_p=2))
+                     for a, b in pairs]
+
+    ow, oc = _time(run_ours, args.repeats)
+    tw, tc = _time(run_theirs, args.repeats)
+    sizes = [len(d) for d in h1]
+    print(f"diagram distances of {len(pairs)} pairs ({min(sizes)}..{max(sizes)} finite H1 bars), "
+          f"ratio to the ripser calls alone:")
+    print(f"{'distances, ours':<22} {ow:>9.2f} {oc:>9.2f} {f'{ow / rw:.2f} / {oc / rc:.2f}':>20}")
+    print(f"{'distances, hera + POT':<22} {tw:>9.2f} {tc:>9.2f} {f'{tw / rw:.2f} / {tc / rc:.2f}':>20}")
+    diff_b = max(abs(o["bottleneck"] - t[0]) for o, t in zip(ours, theirs))
+    diff_w = max(abs(o["wasserstein"] / t[1] - 1) for o, t in zip(ours, theirs))
+    print(f"largest difference: bottleneck {diff_b:.1e} (absolute), wasserstein {diff_w:.1e} (relative)", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--family-only", action="store_true", help="print only the family table")
     args = parser.parse_args(argv)
 
-    import persim  # noqa: F401  (imported here so that its import time is not counted)
+    # imported here so that their import time is not counted
+    import gudhi.hera  # noqa: F401
+    import gudhi.wasserstein  # noqa: F401
+    import persim  # noqa: F401
     from ripser import ripser
 
     from analysis.topology import persistent_homology

@@ -164,6 +164,77 @@ def test_active_set_solve_matches_lstsq_and_matrix_rank():
         np.testing.assert_allclose(sol[i], np.linalg.lstsq(A, rhs[i, mask[i]], rcond=None)[0], atol=1e-10)
 
 
+@pytest.mark.parametrize("chunk", [None, 7])
+def test_stacked_active_set_solve_equals_one_set_at_a_time(monkeypatch, chunk):
+    """The stacked route (masked Gram GEMM, stacked Cholesky test, stacked solves) against
+    matrix_rank and lstsq point by point, with blocks of units and of sets when chunk is small."""
+    import analysis.activity as activity
+
+    if chunk is not None:
+        monkeypatch.setattr(activity, "_CHUNK_ENTRIES", chunk)  # 1 unit, 1 set per block
+    rng = np.random.default_rng(4)
+    W = rng.normal(size=(24, 5)) * rng.uniform(0.1, 10.0, size=(24, 1))
+    W[3] = 2.0 * W[1]  # a parallel pair: sets of 5 rows holding both are singular
+    mask = rng.random((60, 24)) < 0.35
+    mask[10:20] = mask[10]  # one active set shared by ten points
+    mask[20] = False  # no active row
+    mask[21] = False
+    mask[21, [1, 3, 5, 7, 9]] = True  # 5 rows, rank 4: the Cholesky test fails, SVD decides
+    rhs = rng.normal(size=(60, 24))
+    rank, sol = active_set_solve(W, mask, rhs)
+    assert 5 in rank and (rank < 5).sum() >= 2  # both routes are exercised
+    for i in range(60):
+        A = W[mask[i]]
+        if A.shape[0] == 0:
+            assert rank[i] == 0 and np.all(sol[i] == 0)
+            continue
+        assert rank[i] == np.linalg.matrix_rank(A)
+        expected = np.linalg.lstsq(A, rhs[i, mask[i]], rcond=None)[0]
+        np.testing.assert_allclose(sol[i], expected, rtol=0, atol=1e-12 * max(1.0, np.abs(expected).max()))
+    rank_only, none = active_set_solve(W, mask)
+    assert none is None and np.array_equal(rank_only, rank)
+
+
+def test_subset_certificate_proves_only_full_rank_sets():
+    import analysis.activity as activity
+
+    rng = np.random.default_rng(6)
+    W = rng.normal(size=(40, 4))
+    W[30:] = W[0]  # ten copies of one row, rarely active
+    mask = rng.random((400, 40)) < 0.6
+    mask[:, 30:] = False
+    mask[:8] = False
+    mask[:8, 30:] = True  # rank 1 with ten rows
+    mask[8:16] = False
+    mask[8:16, 25:] = True  # full rank through rows outside the certificate's subset
+    proven = activity._subset_certificate(W, mask, 1e-8)
+    assert 300 < proven.sum() < 400 and not proven[:16].any()
+    for i in np.flatnonzero(proven):
+        assert np.linalg.matrix_rank(W[mask[i]]) == 4
+    rank, _ = active_set_solve(W, mask)
+    assert rank.tolist() == [np.linalg.matrix_rank(W[m]) if m.any() else 0 for m in mask]
+    assert (rank[:8] == 1).all() and (rank[8:16] == 4).all()
+
+
+def test_active_set_solve_rejects_non_finite_weights():
+    W = np.ones((4, 2))
+    W[1, 0] = np.nan
+    with pytest.raises(ValueError, match="The 'weight' parameter of active_set_solve must be finite"):
+        active_set_solve(W, np.ones((3, 4), dtype=bool))
+
+
+def test_masked_grams_equal_the_products_of_the_active_rows(monkeypatch):
+    import analysis.activity as activity
+
+    rng = np.random.default_rng(5)
+    W = rng.normal(size=(13, 4))
+    masks = rng.random((9, 13)) < 0.5
+    expected = np.stack([W[m].T @ W[m] for m in masks])
+    np.testing.assert_allclose(activity._masked_grams(W, masks.astype(float)), expected, rtol=0, atol=1e-12)
+    monkeypatch.setattr(activity, "_CHUNK_ENTRIES", 3)
+    np.testing.assert_allclose(activity._masked_grams(W, masks.astype(float)), expected, rtol=0, atol=1e-12)
+
+
 def test_fold_bn_equals_the_module_output():
     import torch
     torch.manual_seed(0)

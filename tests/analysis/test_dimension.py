@@ -204,3 +204,92 @@ def test_redraw_interval_half_sample_spread_matches_the_sampling_error_of_the_me
     assert got == pytest.approx((centre - want, centre + want), rel=1e-12)
     with pytest.raises(ValueError, match=r"'n_halves' parameter of redraw_interval must be an int >= 2\. Got 1"):
         redraw_interval(x, lambda c: {"m": c.mean()}, {"m": centre}, n_halves=1)
+
+
+# --- routes: distance matrix, shared matrix, scikit-learn neighbours ------------------------
+
+
+def _cloud_with_duplicates_and_signed_zeros() -> np.ndarray:
+    x = np.maximum(_subspace_cloud(4, n=600, ambient=30, seed=2), 0.0)
+    x = np.concatenate([x, x[:40], x[5:7]])
+    neg = x[10].copy()
+    neg[neg == 0.0] = -0.0  # equal to x[10] for np.unique, not bytewise
+    return np.concatenate([x, neg[None]])
+
+
+def test_distinct_rows_are_those_of_np_unique():
+    from analysis.dimension import _distinct_rows
+
+    x = _cloud_with_duplicates_and_signed_zeros()
+    keep = _distinct_rows(x)
+    assert len(keep) == len(np.unique(x, axis=0)) == 600
+    np.testing.assert_array_equal(np.unique(x[keep], axis=0), np.unique(x, axis=0))
+
+
+def test_distance_matrix_route_equals_scikit_learns_neighbours(monkeypatch):
+    import analysis.dimension as dim
+
+    x = _cloud_with_duplicates_and_signed_zeros()
+    dense = dim.intrinsic_dimension(x, k=10)
+    monkeypatch.setattr(dim, "DENSE_MAX", 0)
+    knn = dim.intrinsic_dimension(x, k=10)
+    assert dense[1] == knn[1] == {}
+    for name in ("twonn_id", "mle_id"):
+        assert dense[0][name] == pytest.approx(knn[0][name], rel=1e-12)
+
+
+def test_a_shared_distance_matrix_and_its_sub_matrices_give_the_same_intervals():
+    from analysis.dimension import redraw_interval
+    from analysis.topology import distance_matrix
+
+    x = _cloud_with_duplicates_and_signed_zeros()
+    dm = distance_matrix(x)
+    plain, _ = intrinsic_dimension(x)
+    shared, _ = intrinsic_dimension(x, distances=dm)
+    assert shared == pytest.approx(plain, rel=1e-12)
+    rows_route = redraw_interval(x, lambda c: intrinsic_dimension(c)[0], plain, seed=4)
+    index_route = redraw_interval(
+        x, lambda rows: intrinsic_dimension(x[rows], distances=dm[np.ix_(rows, rows)])[0], plain, seed=4,
+        on_indices=True)
+    for name in ("twonn_id", "mle_id"):
+        assert index_route[name] == pytest.approx(rows_route[name], rel=1e-12)
+    with pytest.raises(ValueError, match=r"'distances' parameter of intrinsic_dimension must be the cloud's "
+                                         r"distance matrix of shape \(643, 643\). Got shape \(643, 642\)"):
+        intrinsic_dimension(x, distances=dm[:, 1:])
+
+
+def _plain_numpy_dimensions(x: np.ndarray, k: int, discard_fraction: float) -> tuple[float, float]:
+    # second route: direct-difference distances (scipy's pdist), full sort, the two formulas
+    from scipy.spatial.distance import pdist, squareform
+
+    d = squareform(pdist(x))
+    np.fill_diagonal(d, np.inf)
+    t = np.sort(d, axis=1)[:, :k]
+    n = len(x)
+    m = int(n * (1 - discard_fraction))
+    lx = np.log(np.sort(t[:, 1] / t[:, 0])[:m])
+    ly = -np.log(1 - np.arange(1, m + 1) / n)
+    return float(lx @ ly / (lx @ lx)), float((k - 1) * n / np.sum(np.log(t[:, -1:] / t[:, :-1])))
+
+
+@pytest.mark.parametrize("dense_max", [0, 10_000])
+def test_neighbour_distances_stay_exact_far_from_the_origin(monkeypatch, dense_max):
+    # A 3-d cloud of spread 1 at 1e5 from the origin in 20 dims: sqrt(|x|^2 + |y|^2 - 2 x.y)
+    # has a relative error of about eps |x|^2 / d^2 ~ 1e-3 at its neighbour distances; both
+    # routes (distance matrix, scikit-learn) must recompute those rows from differences.
+    import analysis.dimension as dim
+
+    monkeypatch.setattr(dim, "DENSE_MAX", dense_max)
+    x = _subspace_cloud(3, n=500) + 1e5
+    metrics, _ = dim.intrinsic_dimension(x, k=10)
+    twonn, mle = _plain_numpy_dimensions(x, 10, 0.1)
+    assert metrics["twonn_id"] == pytest.approx(twonn, rel=1e-12)
+    assert metrics["mle_id"] == pytest.approx(mle, rel=1e-12)
+
+
+def test_plain_numpy_route_agrees_on_a_cloud_near_the_origin():
+    x = _cloud_with_duplicates_and_signed_zeros()
+    metrics, _ = intrinsic_dimension(x, k=10)
+    twonn, mle = _plain_numpy_dimensions(np.unique(x, axis=0), 10, 0.1)
+    assert metrics["twonn_id"] == pytest.approx(twonn, rel=1e-12)
+    assert metrics["mle_id"] == pytest.approx(mle, rel=1e-12)

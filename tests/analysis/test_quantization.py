@@ -100,3 +100,33 @@ def test_streaming_range_sees_the_extremes_the_reservoir_missed():
     none = calibrated_metrics(X, None)
     assert np.isnan(none["int8_sqnr_db_stream"].value)
     assert none["int8_sqnr_db_stream"].reason.startswith("not available: the probe result has no streaming")
+
+
+def _plain_fake_quantize(x, per_channel, symmetric, bits=8):
+    """The module docstring's formulas, column by column or on the whole array, in plain numpy."""
+    cols = [x[:, [c]] for c in range(x.shape[1])] if per_channel else [x]
+    out = []
+    for v in cols:
+        if symmetric:
+            qmax = 2 ** (bits - 1) - 1
+            s = np.abs(v).max() / qmax if np.abs(v).max() > 0 else 1.0
+            out.append(np.clip(np.round(v / s), -qmax, qmax) * s)
+        else:
+            qmax = 2**bits - 1
+            lo, hi = min(v.min(), 0.0), max(v.max(), 0.0)
+            s = (hi - lo) / qmax if hi > lo else 1.0
+            zp = np.clip(np.round(-lo / s), 0, qmax)
+            out.append((np.clip(np.round(v / s) + zp, 0, qmax) - zp) * s)
+    return np.hstack(out)
+
+
+def test_four_schemes_equal_the_plain_formulas_exactly():
+    # the metric shares one min / max pass between the schemes and quantizes in place
+    rng = np.random.default_rng(7)
+    X = np.column_stack([rng.normal(size=300), rng.uniform(0, 6, 300), -rng.exponential(size=300), np.zeros(300)])
+    got = quantization_metrics(X)
+    for name, (per_channel, symmetric) in QUANTIZATION_METRICS.items():
+        q = _plain_fake_quantize(X, per_channel, symmetric)
+        np.testing.assert_array_equal(fake_quantize(X, per_channel=per_channel, symmetric=symmetric), q)
+        want = 10 * math.log10(np.sum(X**2) / np.sum((X - q) ** 2))
+        assert got[name].value == want, name

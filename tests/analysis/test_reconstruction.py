@@ -50,6 +50,42 @@ def test_invertible_linear_map_has_zero_error():
     assert m["recon_r2_linear"].value > 0.999999
 
 
+def _brute_force_ridge_error(P, X, seed=0):
+    """Second route for recon_error_linear: standardise on the train split, then for each alpha
+    refit a ridge with an unpenalised intercept without each train point in turn (plain numpy),
+    keep the alpha of least mean squared leave-one-out error, refit, score the held-out split."""
+    from analysis.reconstruction import _ALPHAS, split_indices
+
+    train, test = split_indices(P.shape[0], seed=seed)
+    mu, sd = P[train].mean(axis=0), P[train].std(axis=0)
+    Z = (P - mu) / np.where(sd > 0, sd, 1.0)
+
+    def fit(Zt, Xt, alpha):
+        zm, xm = Zt.mean(axis=0), Xt.mean(axis=0)
+        Zc = Zt - zm
+        w = np.linalg.solve(Zc.T @ Zc + alpha * np.eye(Zt.shape[1]), Zc.T @ (Xt - xm))
+        return lambda Zq: (Zq - zm) @ w + xm
+
+    def loo(alpha):
+        err = 0.0
+        for i in range(train.size):
+            rest = np.delete(train, i)
+            err += np.sum((fit(Z[rest], X[rest], alpha)(Z[train[i : i + 1]]) - X[train[i]]) ** 2)
+        return err
+
+    best = min(_ALPHAS, key=loo)  # first of equal scores, as RidgeCV
+    return relative_error(fit(Z[train], X[train], best)(Z[test]), X[test])
+
+
+@pytest.mark.parametrize("n_features", [5, 60])  # fewer features than train points (SVD) / more
+def test_linear_decoder_equals_brute_force_leave_one_out_ridge(n_features):
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(50, 3))
+    P = np.tanh(X @ rng.normal(size=(3, n_features))) + 0.3 * rng.normal(size=(50, n_features))
+    got = reconstruction_metrics(P, X, decoders=("linear",))["recon_error_linear"].value
+    assert got == pytest.approx(_brute_force_ridge_error(P, X), rel=1e-9)
+
+
 def test_zeroing_half_the_coordinates_loses_sqrt_half():
     # Isotropic zero-mean data; the decoder can only predict E[x_j] = 0 for the 4 lost
     # coordinates, so the error is sqrt(sum of half the variance / all of it) = sqrt(1/2).

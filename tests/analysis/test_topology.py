@@ -309,3 +309,84 @@ def test_persistence_entropy_agrees_with_persim():
 
     d = np.column_stack([b := np.random.default_rng(3).random(25), b + np.linspace(0.01, 1, 25)])
     assert persistence_entropy(d) == pytest.approx(persistent_entropy(d)[0], rel=1e-12)
+
+
+def _random_diagram(rng: np.random.Generator, n: int, grid: bool = False) -> np.ndarray:
+    birth = rng.random(n)
+    life = rng.random(n) * 0.5 + 1e-3
+    if grid:
+        # coordinates on a coarse grid: many equal costs, the ties a bisection must get right
+        birth, life = np.round(birth * 8) / 8, np.round(life * 8) / 8 + 0.125
+    return np.column_stack([birth, birth + life])
+
+
+@pytest.mark.parametrize("sparse_limit", [0, 10**9])
+@pytest.mark.parametrize("grid", [False, True])
+def test_diagram_distances_equal_heras_bottleneck_and_pots_wasserstein(monkeypatch, grid, sparse_limit):
+    # second, independent routes: hera's exact bottleneck (delta=0) and POT's network simplex;
+    # both Wasserstein routes (sparse assignment, POT) are forced in turn
+    from gudhi.hera import bottleneck_distance
+    from gudhi.wasserstein import wasserstein_distance
+
+    import analysis.topology as topo
+
+    monkeypatch.setattr(topo, "SPARSE_PAIRS_PER_BAR", sparse_limit)
+    rng = np.random.default_rng(11 + grid)
+    for m, n in [(1, 1), (3, 40), (60, 25), (120, 120)]:
+        a, c = _random_diagram(rng, m, grid), _random_diagram(rng, n, grid)
+        d = diagram_distances(a, c)
+        assert d["bottleneck"] == pytest.approx(bottleneck_distance(a, c, delta=0.0), rel=1e-12, abs=1e-15)
+        assert d["wasserstein"] == pytest.approx(wasserstein_distance(a, c, order=1, internal_p=2), rel=1e-12)
+
+
+@pytest.mark.parametrize("sparse_limit", [0, 10**9])
+def test_diagram_distances_of_noisy_rips_diagrams_equal_the_reference_routes(monkeypatch, sparse_limit):
+    # diagrams of the kind the study compares: hundreds of short H1 bars of high-dimensional
+    # clouds, whose pruned matching graphs are dense; both Wasserstein routes are forced in turn
+    from gudhi.hera import bottleneck_distance
+    from gudhi.wasserstein import wasserstein_distance
+
+    import analysis.topology as topo
+
+    monkeypatch.setattr(topo, "SPARSE_PAIRS_PER_BAR", sparse_limit)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((150, 48))
+    y = np.maximum(x @ rng.standard_normal((48, 96)), 0.0)
+    a, c = persistent_homology(x).diagrams[1], persistent_homology(y).diagrams[1]
+    assert min(len(a), len(c)) > 100
+    a, c = a[a[:, 1] > a[:, 0]], c[c[:, 1] > c[:, 0]]
+    d = diagram_distances(a, c)
+    assert d["bottleneck"] == pytest.approx(bottleneck_distance(a, c, delta=0.0), rel=1e-12)
+    assert d["wasserstein"] == pytest.approx(wasserstein_distance(a, c, order=1, internal_p=2), rel=1e-12)
+
+
+def test_bottleneck_needs_the_matching_not_the_nearest_partner():
+    # both points of `a` are nearest to c0; the optimal matching pairs a0-c1 and a1-c0
+    a = np.array([[0.0, 4.0], [1.0, 5.0]])
+    c = np.array([[0.5, 4.5], [-1.0, 3.0]])
+    # a0-c1 costs 1, a1-c0 costs 0.5 (the other way: a0-c0 0.5, a1-c1 2); diagonals cost 2+
+    assert diagram_distances(a, c)["bottleneck"] == pytest.approx(1.0)
+    assert diagram_distances(a, c)["wasserstein"] == pytest.approx(np.sqrt(2) + np.sqrt(0.5))
+
+
+def test_a_shared_distance_matrix_gives_the_same_result():
+    from analysis.topology import distance_matrix
+
+    x = np.random.default_rng(2).standard_normal((300, 12))
+    dm = distance_matrix(x)
+    np.testing.assert_allclose(dm, _pdist_square(x), rtol=0, atol=1e-12)
+    for n_perm in (None, 80):
+        plain = persistent_homology(x, n_perm=n_perm)
+        shared = persistent_homology(x, n_perm=n_perm, distances=dm)
+        for ours, theirs in zip(shared.diagrams, plain.diagrams):
+            np.testing.assert_array_equal(ours, theirs)
+        assert shared.metrics == plain.metrics
+    with pytest.raises(ValueError, match=r"'distances' parameter of persistent_homology must be the cloud's distance "
+                                         r"matrix of shape \(300, 300\). Got shape \(299, 299\)"):
+        persistent_homology(x, distances=dm[1:, 1:])
+
+
+def _pdist_square(x: np.ndarray) -> np.ndarray:
+    from scipy.spatial.distance import squareform
+
+    return squareform(pdist(x))
