@@ -42,7 +42,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from analysis.spectrum import MetricValue, check_finite, undefined
-from probes.activations import ACTIVATIONS
+from probes.activations import ACTIVATIONS, ACTIVITY_KINDS
 
 __all__ = [
     "ACTIVATIONS",
@@ -55,7 +55,7 @@ __all__ = [
     "lemma2_invertible_fraction",
 ]
 
-_NO_FLAT_REGION = ("linear", "leaky_relu")
+_NO_FLAT_REGION = tuple(a for a in ACTIVATIONS if a not in ACTIVITY_KINDS)  # linear, leaky_relu
 
 #: Metric identifiers returned by :func:`activity_metrics`, in order.
 ACTIVITY_METRICS: tuple[str, ...] = (

@@ -201,7 +201,7 @@ def model_measurements(cards: Iterable[Mapping[str, Any]], *, edges: bool = True
     Parameters
     ----------
     cards : iterable of dict
-        Zoo cards (``probes.loading.list_zoo()``).
+        Zoo cards (``probes.catalogue.list_checkpoints()``).
     edges : bool
         Also decode the input from every block output (the slowest part).
     batch : int

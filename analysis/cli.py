@@ -8,7 +8,7 @@ naming where it went.
 
 ::
 
-    bnprobe zoo                                   # shipped checkpoints: design, dataset, accuracy
+    bnprobe checkpoints                           # shipped checkpoints: design, dataset, accuracy
     bnprobe train RECIPE [--out DIR] [--epochs N] # reproduce a shipped checkpoint from its recipe
     bnprobe probe CHECKPOINT [--arch ARCH] [--dataset NAME|PATH] [--points GLOB] [--families FAMILY ...] [--out FILE]
     bnprobe blocks CHECKPOINT [--arch ARCH]       # only discover the blocks: one line per block
@@ -73,27 +73,29 @@ def _check_out(out: str | None, *, kind: str = "file", suffixes: Sequence[str] |
         raise _UserError(str(exc)) from None
 
 
-def _cmd_zoo(args: argparse.Namespace) -> int:
+def _cmd_checkpoints(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from probes.loading import list_zoo
-    from probes.train import zoo_tables
+    from probes.catalogue import accuracy_summary, checkpoint_table, list_checkpoints
 
-    cards = list_zoo()
+    if args.command == "zoo":
+        print("bnprobe zoo is deprecated; use bnprobe checkpoints (the zoo is the architecture).",
+              file=sys.stderr)
+    cards = list_checkpoints()
     if not cards:
         raise _UserError("no shipped checkpoints found in the checkpoints/ folder")
     if args.markdown:
-        from probes.train import zoo_markdown
+        from probes.train import catalogue_markdown
 
-        print(zoo_markdown(cards), end="")
+        print(catalogue_markdown(cards), end="")
         return 0
-    per, summary = zoo_tables(cards)
+    per = checkpoint_table(cards)
     with pd.option_context("display.max_rows", None, "display.width", 200):
         cols = ["checkpoint", "dataset", "design", "bottleneck_act", "shortcut", "seed", "n_params",
                 "test_accuracy"]
         print(per[cols].to_string(index=False))
         print()
-        print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        print(accuracy_summary(per).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0
 
 
@@ -329,9 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("zoo", help="list the shipped checkpoints with design, dataset and accuracy")
+    p = sub.add_parser("checkpoints", aliases=["zoo"],
+                       help="list the shipped checkpoints with design, dataset and accuracy "
+                            "('zoo' is a deprecated alias)")
     p.add_argument("--markdown", action="store_true", help="print checkpoints/README.md instead")
-    p.set_defaults(func=_cmd_zoo)
+    p.set_defaults(func=_cmd_checkpoints)
 
     p = sub.add_parser("train", help="reproduce a shipped checkpoint from its recipe")
     p.add_argument("recipe", help="recipe name (same as the checkpoint name, see `bnprobe zoo`) or 'all'")

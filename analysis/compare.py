@@ -582,9 +582,9 @@ def load_design_metrics(dataset: str, designs: Sequence[str], *, compute: bool =
     from tqdm.auto import tqdm
 
     from analysis.study import load_shipped, shipped_result_path
-    from probes.loading import list_zoo
+    from probes.catalogue import list_checkpoints
 
-    cards = [c for c in list_zoo() if (c.get("dataset") or {}).get("name") == dataset]
+    cards = [c for c in list_checkpoints() if (c.get("dataset") or {}).get("name") == dataset]
     have = sorted({str(c.get("design")) for c in cards})
     for d in designs:
         if d not in have:

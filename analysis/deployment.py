@@ -241,6 +241,7 @@ def block_memory(model: nn.Module, example_input: torch.Tensor) -> pd.DataFrame:
     DataFrame with columns :data:`BLOCK_MEMORY_COLUMNS`, one row per block.
     """
     from probes.blocks import find_blocks
+    from probes.points import point_name
 
     blocks = find_blocks(model, example_input)
     modules = dict(model.named_modules())
@@ -265,7 +266,7 @@ def block_memory(model: nn.Module, example_input: torch.Tensor) -> pd.DataFrame:
             h.remove()
     rows = []
     for b in blocks:
-        get = lambda s: int(sizes.get(f"blocks.{b.index}.{s}", 0))  # noqa: E731
+        get = lambda s: int(sizes.get(point_name(b.index, s), 0))  # noqa: E731
         io = get("input") + get("output")
         rows.append({"block": b.index, "input_bytes": get("input"), "expand_bytes": get("expand"),
                      "depthwise_bytes": get("depthwise"), "output_bytes": get("output"),

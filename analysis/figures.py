@@ -42,6 +42,7 @@ from analysis.metrics import METRICS
 from analysis.metrics import metric_label as registry_label
 
 from probes._io import atomic_path
+from probes.points import PRE, STAGES, is_point_name, point_sort_key, point_suffix, suffix_sort_key
 
 __all__ = [
     "CATEGORICAL_COLORS",
@@ -52,7 +53,6 @@ __all__ = [
     "FALLBACK_COLORS",
     "METRIC_LABELS",
     "OKABE_ITO",
-    "POINT_ORDER",
     "STAGE_ORDER",
     "accuracy_chart",
     "activity_heatmap",
@@ -130,12 +130,8 @@ DECODER_LABELS: dict[str, str] = {
 DIM_COLORS: dict[int, str] = {0: OKABE_ITO["black"], 1: OKABE_ITO["vermillion"], 2: OKABE_ITO["sky_blue"]}
 """Homology dimension -> colour for persistence diagrams and barcodes."""
 
-STAGE_ORDER: tuple[str, ...] = ("input", "expand", "depthwise", "project", "output")
-"""Capture stages in execution order."""
-
-POINT_ORDER: tuple[str, ...] = ("input", "expand.pre", "expand", "depthwise.pre", "depthwise",
-                                "project.pre", "project", "output")
-"""Capture-point suffixes (``blocks.{i}.<suffix>``) in execution order."""
+STAGE_ORDER: tuple[str, ...] = STAGES
+"""Capture stages in execution order (:data:`probes.points.STAGES`, the point vocabulary)."""
 
 _POINT_COLORS: dict[str, str] = {
     "input": OKABE_ITO["black"],
@@ -205,18 +201,13 @@ def _color_scale(values: Iterable[Any], by: str) -> alt.Scale:
 
 
 def _point_suffix(point: str) -> str:
-    """``'blocks.3.expand.pre'`` -> ``'expand.pre'`` (the name without the block prefix)."""
-    m = re.match(r"^blocks\.\d+\.(.+)$", str(point))
-    return m.group(1) if m else str(point)
+    """``'blocks.3.expand.pre'`` -> ``'expand.pre'``; a name outside the grammar as it is."""
+    return point_suffix(point) if is_point_name(point) else str(point)
 
 
 def _point_key(point: str) -> tuple[int, int, str]:
     """Sort key putting capture points in execution order (block, then stage, pre first)."""
-    m = re.match(r"^blocks\.(\d+)\.(.+)$", str(point))
-    block = int(m.group(1)) if m else -1
-    suffix = _point_suffix(point)
-    rank = POINT_ORDER.index(suffix) if suffix in POINT_ORDER else len(POINT_ORDER)
-    return block, rank, str(point)
+    return point_sort_key(str(point))
 
 
 def _point_style(points: Sequence[str]) -> tuple[list[str], list[str], list[list[float]]]:
@@ -225,9 +216,9 @@ def _point_style(points: Sequence[str]) -> tuple[list[str], list[str], list[list
     colors, dashes = [], []
     for i, p in enumerate(domain):
         suffix = _point_suffix(p)
-        stage = suffix.removesuffix(".pre")
+        stage = suffix.removesuffix(PRE)
         colors.append(_POINT_COLORS.get(stage, FALLBACK_COLORS[i % len(FALLBACK_COLORS)]))
-        dashes.append(_DASHED if suffix.endswith(".pre") else _SOLID)
+        dashes.append(_DASHED if suffix.endswith(PRE) else _SOLID)
     return domain, colors, dashes
 
 
@@ -1423,7 +1414,7 @@ def reconstruction_bars(
     several = agg["design"].nunique() > 1
     for (design, dec, reason), grp in missing.groupby(["design", "decoder", "why"]):
         pts = ", ".join(sorted({_point_suffix(p) for p in grp["point"]},
-                               key=lambda s: _point_key(f"blocks.0.{s}")))
+                               key=suffix_sort_key))
         why = f" ({reason})" if reason.strip() else ""
         notes.append(f"{design + ': ' if several else ''}no {dec} value at {pts}{why}")
     labels = [_point_suffix(p) for p in sorted(set(rows["point"].astype(str)), key=_point_key)]

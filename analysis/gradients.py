@@ -36,7 +36,7 @@ def gradient_table(cards: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     Parameters
     ----------
     cards : iterable of dict
-        Zoo cards (``probes.loading.list_zoo()``); cards without ``gradient_norms`` (trained
+        Zoo cards (``probes.catalogue.list_checkpoints()``); cards without ``gradient_norms`` (trained
         before the recipes logged them) are skipped.
 
     Returns

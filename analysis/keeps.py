@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from probes.points import point_block
+
 __all__ = ["EDGE_METRICS", "HIGHPASS_SIGMA", "capture_tensors", "channel_grid", "decoded_edge_scores", "decoded_inputs",
            "edge_scores",
            "highpass", "sobel_energy"]
@@ -139,7 +141,7 @@ def decoded_edge_scores(model: Any, train: Any, test: Any, *, input_spec: Any,
     rows, kept = [], {}
     for name in f_test:
         res = decode_input(f_train[name], train.x, f_test[name], test.x, decoder=decoder, n_boot=1)
-        rows.append({"point": name, "block": int(name.split(".")[1]), "input_decode_r2": float(res.score),
+        rows.append({"point": name, "block": point_block(name), "input_decode_r2": float(res.score),
                      **edge_scores(res.predicted, test.x)})
         if keep_images:
             kept[name] = np.asarray(res.predicted[:keep_images], dtype=np.float32)

@@ -38,6 +38,8 @@ from analysis.information import (
     target_basis,
 )
 
+from probes.points import point_block, point_name
+
 __all__ = [
     "REPLACEMENTS",
     "accuracy",
@@ -195,14 +197,14 @@ def surgery_table(
     counts = bootstrap_counts(len(test), n_boot=n_boot, seed=seed)
     with threadpool_limits(1):
         bases = {"input": target_basis(train.x.reshape(len(train), -1))}
-    all_points = [f"blocks.{b.index}.{s}" for b in found for s in ("project", "output")]
+    all_points = [point_name(b.index, s) for b in found for s in ("project", "output")]
     variants: list[tuple[str, list[int]]] = [("none", [])] + [(f"block {i}", [i]) for i in chosen] + [
         ("all blocks", [b.index for b in found])]
     rows: list[dict[str, Any]] = []
     base: dict[tuple[str, str], float] = {}
     for name, idx in tqdm(variants, desc="surgery", disable=not progress, leave=False):
         net = replace_bottleneck(model, found, idx, act) if idx else model
-        points = all_points if len(idx) != 1 else [f"blocks.{idx[0]}.project", f"blocks.{idx[0]}.output"]
+        points = all_points if len(idx) != 1 else [point_name(idx[0], "project"), point_name(idx[0], "output")]
         acc = accuracy(net, test, input_spec=input_spec, device=device)
         info = _info(net, train, test, points, input_spec=input_spec, counts=counts, bases=bases, decoders=decoders,
                      device=device)
@@ -220,7 +222,7 @@ def surgery_table(
                 mv = mets[metric]
                 if name == "none":
                     base[(point, metric)] = mv.value
-                rows.append({**common, "block": int(point.split(".")[1]), "point": point, "metric": metric,
+                rows.append({**common, "block": point_block(point), "point": point, "metric": metric,
                              "value": mv.value, "ci_low": mets[f"{metric}_ci_low"].value,
                              "ci_high": mets[f"{metric}_ci_high"].value, "reason": mv.reason or ""})
     df = pd.DataFrame(rows)

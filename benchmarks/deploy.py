@@ -29,11 +29,12 @@ import torch  # noqa: E402
 
 def _networks() -> list[tuple[str, torch.nn.Module, dict, str]]:
     """(name, model, input spec dict, weights note) for the -s0 recipe of each dataset x design."""
-    from probes.loading import list_zoo, load_checkpoint
+    from probes.catalogue import list_checkpoints
+    from probes.loading import load_checkpoint
     from probes.train import RECIPES
     from probes.zoo import build_model
 
-    shipped = {c["name"] for c in list_zoo()}
+    shipped = {c["name"] for c in list_checkpoints()}
     out = []
     for name, recipe in RECIPES.items():
         if recipe.seed != 0:

@@ -1,7 +1,9 @@
 """Cached data access for the dashboard pages.
 
 Every number the pages show comes from ``analysis/`` (the study pipeline and its tidy results
-schema); this module only finds, loads and caches it:
+schema, :mod:`analysis.embeddings` for the live point clouds) and every checkpoint from
+:mod:`probes.catalogue`; this module only finds, loads and caches them (page layout is in
+:mod:`dashboard.parts`):
 
 - ``st.cache_resource`` for models (shared between sessions, never mutated);
 - ``st.cache_data`` for tables and arrays (keyed by file path *and* modification time, so a
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,8 @@ __all__ = [
     "DATASETS",
     "MAX_UPLOAD_MB",
     "RESULTS_ENV",
-    "StudyView",
     "chart_spec",
+    "checkpoint_cards",
     "compute_shipped",
     "computed_dir",
     "current_dataset",
@@ -49,14 +50,11 @@ __all__ = [
     "missing_checkpoints",
     "model_points",
     "point_cloud",
-    "progress_steps",
     "results_dir",
     "search_dirs",
-    "show_chart",
+    "shipped_model",
     "spiral_study",
     "study",
-    "zoo_cards",
-    "zoo_model",
 ]
 
 #: Environment variable naming a folder of precomputed ``<checkpoint>--<dataset>`` results.
@@ -67,15 +65,6 @@ DATASETS: tuple[str, ...] = ("digits", "shapes")
 
 #: Largest checkpoint file the "Probe a checkpoint" page accepts (also ``.streamlit/config.toml``).
 MAX_UPLOAD_MB = 200
-
-
-@dataclasses.dataclass(frozen=True)
-class StudyView:
-    """What a page needs of one study: the tidy metrics, per-point arrays and provenance."""
-
-    metrics: pd.DataFrame
-    details: dict[str, dict[str, np.ndarray]]
-    meta: dict[str, Any]
 
 
 def results_dir() -> Path:
@@ -124,43 +113,31 @@ def _mtime(stem: Path) -> float:
 # ------------------------------------------------------------------------------ checkpoints
 
 
-def zoo_cards() -> pd.DataFrame:
-    """One row per shipped checkpoint card (re-read when a card is added or changed).
+def checkpoint_cards() -> pd.DataFrame:
+    """The catalogue of shipped checkpoints (re-read when a card is added or changed).
 
     Returns
     -------
     DataFrame
-        Columns ``checkpoint, design, dataset, seed, test_accuracy, bottleneck_act,
-        expand_ratio, shortcut, n_params`` (``test_accuracy`` a fraction in [0, 1]).
+        :func:`probes.catalogue.checkpoint_table`: one row per card, columns
+        :data:`probes.catalogue.CATALOGUE_COLUMNS` (``test_accuracy`` a fraction in [0, 1]).
     """
     from checkpoints import CHECKPOINT_DIR
 
     stamp = tuple(sorted((p.name, p.stat().st_mtime) for p in CHECKPOINT_DIR.glob("*.json")))
-    return _zoo_cards(stamp)
+    return _checkpoint_cards(stamp)
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
-def _zoo_cards(stamp: tuple[tuple[str, float], ...]) -> pd.DataFrame:
-    from probes.loading import list_zoo
+def _checkpoint_cards(stamp: tuple[tuple[str, float], ...]) -> pd.DataFrame:
+    from probes.catalogue import checkpoint_table
 
-    rows = []
-    for card in list_zoo():
-        cfg = card.get("architecture", {}).get("config", {})
-        rows.append({
-            "checkpoint": card["name"], "design": str(card.get("design", cfg.get("bottleneck_act"))),
-            "dataset": card.get("dataset", {}).get("name"), "seed": card.get("seed"),
-            "test_accuracy": card.get("test_accuracy"), "bottleneck_act": cfg.get("bottleneck_act"),
-            "expand_ratio": cfg.get("expand_ratio"), "shortcut": cfg.get("shortcut"),
-            "n_params": card.get("n_params"),
-        })
-    columns = ["checkpoint", "design", "dataset", "seed", "test_accuracy", "bottleneck_act",
-               "expand_ratio", "shortcut", "n_params"]
-    return pd.DataFrame(rows, columns=columns)
+    return checkpoint_table()
 
 
 def dataset_cards(dataset: str) -> pd.DataFrame:
-    """Cards of the checkpoints trained on ``dataset`` (see :func:`zoo_cards`)."""
-    cards = zoo_cards()
+    """Cards of the checkpoints trained on ``dataset`` (see :func:`checkpoint_cards`)."""
+    cards = checkpoint_cards()
     return cards[cards["dataset"] == dataset].reset_index(drop=True)
 
 
@@ -171,7 +148,7 @@ def dataset_studies(dataset: str) -> list[str]:
     (by name).
     """
     names: dict[str, None] = {}
-    for name in zoo_cards()["checkpoint"]:
+    for name in checkpoint_cards()["checkpoint"]:
         if _stem(name, dataset) is not None:
             names[name] = None
     for folder in search_dirs():
@@ -189,7 +166,7 @@ def missing_checkpoints(dataset: str) -> list[str]:
 
 
 @st.cache_resource(show_spinner=False)
-def zoo_model(name: str) -> Any:
+def shipped_model(name: str) -> Any:
     """The shipped checkpoint ``name`` loaded once per server (a ``LoadedModel``; do not mutate)."""
     from probes.loading import load_checkpoint
 
@@ -198,28 +175,21 @@ def zoo_model(name: str) -> Any:
 
 @st.cache_data(show_spinner=False)
 def model_points(name: str) -> list[str]:
-    """Capture-point names of the shipped checkpoint ``name``, in execution order."""
-    import torch
+    """Capture-point names of the shipped checkpoint ``name`` (:func:`analysis.embeddings.point_names`)."""
+    from analysis.embeddings import point_names
 
-    from probes.blocks import capture_points
-
-    loaded = zoo_model(name)
-    spec = loaded.input_spec
-    gen = torch.Generator().manual_seed(0)
-    example = torch.randn(1, spec.channels, spec.size, spec.size, generator=gen)
-    return [p.name for p in capture_points(loaded.model, example)]
+    return point_names(shipped_model(name))
 
 
 # ---------------------------------------------------------------------------------- studies
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _load_study(stem: str, mtime: float) -> StudyView:
-    result = StudyResult.load(stem)
-    return StudyView(metrics=result.metrics, details=result.details, meta=result.meta)
+def _load_study(stem: str, mtime: float) -> StudyResult:
+    return StudyResult.load(stem)
 
 
-def study(checkpoint: str, dataset: str) -> StudyView | None:
+def study(checkpoint: str, dataset: str) -> StudyResult | None:
     """The stored study of ``checkpoint`` on ``dataset``, or None when there is none."""
     stem = _stem(checkpoint, dataset)
     return None if stem is None else _load_study(str(stem), _mtime(stem))
@@ -239,7 +209,7 @@ def dataset_metrics(dataset: str) -> pd.DataFrame:
     return _concat(tuple(str(s) for s in stems), tuple(_mtime(s) for s in stems))
 
 
-def compute_shipped(checkpoint: str, dataset: str) -> StudyView:
+def compute_shipped(checkpoint: str, dataset: str) -> StudyResult:
     """Compute the study of a shipped checkpoint with the shipped settings and store it.
 
     Slow (about a minute per checkpoint on a CPU); :func:`analysis.study.load_shipped` also
@@ -251,7 +221,7 @@ def compute_shipped(checkpoint: str, dataset: str) -> StudyView:
     target = (results_dir() if os.environ.get(RESULTS_ENV) else computed_dir()) / f"{checkpoint}--{dataset}"
     target.parent.mkdir(parents=True, exist_ok=True)
     result.save(target)
-    return StudyView(metrics=result.metrics, details=result.details, meta=result.meta)
+    return dataclasses.replace(result, probe=None)  # the sink states stay out of the page state
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -285,81 +255,20 @@ def load_report(directory: str | Path) -> pd.DataFrame:
 def point_cloud(checkpoint: str, dataset: str, point: str, *, n_images: int = 200,
                 reservoir_size: int = 1500, seed: int = 0,
                 sample_unit: str = "position") -> tuple[pd.DataFrame, np.ndarray]:
-    """Reservoir of one capture point, probed live on the first ``n_images`` test images.
+    """:func:`analysis.embeddings.point_cloud` of the shipped checkpoint ``checkpoint``, cached."""
+    from analysis.embeddings import point_cloud as probe_point
 
-    Only ``point`` is hooked (``points=point``) and only the reservoir sink is filled, so this
-    takes a second or two for the small zoo models. ``sample_unit="position"`` samples spatial
-    positions (the paper's view of an h x w x d tensor as h*w points); ``"image"`` takes one
-    globally average-pooled vector per image. The reservoir sample depends only on
-    ``seed`` and the sample ids, so two models with the same spatial layout get the same inputs.
-
-    Returns
-    -------
-    labels : DataFrame
-        One row per sampled point: ``image, y, x, class`` (class name) and one column per
-        ``shapes`` factor when the dataset has them.
-    values : ndarray of shape (n_points, C)
-        The activations.
-    """
-    from analysis.study import load_inputs
-    from probes.capture import probe
-
-    loaded = zoo_model(checkpoint)
-    ds = load_inputs(dataset, n_images=n_images, seed=seed)
-    result = probe(loaded.model, ds, input_spec=loaded.input_spec, points=point,
-                   reservoir_size=reservoir_size, seed=seed, sinks=("reservoir",), progress=False,
-                   device="cpu", sample_unit=sample_unit)
-    if point not in result.stats:
-        raise ValueError(f"Capture point {point!r} does not exist in {checkpoint!r}; "
-                         f"it has {sorted(result.points)[:8]} ...")
-    res = result.stats[point].reservoir
-    ids = np.asarray(res.ids)
-    img = ids[:, 0]
-    out = pd.DataFrame({"image": img, "y": ids[:, 1], "x": ids[:, 2]})
-    if ds.y is not None:
-        names = ds.class_names or [str(i) for i in range(int(ds.y.max()) + 1)]
-        out["class"] = [names[int(c)] for c in ds.y[img]]
-    for name, values in (ds.factors or {}).items():
-        out[name] = np.asarray(values)[img]
-    return out, np.asarray(res.values, dtype=np.float64)
+    return probe_point(shipped_model(checkpoint), dataset, point, n_images=n_images,
+                       reservoir_size=reservoir_size, seed=seed, sample_unit=sample_unit)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def embed_points(values: np.ndarray, method: str, *, seed: int = 0,
                  n_neighbors: int = 15) -> tuple[np.ndarray, str, str]:
-    """2-D embedding of a point cloud for display.
+    """:func:`analysis.embeddings.embed_points` (PCA or UMAP to 2-D), cached."""
+    from analysis.embeddings import embed_points as embed
 
-    Parameters
-    ----------
-    values : ndarray of shape (n_points, n_channels)
-    method : {"UMAP", "PCA"}
-        UMAP (umap-learn, ``random_state=seed``: deterministic) or PCA (scikit-learn).
-    seed : int
-    n_neighbors : int
-        UMAP neighbourhood size.
-
-    Returns
-    -------
-    xy : ndarray of shape (n_points, 2)
-    x_title, y_title : str
-        Axis titles ("PC 1 (34 % var.)", "UMAP 1").
-    """
-    if method not in ("UMAP", "PCA"):
-        raise ValueError(f"The 'method' parameter of embed_points must be 'UMAP' or 'PCA'. "
-                         f"Got {method!r} instead.")
-    x = np.asarray(values, dtype=np.float64)
-    if method == "PCA":
-        from sklearn.decomposition import PCA
-
-        pca = PCA(n_components=2, random_state=seed).fit(x)
-        ratio = pca.explained_variance_ratio_
-        return (pca.transform(x), f"PC 1 ({100 * ratio[0]:.0f} % var.)",
-                f"PC 2 ({100 * ratio[1]:.0f} % var.)")
-    import umap
-
-    reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, len(x) - 1), random_state=seed,
-                        n_jobs=1)
-    return reducer.fit_transform(x), "UMAP 1", "UMAP 2"
+    return embed(values, method, seed=seed, n_neighbors=n_neighbors)
 
 
 # ------------------------------------------------------------------------------------ charts
@@ -399,11 +308,6 @@ def chart_spec(builder: str, /, *args: Any, **kwargs: Any) -> dict[str, Any]:
     return fixed_size_spec(getattr(figures, builder)(*args, **kwargs).to_dict())
 
 
-def show_chart(builder: str, /, *args: Any, key: str, **kwargs: Any) -> None:
-    """Draw ``analysis.figures.<builder>(*args, **kwargs)`` at its own size (spec cached)."""
-    st.vega_lite_chart(chart_spec(builder, *args, **kwargs), theme=None, width="content", key=key)
-
-
 @st.cache_data(show_spinner=False, max_entries=64)
 def spiral_study(dims: tuple[int, ...], activation: str, seed: int, *, n_points: int = 1000,
                  radius: float = 1.0, noise: float = 0.0) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -424,17 +328,3 @@ def spiral_study(dims: tuple[int, ...], activation: str, seed: int, *, n_points:
     # Altair point by point, so fewer points keep a new setting near a second.
     figure = spiral_figure(recon, seed=seed, panel_size=120, max_points=300)
     return table, fixed_size_spec(figure.to_dict(validate=False))
-
-
-# ------------------------------------------------------------------------- helpers for pages
-
-
-def progress_steps(items: Sequence[str], work: Callable[[str], Any], *, label: str) -> list[Any]:
-    """Run ``work(item)`` for each item under a Streamlit progress bar; return the results."""
-    bar = st.progress(0.0, text=label)
-    out = []
-    for i, item in enumerate(items):
-        bar.progress(i / max(len(items), 1), text=f"{label}: {item} ({i + 1} of {len(items)})")
-        out.append(work(item))
-    bar.progress(1.0, text=f"{label}: done")
-    return out

@@ -22,8 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# Kinds with a flat (uninformative) region, for which the activity metrics are defined; the
+# other kinds of ACTIVATIONS (linear, leaky_relu) have none. Defined in the sinks, which must
+# import without torch, and part of this vocabulary.
+from probes.sinks import ACTIVITY_KINDS
+
 __all__ = [
     "ACTIVATIONS",
+    "ACTIVITY_KINDS",
     "EXACT",
     "KINDS",
     "activation_kind",

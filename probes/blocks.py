@@ -78,6 +78,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from probes.activations import EXACT, KINDS, activation_kind, function_kind
+from probes.points import POINT_SUFFIXES, parse_point, point_name
 
 __all__ = [
     "BLOCK_KINDS",
@@ -92,12 +93,6 @@ __all__ = [
     "fold_bn",
     "format_report",
 ]
-
-#: Capture-point suffixes of one block, in data-flow order (docs/design.md).
-POINT_SUFFIXES: tuple[str, ...] = (
-    "input", "expand.pre", "expand", "depthwise.pre", "depthwise", "project.pre", "project",
-    "output",
-)
 
 #: Kinds of block that discovery reports (see the module docstring).
 BLOCK_KINDS: tuple[str, ...] = ("inverted_residual", "depthwise_first", "extra_dw", "ghost", "fused")
@@ -115,7 +110,8 @@ class CapturePoint:
     Attributes
     ----------
     name : str
-        ``"blocks.{i}.{suffix}"`` with a suffix from :data:`POINT_SUFFIXES`.
+        ``"blocks.{i}.{suffix}"`` with a suffix from :data:`probes.points.POINT_SUFFIXES`
+        (the grammar: :mod:`probes.points`).
     block : int
         Block index in execution order over the whole network.
     stage : str
@@ -248,7 +244,7 @@ class BlockInfo:
 
     def point(self, suffix: str) -> CapturePoint:
         """The point ``blocks.{index}.{suffix}``; KeyError if the block lacks it."""
-        name = f"blocks.{self.index}.{suffix}"
+        name = point_name(self.index, suffix)
         for p in self.points:
             if p.name == name:
                 return p
@@ -1078,14 +1074,14 @@ class _Matcher:
         stride = max(st.conv.conv.stride for st in (expand, dw, proj, *f.extra_dw) if st is not None)
         common = dict(block=index, stride=stride, block_in=c_in, block_hidden=hidden,
                       block_out=c_out, has_residual=residual, block_kind=f.kind)
-        prefix = f"blocks.{index}."
         points: list[CapturePoint] = []
 
         def add(suffix: str, hook: tuple[str, str, int], channels: int, act: str,
                 alias: str | None = None) -> None:
-            stage = suffix.split(".")[0]
+            name = point_name(index, suffix)
+            parsed = parse_point(name)
             points.append(CapturePoint(
-                name=prefix + suffix, stage=stage, pre=suffix.endswith(".pre"),
+                name=name, stage=parsed.stage, pre=parsed.pre,
                 module_path=hook[0], hook=hook[1], call_index=hook[2], channels=channels,
                 act=act, alias_of=alias, **common))
 
@@ -1099,19 +1095,19 @@ class _Matcher:
                 continue
             if st.kind not in KINDS:
                 self.warnings.append(
-                    f"{prefix}{name}: the activation after {st.conv.path} is {st.kind!r}, not one "
+                    f"{point_name(index, name)}: the activation after {st.conv.path} is {st.kind!r}, not one "
                     f"of {list(KINDS)}; activity metrics will not apply to it.")
             ch = st.conv.conv.out_channels
             pre = st.pre_hook()
             if pre is not None:
                 add(f"{name}.pre", pre, ch, st.kind)
             if st.act is None and st.conv.inner_act is None:
-                add(name, pre, ch, "linear", alias=prefix + f"{name}.pre")
+                add(name, pre, ch, "linear", alias=point_name(index, f"{name}.pre"))
             elif st.post is None:
                 self.warnings.append(
-                    f"{prefix}{name}: the {st.kind} activation after {st.conv.path} is applied "
+                    f"{point_name(index, name)}: the {st.kind} activation after {st.conv.path} is applied "
                     "functionally and its output reaches no module and is no exact clamp; the "
-                    f"point {prefix}{name} is left out.")
+                    f"point {point_name(index, name)} is left out.")
             elif st.post[1] == "derived":
                 add(name, (pre[0], "derived", pre[2]), ch, st.kind)
             else:
@@ -1123,9 +1119,9 @@ class _Matcher:
             add("output", out_hook, c_out, "linear")
         elif residual:
             self.warnings.append(
-                f"{prefix}output: the residual add after {proj.conv.path} happens in a forward "
+                f"{point_name(index, 'output')}: the residual add after {proj.conv.path} happens in a forward "
                 "whose result no module reads; the point is left out.")
-        elif project.name == prefix + "project":
+        elif project.name == point_name(index, "project"):
             add("output", (project.module_path, project.hook, project.call_index), c_out,
                 proj.kind, alias=project.alias_of or project.name)
         elif block is not None:

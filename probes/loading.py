@@ -331,15 +331,19 @@ def _checkpoint_dir() -> Path:
 
 
 def list_zoo() -> list[dict[str, Any]]:
-    """Cards of the shipped checkpoints (``CHECKPOINT_DIR/*.json``), sorted by name."""
-    cards = []
-    for path in sorted(_checkpoint_dir().glob("*.json")):
-        try:
-            card = read_card(path)
-        except ValueError:
-            continue
-        cards.append(card)
-    return sorted(cards, key=lambda c: c.get("name", ""))
+    """Deprecated alias of :func:`probes.catalogue.list_checkpoints` ("zoo" names the architecture).
+
+    .. deprecated::
+        Use ``probes.catalogue.list_checkpoints()``.
+    """
+    import warnings
+
+    from probes.catalogue import list_checkpoints
+
+    warnings.warn("probes.loading.list_zoo is deprecated; use probes.catalogue.list_checkpoints "
+                  "(the shipped checkpoints are the catalogue, the zoo is the architecture).",
+                  DeprecationWarning, stacklevel=2)
+    return list_checkpoints(_checkpoint_dir())
 
 
 def _zoo_class_names(card: dict[str, Any], num_classes: int) -> list[str] | None:
@@ -951,7 +955,9 @@ def _load(spec: str | Path | None, *, arch: str | None, mean: Sequence[float] | 
                 SAFETENSORS_SUFFIXES + TORCH_SUFFIXES):
             arch, path = text, None
         elif text or arch is None:
-            zoo = [c["name"] for c in list_zoo()]
+            from probes.catalogue import list_checkpoints
+
+            zoo = [c["name"] for c in list_checkpoints(_checkpoint_dir())]
             raise ValueError(
                 f"{text!r} is neither a zoo checkpoint nor an existing file. Available zoo "
                 f"checkpoints: {zoo}. Files must be .safetensors, .pt, .pth or .bin; for random "

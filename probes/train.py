@@ -39,7 +39,7 @@ from probes._io import atomic_path, atomic_write_json, sha256_file
 from probes.datasets import ImageDataset, load_dataset
 from probes.zoo import ZooConfig, build_model
 
-__all__ = ["RECIPES", "Recipe", "evaluate", "recipe_names", "train", "zoo_markdown", "zoo_tables"]
+__all__ = ["RECIPES", "Recipe", "catalogue_markdown", "evaluate", "recipe_names", "train", "zoo_markdown", "zoo_tables"]
 
 #: Per-dataset input normalisation (mean, std of the train split's pixels, rounded).
 INPUT_STATS: dict[str, tuple[float, float]] = {
@@ -291,41 +291,39 @@ def train(recipe: Recipe | str, *, out_dir: str | Path, epochs: int | None = Non
 
 
 def zoo_tables(cards: list[dict[str, Any]]) -> tuple["pd.DataFrame", "pd.DataFrame"]:
-    """Per-checkpoint table and per-(dataset, design) summary (mean +- std over seeds).
+    """Deprecated: :func:`probes.catalogue.checkpoint_table` and :func:`~probes.catalogue.accuracy_summary`.
+
+    .. deprecated::
+        "zoo" names the architecture; the shipped checkpoints are the catalogue.
+    """
+    import warnings
+
+    from probes.catalogue import accuracy_summary, checkpoint_table
+
+    warnings.warn("probes.train.zoo_tables is deprecated; use probes.catalogue.checkpoint_table and "
+                  "accuracy_summary.", DeprecationWarning, stacklevel=2)
+    per = checkpoint_table(cards)
+    return per, accuracy_summary(per)
+
+
+def catalogue_markdown(cards: list[dict[str, Any]]) -> str:
+    """The markdown of ``checkpoints/README.md``: every checkpoint, then the per-design summary.
+
+    Parameters
+    ----------
+    cards : list of dict
+        Checkpoint cards (:func:`probes.catalogue.list_checkpoints`).
 
     Returns
     -------
-    per_checkpoint : DataFrame with columns checkpoint, dataset, design, bottleneck_act,
-        shortcut, seed, epochs, n_params, train_accuracy, test_accuracy, train_seconds.
-    per_design : DataFrame with columns dataset, design, n_seeds, test_accuracy_mean,
-        test_accuracy_std (sample std, ddof=1; NaN for one seed).
+    markdown : str
+        The catalogue table (:func:`probes.catalogue.checkpoint_table`) and the test accuracy
+        per design (:func:`probes.catalogue.accuracy_summary`), ending in a newline.
     """
-    import pandas as pd
+    from probes.catalogue import accuracy_summary, checkpoint_table
 
-    rows = []
-    for c in cards:
-        cfg = c["architecture"]["config"]
-        act = cfg["bottleneck_act"]
-        rows.append({
-            "checkpoint": c["name"], "dataset": c["dataset"]["name"], "design": c["design"],
-            "bottleneck_act": act if isinstance(act, str) else "schedule",
-            "shortcut": cfg["shortcut"], "seed": c["seed"], "epochs": c["epochs"],
-            "n_params": c["n_params"], "train_accuracy": c["train_accuracy"],
-            "test_accuracy": c["test_accuracy"], "train_seconds": c.get("train_seconds"),
-        })
-    per = pd.DataFrame(rows)
-    if per.empty:
-        return per, pd.DataFrame(columns=["dataset", "design", "n_seeds", "test_accuracy_mean",
-                                          "test_accuracy_std"])
-    summary = (per.groupby(["dataset", "design"], sort=False)["test_accuracy"]
-               .agg(n_seeds="count", test_accuracy_mean="mean", test_accuracy_std="std")
-               .reset_index())
-    return per, summary
-
-
-def zoo_markdown(cards: list[dict[str, Any]]) -> str:
-    """The markdown of ``checkpoints/README.md``: every checkpoint, then the per-design summary."""
-    per, summary = zoo_tables(cards)
+    per = checkpoint_table(cards)
+    summary = accuracy_summary(per)
     lines = [
         "# Shipped checkpoints",
         "",
@@ -358,3 +356,12 @@ def zoo_markdown(cards: list[dict[str, Any]]) -> str:
         std = "" if r.n_seeds < 2 else f" +- {r.test_accuracy_std:.4f}"
         lines.append(f"| {r.dataset} | {r.design} | {r.n_seeds} | {r.test_accuracy_mean:.4f}{std} |")
     return "\n".join(lines) + "\n"
+
+
+def zoo_markdown(cards: list[dict[str, Any]]) -> str:
+    """Deprecated alias of :func:`catalogue_markdown`."""
+    import warnings
+
+    warnings.warn("probes.train.zoo_markdown is deprecated; use probes.train.catalogue_markdown.",
+                  DeprecationWarning, stacklevel=2)
+    return catalogue_markdown(cards)

@@ -29,9 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     from analysis.claims import fusion_markdown, memory_markdown, model_measurements, scoreboard, scoreboard_markdown
     from analysis.study import load_shipped_metrics
-    from probes.loading import list_zoo
+    from probes.catalogue import list_checkpoints
 
-    cards = [c for c in list_zoo() if c["dataset"]["name"] == args.dataset and c.get("design") in ("linear", "relu6")]
+    cards = [c for c in list_checkpoints() if c["dataset"]["name"] == args.dataset and c.get("design") in ("linear", "relu6")]
     if not cards:
         print(f"No shipped linear or relu6 checkpoint on {args.dataset!r}.", file=sys.stderr)
         return 1

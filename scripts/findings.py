@@ -74,6 +74,7 @@ def information_metrics(df: pd.DataFrame) -> list[str]:
 def findings(df: pd.DataFrame, design_a: str, design_b: str, *, dataset: str) -> pd.DataFrame:
     """Paired band comparisons (``analysis.compare.BAND_COLUMNS``) of the findings' metrics."""
     from analysis.compare import compare_bands
+    from probes.points import STAGES
 
     parts = []
     info = information_metrics(df)
@@ -85,7 +86,7 @@ def findings(df: pd.DataFrame, design_a: str, design_b: str, *, dataset: str) ->
                                stages=GEOMETRY_STAGES, level=LEVEL))
     out = pd.concat(parts, ignore_index=True)
     order = {m: i for i, m in enumerate([*info, *GEOMETRY_METRICS])}
-    stage_order = {s: i for i, s in enumerate(("input", "expand", "depthwise", "project", "output"))}
+    stage_order = {s: i for i, s in enumerate(STAGES)}
     key = [(order.get(m, 99), stage_order.get(s, 9)) for m, s in zip(out["metric"], out["stage"])]
     return out.assign(_k=key).sort_values("_k", kind="stable").drop(columns="_k").reset_index(drop=True)
 
@@ -205,7 +206,7 @@ def _statements(table: pd.DataFrame, acc: dict, a: str, b: str, missing: Sequenc
 
 def main(argv: list[str] | None = None) -> int:
     from analysis.compare import load_design_metrics
-    from probes.loading import list_zoo
+    from probes.catalogue import list_checkpoints
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="digits")
@@ -223,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         table = findings(df, a, b, dataset=args.dataset)
     for w in caught:
         print(f"findings.py: warning: {w.message}", file=sys.stderr)
-    cards = list_zoo()
+    cards = list_checkpoints()
     acc = accuracy(cards, a, b, args.dataset)
     present = set(df["metric"].astype(str))
     missing = [m for m in GEOMETRY_METRICS if m not in present]

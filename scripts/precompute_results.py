@@ -32,14 +32,14 @@ def _one(name: str, dataset: str) -> tuple[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     from analysis.study import StudyResult, shipped_result_path
-    from probes.loading import list_zoo
+    from probes.catalogue import list_checkpoints
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="checkpoints (default: all shipped)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--force", action="store_true", help="recompute up-to-date results too")
     args = parser.parse_args(argv)
-    cards = {c["name"]: c for c in list_zoo()}
+    cards = {c["name"]: c for c in list_checkpoints()}
     names = args.names or sorted(cards)
     todo = []
     for name in names:

@@ -28,9 +28,9 @@ def _stamp() -> tuple[tuple[str, float], ...]:
 
 @st.cache_data(show_spinner=False, max_entries=4)
 def _cards(stamp: tuple[tuple[str, float], ...]) -> list[dict[str, Any]]:
-    from probes.loading import list_zoo
+    from probes.catalogue import list_checkpoints
 
-    return list_zoo()
+    return list_checkpoints()
 
 
 def zoo_card_dicts(dataset: str) -> list[dict[str, Any]]:

@@ -10,14 +10,15 @@ import pandas as pd
 import streamlit as st
 
 from analysis.settings import SHIPPED_CONFIG
-from dashboard import state
+from dashboard import parts, state
+from probes.points import is_point_name, parse_point
 
 __all__ = ["default_point", "render"]
 
 
 def default_point(points: list[str]) -> str:
     """A middle block's projection (the bottleneck itself), else the first point."""
-    projections = [p for p in points if p.endswith(".project")]
+    projections = [p for p in points if is_point_name(p) and parse_point(p).suffix == "project"]
     return projections[len(projections) // 2] if projections else points[0]
 
 
@@ -86,7 +87,7 @@ def render() -> None:
             xy, x_title, y_title = state.embed_points(values, method, seed=int(seed))
         emb = pd.DataFrame({"x": xy[:, 0], "y": xy[:, 1], color: frame[color].to_numpy()})
         with col:
-            state.show_chart("embedding_scatter", emb, color=color, title=f"{name}: {point}",
+            parts.show_chart("embedding_scatter", emb, color=color, title=f"{name}: {point}",
                              x_title=x_title, y_title=y_title, width=380, height=380,
                              key=f"emb-chart-{side}")
             st.caption(f"{len(frame)} points of {values.shape[1]} channels from {frame['image'].nunique()} images "

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import state
+from dashboard import parts, state
+from probes.points import point_block, point_suffix
 
 __all__ = ["default_pair", "render"]
 
@@ -39,10 +40,10 @@ def _maps(checkpoint: str, dataset: str, image: int, block: int) -> dict[str, np
     from probes.blocks import find_blocks
     from probes.preprocess import prepare
 
-    lm = state.zoo_model(checkpoint)
+    lm = state.shipped_model(checkpoint)
     x = prepare(_test_images(dataset)[image:image + 1], lm.input_spec)
     blocks = find_blocks(lm.model, x)
-    names = [p.name for p in blocks[block].points if p.name.split(".", 2)[2] in _SUFFIXES]
+    names = [p.name for p in blocks[block].points if point_suffix(p.name) in _SUFFIXES]
     acts = capture_tensors(lm.model, x, names)
     return {n: channel_grid(acts[n][0]) for n in names}
 
@@ -76,7 +77,7 @@ def render() -> None:
     a = c1.selectbox("Left checkpoint", names, index=names.index(lin), key="keeps-a")
     b = c2.selectbox("Right checkpoint", names, index=names.index(relu), key="keeps-b")
     image = int(c3.number_input("Test image", 0, n_images - 1, 0, key="keeps-image"))
-    n_blocks = 1 + max(int(p.split(".")[1]) for p in state.model_points(a))
+    n_blocks = 1 + max(parts.point_blocks(state.model_points(a)))
     block = int(c4.selectbox("Block", list(range(n_blocks)), index=min(6, n_blocks - 1), key="keeps-block"))
 
     st.subheader(f"Channel maps at block {block}")
@@ -95,11 +96,11 @@ def render() -> None:
         with st.spinner(f"Decoding the input from every block of {name} (first time: about half a minute)..."):
             scores, images = _decoded(name)
         st.markdown(f"**{name}**")
-        points = sorted(images, key=lambda p: int(p.split(".")[1]))
+        points = sorted(images, key=point_block)
         row = st.columns(len(points))
         for col, p in zip(row, points):
             with col:
-                _show(images[p][image, 0], f"{p.split('.')[1]}", width=64)
+                _show(images[p][image, 0], str(point_block(p)), width=64)
         tables.append(scores.assign(checkpoint=name))
     table = pd.concat(tables, ignore_index=True)
     wide = table.pivot_table(index="block", columns="checkpoint",

@@ -15,6 +15,7 @@ what was expected), never in a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import tempfile
 import time
@@ -23,9 +24,7 @@ from typing import Any
 
 import streamlit as st
 
-from dashboard import state
-from dashboard.views.block_explorer import show_block
-from dashboard.views.overview import show_overview
+from dashboard import parts, state
 
 __all__ = ["ARCHITECTURES", "architecture_choices", "checked_architecture", "load_upload", "render",
            "run_probe"]
@@ -92,7 +91,7 @@ def load_upload(weights: Any, card: Any | None, arch: str | None) -> Any:
         return load_checkpoint(path, arch=checked_architecture(arch), allow_factory=False)
 
 
-def run_probe(loaded: Any, dataset: str, *, n_images: int, families: tuple[str, ...]) -> state.StudyView:
+def run_probe(loaded: Any, dataset: str, *, n_images: int, families: tuple[str, ...]) -> Any:
     """Run :func:`analysis.study.run_study` on ``loaded`` with the quick preset
     :data:`analysis.settings.DASHBOARD_PROBE_CONFIG` (cached on disk)."""
     import dataclasses
@@ -103,7 +102,7 @@ def run_probe(loaded: Any, dataset: str, *, n_images: int, families: tuple[str, 
     config = dataclasses.replace(DASHBOARD_PROBE_CONFIG, dataset=dataset, n_images=n_images, families=families,
                                  gray_to_rgb=loaded.input_spec.channels == 3)
     result = run_study(loaded, config, cache_dir=user_cache_dir(), progress=False, device="cpu")
-    return state.StudyView(metrics=result.metrics, details=result.details, meta=result.meta)
+    return dataclasses.replace(result, probe=None)  # a StudyResult without the sink states
 
 
 def _inputs() -> dict[str, Any] | None:
@@ -187,13 +186,13 @@ def render() -> None:
     result = st.session_state.get(_RESULT_KEY)
     if result is None:
         return
-    view: state.StudyView = result["view"]
+    view = result["view"]  # analysis.study.StudyResult
     arch = f" ({result['arch']})" if result["arch"] != result["name"] else ""
     st.success(f"{result['name']}{arch} on {result['dataset']}: {len(view.metrics)} values "
                f"at {view.metrics['point'].nunique()} capture points of "
                f"{view.metrics['block'].nunique()} blocks.")
     overview, block = st.tabs(["Overview", "Block explorer"])
     with overview:
-        show_overview(view.metrics, key="probe-overview")
+        parts.show_overview(view.metrics, key="probe-overview")
     with block:
-        show_block(view.metrics, view.details, str(view.metrics["checkpoint"].iloc[0]), key="probe-block")
+        parts.show_block(view.metrics, view.details, str(view.metrics["checkpoint"].iloc[0]), key="probe-block")

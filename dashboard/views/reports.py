@@ -18,8 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from analysis import figures
-from dashboard import state
-from dashboard.views.overview import show_overview
+from dashboard import parts, state
 
 __all__ = ["REPORT_ENV", "REPORT_ROOT_ENV", "report_root", "resolve_report_dir", "render"]
 
@@ -117,12 +116,12 @@ def _show(df: pd.DataFrame) -> None:
                            index=datasets.index(sidebar) if sidebar in datasets else 0, key="report-dataset")
     part = df[df["dataset"].astype(str) == dataset]
     st.caption(f"{len(df):,} values; {df['checkpoint'].nunique()} checkpoint(s) on {len(datasets)} dataset(s).")
-    show_overview(part, key="report-overview")
+    parts.show_overview(part, key="report-overview")
 
     st.subheader("One block")
     blocks = sorted(int(b) for b in part["block"].unique())
     block = st.select_slider("Block (execution order)", blocks, value=blocks[len(blocks) // 2], key="report-block")
-    state.show_chart("reconstruction_bars", part[part["block"] == block], width=280, height=220,
+    parts.show_chart("reconstruction_bars", part[part["block"] == block], width=280, height=220,
                      key="report-recon")
     designs = list(figures.design_colors(part["design"].astype(str)))
     has_fig7 = part["metric"].isin(["positive_mean"]).any()
@@ -130,5 +129,5 @@ def _show(df: pd.DataFrame) -> None:
         st.subheader("Active channels per point (paper Figure 7)")
         design = st.radio("Design", designs, horizontal=True, key="report-design")
         fig7 = part[part["metric"].isin(["positive_min", "positive_mean", "positive_max"])]
-        state.show_chart("positive_channels_plot", fig7, design=design, dataset=dataset, width=330,
+        parts.show_chart("positive_channels_plot", fig7, design=design, dataset=dataset, width=330,
                          height=240, key="report-fig7")

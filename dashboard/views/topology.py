@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from dashboard import state
-from dashboard.views.block_explorer import block_points, checkpoint_picker
-from dashboard.views.overview import ensure_results, stage_options
+from dashboard import parts, state
+from probes.points import point_name, point_suffix
 
 __all__ = ["DISTANCE_METRICS", "diagrams_of", "distance_table", "render"]
 
@@ -34,9 +33,9 @@ def distance_table(metrics: pd.DataFrame, block: int) -> pd.DataFrame:
     if rows.empty:
         return pd.DataFrame()
     table = rows.pivot_table(index="point", columns=["metric", "design"], values="value", aggfunc="mean")
-    order = sorted(table.index, key=lambda p: block_points(rows, block).index(p))
+    order = sorted(table.index, key=lambda p: parts.block_points(rows, block).index(p))
     table = table.reindex(order)
-    table.index = [p.split(".", 2)[2] for p in table.index]
+    table.index = [point_suffix(p) for p in table.index]
     table.columns = [f"{'bottleneck' if m.startswith('bottleneck') else 'Wasserstein'} ({d})"
                      for m, d in table.columns]
     return table
@@ -48,38 +47,38 @@ def render() -> None:
     st.title("Topology")
     st.caption("Persistent homology (ripser) of each capture point's sampled cloud, after a "
                "greedy-permutation subsample and scale normalisation.")
-    if not ensure_results(dataset):
+    if not parts.ensure_results(dataset):
         return
     metrics = state.dataset_metrics(dataset)
     c1, c2 = st.columns([2, 3])
     with c1:
-        checkpoint = checkpoint_picker(state.dataset_studies(dataset), key="topo-checkpoint")
+        checkpoint = parts.checkpoint_picker(state.dataset_studies(dataset), key="topo-checkpoint")
     view = state.study(checkpoint, dataset)
     if view is None:
         st.error(f"The study of {checkpoint} on {dataset} disappeared; reload the page.")
         return
     mine = metrics[metrics["checkpoint"] == checkpoint]
     with_diagrams = [p for p in view.details if diagrams_of(view.details, p)]
-    blocks = sorted({int(p.split(".")[1]) for p in with_diagrams if p.startswith("blocks.")})
+    blocks = parts.point_blocks(with_diagrams)
     if not blocks:
         st.info(f"The study of {checkpoint} holds no persistence diagrams (topology was not computed).")
     else:
         with c2:
-            default = next((b for b in blocks if len(block_points(mine, b)) >= 7), blocks[0])
+            default = next((b for b in blocks if len(parts.block_points(mine, b)) >= 7), blocks[0])
             block = st.select_slider("Block (execution order)", blocks, value=default, key="topo-block")
-        points = [p for p in block_points(mine, block) if p in with_diagrams]
-        suffixes = [p.split(".", 2)[2] for p in points]
+        points = [p for p in parts.block_points(mine, block) if p in with_diagrams]
+        suffixes = [point_suffix(p) for p in points]
         preferred = [s for s in ("input", "expand", "project") if s in suffixes] or suffixes[:2]
         chosen = st.multiselect("Capture points", suffixes, default=preferred, key="topo-points",
                                 max_selections=4)
         for suffix in chosen:
-            dgms = diagrams_of(view.details, f"blocks.{block}.{suffix}")
+            dgms = diagrams_of(view.details, point_name(block, suffix))
             left, right = st.columns([2, 3])
             with left:
-                state.show_chart("persistence_diagram", dgms, title=f"{suffix}, block {block}", width=240,
+                parts.show_chart("persistence_diagram", dgms, title=f"{suffix}, block {block}", width=240,
                                  height=240, key=f"topo-dgm-{suffix}")
             with right:
-                state.show_chart("barcode", dgms, title="", width=380, height=180, max_bars=30,
+                parts.show_chart("barcode", dgms, title="", width=380, height=180, max_bars=30,
                                  key=f"topo-bar-{suffix}")
         table = distance_table(metrics, block)
         if not table.empty:
@@ -92,16 +91,16 @@ def render() -> None:
     if not betti:
         st.info("No Betti numbers in these studies.")
         return
-    options = stage_options(metrics, betti[0])
+    options = parts.stage_options(metrics, betti[0])
     labels = [f"{s} (before activation)" if p else s for s, p in options]
     default = labels.index("project") if "project" in labels else 0
     choice = st.selectbox("Capture stage", labels, index=default, key="topo-stage")
     stage, pre = options[labels.index(choice)]
-    state.show_chart("betti_curve", metrics[metrics["metric"].isin(betti)], metrics=betti, stage=stage,
+    parts.show_chart("betti_curve", metrics[metrics["metric"].isin(betti)], metrics=betti, stage=stage,
                      pre=pre, width=300, height=220, key="topo-betti")
     distances = [m for m in DISTANCE_METRICS if m in set(metrics["metric"])]
     if distances and stage != "input":
         metric = st.radio("Distance to the block input", distances, horizontal=True, key="topo-distance",
                           format_func=lambda m: "bottleneck" if m.startswith("bottleneck") else "Wasserstein-1")
-        state.show_chart("depth_curve", metrics[metrics["metric"] == metric], metric, stage=stage, pre=pre,
+        parts.show_chart("depth_curve", metrics[metrics["metric"] == metric], metric, stage=stage, pre=pre,
                          width=640, height=260, key="topo-distance-chart")

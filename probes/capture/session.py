@@ -18,6 +18,7 @@ from probes.capture.memory import _MemoryGuard
 from probes.capture.points import PointSpec, _check_choice, _check_int, _check_positive, select_points
 from probes.capture.result import SINKS, PointStats, ProbeResult
 from probes.capture.sampling import _Batch, _frame_step, _Group, rate_key
+from probes.points import PRE, point_name
 from probes.sinks import ACTIVITY_KINDS
 
 __all__ = [
@@ -218,9 +219,10 @@ def capture(
     derive = {}
     if not image:
         for q in targets:
-            pre = by_name.get(f"blocks.{q.block}.{q.stage}.pre")
-            if (not q.pre and q.act in _DERIVABLE and pre is not None and pre.alias_of is None
-                    and q.stage in ("expand", "depthwise", "project")):
+            if q.pre or q.act not in _DERIVABLE or q.stage not in ("expand", "depthwise", "project"):
+                continue
+            pre = by_name.get(point_name(q.block, q.stage + PRE))
+            if pre is not None and pre.alias_of is None:
                 derive[q.name] = pre
     for q in targets:
         if q.hook == "derived" and q.name not in derive:
@@ -289,7 +291,7 @@ def capture(
         # A stage's .pre and post points have the same activity counts (the activation is
         # monotone and flat on the same inputs): count them once, at the post point.
         p = ps.point
-        post = point_sinks.get(f"blocks.{p.block}.{p.stage}")
+        post = point_sinks.get(point_name(p.block, p.stage))
         if (p.pre and ps.activity_kind is not None and post is not None and post is not ps
                 and post.activity_kind == ps.activity_kind and post.channels == ps.channels):
             ps.activity_from = post

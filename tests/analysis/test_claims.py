@@ -98,9 +98,9 @@ def test_markdown_has_one_line_per_row() -> None:
 
 
 def test_model_measurements_of_a_zoo_checkpoint_are_cached(tmp_path) -> None:
-    from probes.loading import list_zoo
+    from probes.catalogue import list_checkpoints
 
-    cards = [c for c in list_zoo() if c["name"] == "digits-linear-s0"]
+    cards = [c for c in list_checkpoints() if c["name"] == "digits-linear-s0"]
     if not cards:
         pytest.skip("needs the shipped checkpoint digits-linear-s0")
     m = model_measurements(cards, edges=False, cache_dir=tmp_path)

@@ -7,15 +7,15 @@ import pytest
 
 from analysis.cli import build_parser, main
 from analysis.study import SCHEMA_COLUMNS
-from probes.loading import list_zoo
+from probes.catalogue import list_checkpoints
 
 
 def _need(name: str) -> None:
-    if name not in {c["name"] for c in list_zoo()}:
+    if name not in {c["name"] for c in list_checkpoints()}:
         pytest.fail(f"shipped checkpoint {name} is missing: checkpoints/{name}.safetensors and .json")
 
 
-@pytest.mark.parametrize("command", ["zoo", "train", "probe", "spiral", "report", "predict"])
+@pytest.mark.parametrize("command", ["checkpoints", "train", "probe", "spiral", "report", "predict"])
 def test_every_subcommand_has_help(command: str, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         main([command, "--help"])
@@ -23,14 +23,23 @@ def test_every_subcommand_has_help(command: str, capsys) -> None:
     assert "usage: bnprobe " + command in capsys.readouterr().out
 
 
-def test_zoo_lists_shipped_checkpoints(capsys) -> None:
-    cards = list_zoo()
+def test_checkpoints_lists_shipped_checkpoints(capsys) -> None:
+    cards = list_checkpoints()
     assert cards, "no shipped checkpoint (*.safetensors with its .json card) in checkpoints/"
-    assert main(["zoo"]) == 0
+    assert main(["checkpoints"]) == 0
     out = capsys.readouterr().out
     for card in cards:
         assert card["name"] in out
         assert f"{card['test_accuracy']:.4f}"[:5] in out
+
+
+def test_zoo_is_a_deprecated_alias_of_checkpoints(capsys) -> None:
+    assert main(["checkpoints"]) == 0
+    new = capsys.readouterr()
+    assert main(["zoo"]) == 0
+    old = capsys.readouterr()
+    assert old.out == new.out
+    assert old.err == "bnprobe zoo is deprecated; use bnprobe checkpoints (the zoo is the architecture).\n"
 
 
 def test_probe_writes_tidy_table(tmp_path, capsys) -> None:

@@ -111,9 +111,9 @@ def test_shipped_configs_use_only_known_keys() -> None:
 
 
 def test_smoke_config_resolves_on_the_shipped_checkpoints() -> None:
-    from probes.loading import list_zoo
+    from probes.catalogue import list_checkpoints
 
-    if not any(c["name"].endswith(("-linear-s0", "-relu6-s0")) for c in list_zoo()):
+    if not any(c["name"].endswith(("-linear-s0", "-relu6-s0")) for c in list_checkpoints()):
         pytest.fail("no shipped *-linear-s0 / *-relu6-s0 checkpoint in checkpoints/")
     config = rp.load_config(CONFIGS / "smoke.toml")
     assert config.study.families == ("spectrum", "activity")

@@ -16,14 +16,14 @@ from analysis.study import (
     run_study,
     write_table,
 )
-from probes.loading import list_zoo
+from probes.catalogue import list_checkpoints
 
 SMALL = StudyConfig(n_images=24, reservoir_size=120, topology_points=40, moment_positions=8,
                     families=("spectrum", "activity", "reconstruction", "similarity", "quantization"))
 
 
 def _zoo(name: str) -> str:
-    if name not in {c["name"] for c in list_zoo()}:
+    if name not in {c["name"] for c in list_checkpoints()}:
         pytest.fail(f"shipped checkpoint {name} is missing: checkpoints/{name}.safetensors and .json")
     return name
 

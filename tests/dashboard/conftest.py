@@ -28,9 +28,9 @@ class Shipped:
 
 
 def _pair() -> tuple[str, str, str] | None:
-    from probes.loading import list_zoo
+    from probes.catalogue import list_checkpoints
 
-    names = {c["name"]: c for c in list_zoo()}
+    names = {c["name"]: c for c in list_checkpoints()}
     for dataset in ("digits", "shapes"):
         lin, relu = f"{dataset}-linear-s0", f"{dataset}-relu6-s0"
         if lin in names and relu in names:

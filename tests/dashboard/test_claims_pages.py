@@ -24,14 +24,14 @@ def cache_env(results_env, request: pytest.FixtureRequest, monkeypatch: pytest.M
 def test_claims_page_shows_the_computed_scoreboard(cache_env, tmp_path, monkeypatch) -> None:
     from analysis.claims import scoreboard
     from dashboard.state import dataset_metrics
-    from probes.loading import list_zoo
+    from probes.catalogue import list_checkpoints
 
     monkeypatch.setenv("BNPROBE_CACHE", str(tmp_path))  # nothing measured yet: only studies and cards
     at = run_page("claims", cache_env.dataset)
     assert_clean(at)
     assert at.title[0].value == "Claims of the notes"
     shown = at.dataframe[0].value
-    cards = [c for c in list_zoo() if c["dataset"]["name"] == cache_env.dataset and c["design"] in ("linear", "relu6")]
+    cards = [c for c in list_checkpoints() if c["dataset"]["name"] == cache_env.dataset and c["design"] in ("linear", "relu6")]
     want = scoreboard(dataset_metrics(cache_env.dataset), cards, None, dataset=cache_env.dataset)
     assert list(shown["verdict"]) == list(want["verdict"])
     assert list(shown["difference"]) == list(want["difference"])

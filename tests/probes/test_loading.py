@@ -16,6 +16,7 @@ from torch import nn
 
 import checkpoints
 from probes._io import sha256_file
+from probes.catalogue import list_checkpoints
 from probes.loading import ARCH_FORMS, list_zoo, load_checkpoint, load_images, read_weights
 from probes.natural import load_photo
 from probes.preprocess import IMAGENET_MEAN, IMAGENET_STD, InputSpec
@@ -82,8 +83,14 @@ def test_zoo_by_name_uses_card(zoo_dir: Path) -> None:
     assert not lm.model.training
 
 
-def test_list_zoo_returns_cards_only(zoo_dir: Path) -> None:
-    assert [c["name"] for c in list_zoo()] == ["shapes-linear-s3"]
+def test_list_checkpoints_returns_cards_only(zoo_dir: Path) -> None:
+    assert [c["name"] for c in list_checkpoints()] == ["shapes-linear-s3"]
+
+
+def test_list_zoo_is_a_deprecated_alias(zoo_dir: Path) -> None:
+    with pytest.warns(DeprecationWarning, match=r"list_zoo is deprecated; use probes\.catalogue\.list_checkpoints"):
+        cards = list_zoo()
+    assert cards == list_checkpoints()
 
 
 def test_zoo_sha256_mismatch_is_refused(zoo_dir: Path) -> None:
@@ -108,7 +115,7 @@ def test_file_with_card_beside_it_loads_as_zoo(zoo_dir: Path, tmp_path_factory) 
 
 
 def test_shipped_checkpoint_loads() -> None:
-    cards = list_zoo()
+    cards = list_checkpoints()
     assert cards, "no shipped checkpoint (*.safetensors with its .json card) in checkpoints/"
     lm = load_checkpoint(cards[0]["name"])
     assert lm.sha256 == cards[0]["sha256"]

@@ -7,13 +7,14 @@ import pytest
 
 from analysis.study import StudyConfig, run_study
 from probes.capture import probe
+from probes.catalogue import list_checkpoints
 from probes.datasets import ArrayImages, load_npz
-from probes.loading import list_zoo, load_checkpoint
+from probes.loading import load_checkpoint
 from probes.shard import dask_client, probe_sharded, probe_stream, shard_bounds
 
 
 def _zoo(name: str) -> str:
-    if name not in {c["name"] for c in list_zoo()}:
+    if name not in {c["name"] for c in list_checkpoints()}:
         pytest.skip(f"shipped checkpoint {name} is not in checkpoints/")
     return name
 
