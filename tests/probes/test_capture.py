@@ -482,11 +482,14 @@ def test_full_activity_counts_follow_the_one_active_rule(kind, pre):
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 @pytest.mark.parametrize("kind,pre", [("relu6", True), ("hswish", False), ("hswish", True)])
-def test_counts_settled_by_channel_extrema_equal_the_direct_count(kind, pre, layout):
+def test_counts_settled_by_channel_extrema_equal_the_direct_count(kind, pre, layout, monkeypatch):
     # Channels wholly above 6, wholly below -3, wholly in (0, 6), one mixed, one NaN: the
     # extrema settle some comparisons without looking; the counts must not change.
+    from probes.capture import accumulate
     from probes.capture.accumulate import _active_counts, _channel_extrema, _channel_view, _Scratch
     from probes.sinks import active_mask
+
+    monkeypatch.setattr(accumulate, "_SETTLE_MIN", 0)   # settle even this small a tensor
 
     g = torch.Generator().manual_seed(1)
     x = torch.rand(3, 7, 4, 5, generator=g)
@@ -505,3 +508,16 @@ def test_counts_settled_by_channel_extrema_equal_the_direct_count(kind, pre, lay
     np.testing.assert_array_equal(got[0].numpy(), want[0].numpy())
     np.testing.assert_array_equal(got[1].numpy(), want[1].numpy())
     np.testing.assert_array_equal(got[0].numpy(), active_mask(x, kind, pre=pre).sum(dim=(0, 2, 3)).numpy())
+
+
+@pytest.mark.parametrize("hw", [(2, 3), (16, 16)])
+def test_channel_extrema_and_counts_of_short_and_long_maps_equal_numpy(hw):
+    from probes.capture.accumulate import _channel_extrema, _count, _Scratch
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(5, 3, *hw, generator=g).reshape(5, 3, -1)
+    lo, hi = _channel_extrema(x)
+    xn = x.numpy()
+    np.testing.assert_array_equal(lo.numpy(), xn.min(axis=(0, 2)))
+    np.testing.assert_array_equal(hi.numpy(), xn.max(axis=(0, 2)))
+    np.testing.assert_array_equal(_count(x, torch.gt, 0.25, _Scratch()).numpy(), (xn > 0.25).sum(axis=(0, 2)))
