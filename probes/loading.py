@@ -61,6 +61,7 @@ import torch
 from torch import nn
 
 from probes._io import sha256_file
+from probes._lazy import import_torchvision
 from probes.preprocess import IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, InputSpec
 
 __all__ = [
@@ -685,6 +686,10 @@ def _build(arch: str, builder: Any, *args: Any) -> nn.Module:
 def _num_classes(arch: str, builder: Any, state: dict[str, torch.Tensor] | None
                  ) -> tuple[nn.Module, int | None]:
     """Build the model with as many classes as the state dict's classifier has."""
+    if state is None:   # nothing to match: build once, for real
+        model = _build(arch, builder, None)
+        found = _classifier_key(model)
+        return model, found[1] if found else None
     try:
         # A skeleton on the meta device finds the classifier without allocating or initialising.
         with torch.device("meta"):
@@ -692,9 +697,9 @@ def _num_classes(arch: str, builder: Any, state: dict[str, torch.Tensor] | None
     except Exception:  # noqa: BLE001 - some inits (RegNet) read tensor values: build for real
         model = _build(arch, builder, None)
         found = _classifier_key(model)
-        if state is None or found is None or found[0] not in state:
+        if found is None or found[0] not in state:
             return model, found[1] if found else None
-    if state is None or found is None or found[0] not in state:
+    if found is None or found[0] not in state:
         return _build(arch, builder, None), found[1] if found else None
     n = int(state[found[0]].shape[0])
     return _build(arch, builder, n), n
@@ -721,7 +726,7 @@ def _suggest(name: str, known: Sequence[str]) -> str:
 
 
 def _torchvision(name: str, state: dict[str, torch.Tensor] | None) -> tuple[nn.Module, InputSpec, dict[str, Any]]:
-    import torchvision.models as tvm
+    tvm = import_torchvision().models
 
     known = tvm.list_models(module=tvm)
     if name not in known:
@@ -1025,7 +1030,7 @@ def _load(spec: str | Path | None, *, arch: str | None, mean: Sequence[float] | 
 def imagenet_class_names() -> list[str]:
     """The 1,000 ImageNet-1k class names in index order, from torchvision's weights metadata
     (shipped with torchvision, nothing downloaded)."""
-    import torchvision.models as tvm
+    tvm = import_torchvision().models
 
     return list(tvm.MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"])
 

@@ -44,6 +44,26 @@ def _syrk(r: np.ndarray, m2: np.ndarray) -> None:
     blas.dsyrk(1.0, r.T, beta=1.0, c=m2, trans=0, lower=0, overwrite_c=1)
 
 
+#: Rows and columns per block of :func:`_mirror_upper`.
+_MIRROR_BLOCK = 128
+
+
+def _mirror_upper(m: np.ndarray) -> None:
+    """Copy the upper triangle of the square ``m`` onto its lower triangle, in place.
+
+    Block by block, so each copy is a plain strided transpose (no triangle masks, no new
+    ``C x C`` arrays): ``np.triu`` twice and a sum cost about twice as much on a 960-channel
+    Gram matrix. The upper triangle and diagonal are left bit for bit as they are.
+    """
+    n = m.shape[0]
+    for i in range(0, n, _MIRROR_BLOCK):
+        j = min(i + _MIRROR_BLOCK, n)
+        m[j:, i:j] = m[i:j, j:].T
+        d = m[i:j, i:j]
+        lower = np.tril_indices(j - i, -1)
+        d[lower] = d.T[lower]
+
+
 class _Sampled:
     """Moments, activity counts and the |x| histogram of one tensor value, from its sampled
     rows, on its device.
@@ -145,8 +165,8 @@ class _Sampled:
         if self.count:
             m2 = _host(self.m2)
             if self.upper:
-                m2 = np.triu(m2)
-                m2 += np.triu(m2, 1).T
+                _mirror_upper(m2)
+                self.upper = False
             # Arrays of this accumulator's own: handed over without a copy.
             out.count, out.mean, out.m2 = self.count, np.asarray(_host(self.mean), np.float64), m2
         return out
@@ -280,10 +300,17 @@ def _channel_view(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous().reshape(t.shape[0], t.shape[1], -1)
 
 
+#: Below this many positions per image, a (B, C, H*W) view is reduced over the images first:
+#: torch reduces many short rows slowly (a 4x4 map: 7x slower than an elementwise pass over B).
+_SHORT_ROWS = 128
+
+
 def _channel_extrema(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel (min, max) of a :func:`_channel_view`, each of shape (C,)."""
     if x.ndim == 2:
         return x.amin(0), x.amax(0)
+    if x.shape[2] < _SHORT_ROWS:
+        return x.amin(0).amin(1), x.amax(0).amax(1)
     return x.amin(dim=2).amin(0), x.amax(dim=2).amax(0)
 
 
@@ -295,10 +322,14 @@ def _count(x: torch.Tensor, op: Callable[..., torch.Tensor], value: float, scrat
     float32, which is exact below 2^24 ones: along the contiguous axis over one image's
     positions, then in int64 over the batch; down the rows of a channels-last view as a BLAS
     matrix-vector product with ones (torch's column sums with a float64 accumulator are ten
-    times slower), in slices of fewer than 2^24 rows.
+    times slower), in slices of fewer than 2^24 rows. Maps of fewer than :data:`_SHORT_ROWS`
+    positions are summed over the images first, in float32 too when the whole count stays
+    below 2^24.
     """
     buf = op(x, value, out=scratch.get(x.shape, x.device))
     if x.ndim == 3:
+        if x.shape[2] < _SHORT_ROWS and x.shape[0] * x.shape[2] < _EXACT_ROWS:
+            return buf.sum(0).sum(1).to(torch.int64)   # short rows: over the images first
         return buf.sum(dim=2).to(torch.int64).sum(0)
     ones = scratch.ones(min(buf.shape[0], _EXACT_ROWS), buf.device)
     total = None
@@ -313,19 +344,59 @@ def _count(x: torch.Tensor, op: Callable[..., torch.Tensor], value: float, scrat
 _EXACT_ROWS = 1 << 23
 
 
-def _active_counts(flat: torch.Tensor, kind: str, pre: bool, scratch: _Scratch
+def _active_counts(flat: torch.Tensor, kind: str, pre: bool, scratch: _Scratch,
+                   extrema: tuple[torch.Tensor, torch.Tensor] | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """(active, saturated) per-channel counts over every entry of ``flat`` (a
-    :func:`_channel_view`): the
-    signed comparison counts of :func:`probes.sinks.active_terms`; saturated is #(x >= 6) for
-    relu6 (the term it subtracts), else 0."""
+    :func:`_channel_view`): the signed comparison counts of :func:`probes.sinks.active_terms`;
+    saturated is #(x >= 6) for relu6 (the term it subtracts), else 0.
+
+    ``extrema``: the per-channel (min, max) of ``flat``. On the CPU they settle a comparison
+    without looking at the values wherever a channel lies wholly on one side of the threshold
+    (a relu6 channel whose maximum is below 6 has no ``x >= 6``), and only the other channels
+    are compared (:func:`_count_mixed`; tensors of at least :data:`_SETTLE_MIN` entries); the
+    counts are the same, exactly.
+    """
     active = saturated = None
     for sign, op, value in active_terms(kind, pre=pre):
-        n = _count(flat, _TORCH_OPS[op], value, scratch)
+        if extrema is not None and flat.device.type == "cpu" and flat.numel() >= _SETTLE_MIN:
+            n = _count_mixed(flat, op, value, scratch, extrema)
+        else:
+            n = _count(flat, _TORCH_OPS[op], value, scratch)
         active = sign * n if active is None else active + sign * n
         if kind == "relu6" and sign < 0:
             saturated = n
     return active, saturated if saturated is not None else torch.zeros_like(active)
+
+
+#: Entries of a tensor from which :func:`_count_mixed` pays for its few small ops.
+_SETTLE_MIN = 1 << 20
+
+
+def _count_mixed(flat: torch.Tensor, op: str, value: float, scratch: _Scratch,
+                 extrema: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """:func:`_count` of ``op(flat, value)``, comparing only the channels whose (min, max) do not
+    decide it: a channel with every value on the true side counts all its entries, one with
+    every value on the false side none (NaN extrema decide nothing: those channels are compared).
+    The undecided channels are compared in a copy of their own when they are under half of all."""
+    lo, hi = extrema
+    if op == "gt":
+        every, none = lo > value, hi <= value
+    elif op == "ge":
+        every, none = lo >= value, hi < value
+    else:   # "lt"
+        every, none = hi < value, lo >= value
+    per_channel = flat.numel() // flat.shape[1]
+    counts = every.to(torch.int64) * per_channel
+    mixed = torch.nonzero(~(every | none)).squeeze(1)
+    n_mixed = int(mixed.shape[0])
+    if n_mixed == 0:
+        return counts
+    if 2 * n_mixed >= flat.shape[1]:
+        return _count(flat, _TORCH_OPS[op], value, scratch)
+    sub = flat.index_select(1, mixed)
+    counts[mixed] = _count(sub, _TORCH_OPS[op], value, scratch)
+    return counts
 
 
 _TORCH_OPS = {"gt": torch.gt, "ge": torch.ge, "lt": torch.lt}

@@ -168,7 +168,7 @@ class _Slot:
                     # relu / relu6: the same units are active before and after the activation.
                     key = (full.kind, full.pre and full.kind == "hswish")
                     if key not in counts:
-                        counts[key] = _active_counts(flat, full.kind, key[1], scratch)
+                        counts[key] = _active_counts(flat, full.kind, key[1], scratch, (ch_min, ch_max))
                     c = counts[key]
                 full.add(n, ch_min, ch_max, c)
 

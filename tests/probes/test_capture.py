@@ -478,3 +478,46 @@ def test_full_activity_counts_follow_the_one_active_rule(kind, pre):
     np.testing.assert_array_equal(active.numpy(), active_mask(x, kind, pre=pre).sum(dim=(0, 2)).numpy())
     want_sat = (x >= 6).sum(dim=(0, 2)) if kind == "relu6" else torch.zeros(4, dtype=torch.int64)
     np.testing.assert_array_equal(saturated.numpy(), want_sat.numpy())
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("kind,pre", [("relu6", True), ("hswish", False), ("hswish", True)])
+def test_counts_settled_by_channel_extrema_equal_the_direct_count(kind, pre, layout, monkeypatch):
+    # Channels wholly above 6, wholly below -3, wholly in (0, 6), one mixed, one NaN: the
+    # extrema settle some comparisons without looking; the counts must not change.
+    from probes.capture import accumulate
+    from probes.capture.accumulate import _active_counts, _channel_extrema, _channel_view, _Scratch
+    from probes.sinks import active_mask
+
+    monkeypatch.setattr(accumulate, "_SETTLE_MIN", 0)   # settle even this small a tensor
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(3, 7, 4, 5, generator=g)
+    x[:, 0] += 6.5
+    x[:, 1] -= 9.0
+    x[:, 2] = x[:, 2] * 5 + 0.5
+    x[:, 3] = x[:, 3] * 16 - 8
+    x[1, 4, 2, 3] = float("nan")
+    x[:, 5] = 6.0                           # exactly on the relu6 threshold
+    x[:, 6] = torch.where(x[:, 6] > 0.5, -3.0, 0.0)   # exactly on the hswish thresholds
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    flat = _channel_view(x)
+    want = _active_counts(flat, kind, pre, _Scratch())
+    got = _active_counts(flat, kind, pre, _Scratch(), _channel_extrema(flat))
+    np.testing.assert_array_equal(got[0].numpy(), want[0].numpy())
+    np.testing.assert_array_equal(got[1].numpy(), want[1].numpy())
+    np.testing.assert_array_equal(got[0].numpy(), active_mask(x, kind, pre=pre).sum(dim=(0, 2, 3)).numpy())
+
+
+@pytest.mark.parametrize("hw", [(2, 3), (16, 16)])
+def test_channel_extrema_and_counts_of_short_and_long_maps_equal_numpy(hw):
+    from probes.capture.accumulate import _channel_extrema, _count, _Scratch
+
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(5, 3, *hw, generator=g).reshape(5, 3, -1)
+    lo, hi = _channel_extrema(x)
+    xn = x.numpy()
+    np.testing.assert_array_equal(lo.numpy(), xn.min(axis=(0, 2)))
+    np.testing.assert_array_equal(hi.numpy(), xn.max(axis=(0, 2)))
+    np.testing.assert_array_equal(_count(x, torch.gt, 0.25, _Scratch()).numpy(), (xn > 0.25).sum(axis=(0, 2)))

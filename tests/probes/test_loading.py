@@ -401,3 +401,24 @@ def test_flags_override_preset_and_input_spec_replaces_it(tmp_path: Path) -> Non
 
 def test_arch_forms_are_documented() -> None:
     assert "torchvision:mobilenet_v2" in ARCH_FORMS and "path/to/model.py:FACTORY" in ARCH_FORMS
+
+
+def test_torchvision_loads_without_torch_compiler_stack() -> None:
+    # In a fresh interpreter: torchvision's random-weight model loads without importing
+    # torch._dynamo, and torchvision's one use of it still answers (importing it then).
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    code = (
+        "import sys\n"
+        "from probes.loading import load_checkpoint\n"
+        "lm = load_checkpoint('torchvision:mobilenet_v2')\n"
+        "before = 'torch._dynamo' in sys.modules\n"
+        "roi = sys.modules['torchvision.ops.roi_align']\n"
+        "print(before, type(lm.model).__name__, roi.is_compile_supported('cpu'), 'torch._dynamo' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root,
+                         env={**os.environ, "PYTHONPATH": str(root)})
+    assert out.stdout.split() == ["False", "MobileNetV2", "True", "True"]
