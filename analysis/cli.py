@@ -275,7 +275,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="zoo name (see `bnprobe zoo`) or a weights file (.safetensors, .pt, .pth)")
+    p.add_argument("checkpoint", help="shipped checkpoint name (see `bnprobe checkpoints`) or a weights file (.safetensors, .pt, .pth)")
     p.add_argument("--arch", default=None,
                    help="architecture for a bare state dict: torchvision:NAME, timm:NAME, "
                         "package.module:factory or path/to/model.py:factory (a factory is imported "
@@ -338,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_checkpoints)
 
     p = sub.add_parser("train", help="reproduce a shipped checkpoint from its recipe")
-    p.add_argument("recipe", help="recipe name (same as the checkpoint name, see `bnprobe zoo`) or 'all'")
+    p.add_argument("recipe", help="recipe name (same as the checkpoint name, see `bnprobe checkpoints`) or 'all'")
     p.add_argument("--out", default="checkpoints", help="output folder (default: checkpoints)")
     p.add_argument("--epochs", type=int, default=None, help="override the recipe's epoch count")
     p.set_defaults(func=_cmd_train)
@@ -371,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("surgery", help="remove / insert the bottleneck activation of a zoo checkpoint at "
                                        "inference: accuracy and information per changed block")
-    p.add_argument("checkpoint", help="zoo checkpoint name (see `bnprobe zoo`)")
+    p.add_argument("checkpoint", help="shipped checkpoint name (see `bnprobe checkpoints`)")
     p.add_argument("--dataset", default=None, choices=["digits", "shapes"],
                    help="dataset with a train / test split (default: the one it was trained on)")
     p.add_argument("--act", default=None, choices=["identity", "relu6", "relu"],

@@ -79,6 +79,7 @@ from analysis.settings import (
 )
 from probes._io import atomic_path
 from probes.datasets import ImageDataset
+from probes.points import point_name
 
 __all__ = [
     "DASHBOARD_PROBE_CONFIG",
@@ -110,8 +111,6 @@ SCHEMA_COLUMNS: tuple[str, ...] = (
     "block", "point", "stage", "pre", "metric", "value", "reason", "n_points", "channels", "stride",
     "act", "block_in", "block_hidden", "block_out", "has_residual", "block_kind",
 )
-
-_FLAT_ACTS = ("relu", "relu6", "hswish")
 
 
 @dataclasses.dataclass
@@ -300,7 +299,7 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
         if cloud is not None and not finite:
             warnings.warn(f"{pt.name}: the reservoir holds NaN or Inf values; point-cloud metrics are NaN.",
                           RuntimeWarning, stacklevel=2)
-        inp_name = f"blocks.{pt.block}.input"
+        inp_name = point_name(pt.block, "input")
         paired = None
         if pt.stage != "input" and inp_name in points and cloud is not None:
             try:
@@ -706,9 +705,9 @@ def load_shipped(checkpoint: str, dataset: str | None = None, *, compute: bool =
     Read from ``checkpoints/results/`` when precomputed with :data:`SHIPPED_CONFIG`; otherwise
     computed (if ``compute``) and cached in the user cache directory.
     """
-    from probes.loading import list_zoo
+    from probes.catalogue import list_checkpoints
 
-    cards = {c["name"]: c for c in list_zoo()}
+    cards = {c["name"]: c for c in list_checkpoints()}
     if checkpoint not in cards:
         raise ValueError(f"Unknown zoo checkpoint {checkpoint!r}; available: {sorted(cards)}.")
     dataset = dataset or cards[checkpoint]["dataset"]["name"]

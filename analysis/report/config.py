@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from analysis.metrics import metric_family as registry_family
-from analysis.report.vocabulary import _POINT_RE, _check_point_globs
+from analysis.report.vocabulary import _check_point_globs
 from analysis.settings import FAMILIES, STUDY_FIELDS, StudyConfig, StudyFieldError, check_study_field
 from probes._io import sha256_file
+from probes.points import STAGES, is_point_name
 
 __all__ = ["CheckpointSpec", "DEFAULT_CONFIG", "FIGURE_FORMATS", "ReportConfig", "load_config", "metric_family"]
 
@@ -210,10 +211,10 @@ def _decoder_fields() -> dict[str, str]:
 
 
 def _resolve_checkpoints(ck: _Checker, table: dict[str, Any], base: Path) -> tuple[list[CheckpointSpec], list[str]]:
-    from probes.loading import list_zoo
+    from probes.catalogue import list_checkpoints
 
     notes: list[str] = []
-    cards = {c["name"]: c for c in list_zoo()}
+    cards = {c["name"]: c for c in list_checkpoints()}
     out: list[CheckpointSpec] = []
     for pattern in ck.str_list("checkpoints.zoo", table.get("zoo", [])):
         if _GLOB_CHARS & set(pattern):
@@ -322,7 +323,6 @@ def load_config(path: str | Path) -> ReportConfig:
     FileNotFoundError
         ``path`` does not exist.
     """
-    from analysis.figures import STAGE_ORDER
     from probes.datasets import BUILTIN
 
     source = Path(path)
@@ -403,7 +403,7 @@ def load_config(path: str | Path) -> ReportConfig:
     top = sec["topology"]
     diagrams = ck.str_list("topology.diagrams", top.get("diagrams", []))
     for p in diagrams:
-        if not _POINT_RE.match(p):
+        if not is_point_name(p):
             raise ck.fail("topology.diagrams", "capture point names like 'blocks.3.project' "
                           "(suffixes input, expand[.pre], depthwise[.pre], project[.pre], output)", p)
     if diagrams and "topology" not in families:
@@ -427,12 +427,12 @@ def load_config(path: str | Path) -> ReportConfig:
     depth_metrics = metrics_key("figures.depth_metrics", fig.get(
         "depth_metrics", [m for m in ("effective_rank_frac", "dead_fraction") if metric_family(m) in families]))
     depth_stages = ck.str_list("figures.depth_stages", fig.get("depth_stages", ["expand", "project"]),
-                               STAGE_ORDER)
+                               STAGES)
     table_metrics = metrics_key("tables.metrics", tab.get("metrics", list(depth_metrics)))
-    table_stages = ck.str_list("tables.stages", tab.get("stages", list(depth_stages)), STAGE_ORDER)
+    table_stages = ck.str_list("tables.stages", tab.get("stages", list(depth_stages)), STAGES)
     table_designs = ck.str_list("tables.designs", tab.get("designs", []))
 
-    from probes.zoo import ACTIVATIONS
+    from probes.activations import ACTIVATIONS
 
     sp = sec["spiral"]
     spiral: dict[str, Any] | None = {
@@ -460,9 +460,9 @@ def load_config(path: str | Path) -> ReportConfig:
     if not ck.bool_("surgery.enabled", su.get("enabled", False)) or not surgery["checkpoints"]:
         surgery = None
     else:
-        from probes.loading import list_zoo
+        from probes.catalogue import list_checkpoints
 
-        zoo = sorted(c["name"] for c in list_zoo())
+        zoo = sorted(c["name"] for c in list_checkpoints())
         for name in surgery["checkpoints"]:
             if name not in zoo:
                 raise ck.fail("surgery.checkpoints", f"shipped zoo checkpoint names ({', '.join(zoo)})", name)
