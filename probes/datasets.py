@@ -558,6 +558,9 @@ class StreamingImages:
 
 
 def _pil_to_unit(img: Any) -> Any:
+    from probes._lazy import import_torchvision
+
+    import_torchvision()  # without torch's compiler stack
     import torchvision.transforms.functional as TF
 
     return TF.to_tensor(img)

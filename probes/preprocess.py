@@ -192,6 +192,9 @@ def transform_image(img: "Any", spec: InputSpec, *, resize_size: int | None = No
     -------
     Tensor of shape (spec.channels, spec.size, spec.size), float32.
     """
+    from probes._lazy import import_torchvision
+
+    import_torchvision()  # without torch's compiler stack
     import torchvision.transforms.functional as TF
     from torchvision.transforms import InterpolationMode
 

@@ -248,6 +248,9 @@ def _resolve_checkpoints(ck: _Checker, table: dict[str, Any], base: Path) -> tup
             except ValueError:
                 raise ck.fail(f"{key}.arch", f"an architecture, one of {ARCH_FORMS}", arch) from None
             if kind == "torchvision":
+                from probes._lazy import import_torchvision
+
+                import_torchvision()  # without torch's compiler stack
                 import torchvision.models as tvm
 
                 if arch_name not in tvm.list_models():

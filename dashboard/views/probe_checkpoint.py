@@ -43,6 +43,9 @@ def architecture_choices() -> tuple[str, ...]:
     """Every architecture the page offers: :data:`ARCHITECTURES`, then the other registered
     torchvision classification models and timm models (names only; nothing is built)."""
     import timm
+    from probes._lazy import import_torchvision
+
+    import_torchvision()  # without torch's compiler stack
     import torchvision.models as tvm
 
     names = [f"torchvision:{n}" for n in sorted(tvm.list_models(module=tvm))]
