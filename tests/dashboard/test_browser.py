@@ -41,6 +41,8 @@ PAGES = {
     "keeps": ("What each design keeps", 1, 400),
     "claims": ("Claims of the notes", 1, 120),
 }
+#: the page with ``default=True`` in dashboard/streamlit_app.py
+DEFAULT_PAGE = "overview"
 
 
 def _free_port() -> int:
@@ -136,7 +138,8 @@ def _settle(page, timeout_s: float) -> None:
 @pytest.mark.parametrize("path", list(PAGES))
 def test_page_draws_its_charts_without_errors(server: str, browser, screenshots: Path, path: str) -> None:
     title, n_charts, timeout_s = PAGES[path]
-    page = _open(browser, f"{server}/{path}")
+    # the default page is served at the root; Streamlit answers its url_path with "Page not found"
+    page = _open(browser, f"{server}/" if path == DEFAULT_PAGE else f"{server}/{path}")
     try:
         page.get_by_role("heading", name=title).first.wait_for(timeout=timeout_s * 1000)
         # Stop waiting as soon as an error box appears: the assertion below then shows it.
@@ -147,6 +150,7 @@ def test_page_draws_its_charts_without_errors(server: str, browser, screenshots:
         page.screenshot(path=str(screenshots / f"{path}.png"), full_page=True)
         errors = page.locator(ERRORS)
         assert errors.count() == 0, errors.first.inner_text()
+        assert page.get_by_text("Page not found").count() == 0
         drawn = page.locator(CHART)
         assert drawn.count() >= n_charts
         box = drawn.first.bounding_box()
