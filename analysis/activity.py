@@ -43,6 +43,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from analysis.spectrum import MetricValue, check_finite, undefined
 from probes.activations import ACTIVATIONS, ACTIVITY_KINDS
+from probes.activations import active_mask as probes_active_mask
 
 __all__ = [
     "ACTIVATIONS",
@@ -112,12 +113,8 @@ def active_mask(pre: ArrayLike, activation: str) -> NDArray[np.bool_]:
     """
     _check_activation(activation, "active_mask")
     z = np.asarray(pre, dtype=np.float64)
-    if activation == "relu":
-        return z > 0
-    if activation == "relu6":
-        return (z > 0) & (z < 6)
-    if activation == "hswish":
-        return z > -3
+    if activation in ACTIVITY_KINDS:
+        return probes_active_mask(z, activation, pre=True)  # the one rule (probes.sinks.active_terms)
     return np.ones(z.shape, dtype=bool)
 
 

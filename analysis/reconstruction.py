@@ -58,6 +58,7 @@ from sklearn.preprocessing import StandardScaler
 
 from analysis.activity import ACTIVATIONS, active_set_solve
 from analysis.spectrum import MetricValue, check_finite, undefined
+from probes.activations import invert
 
 __all__ = [
     "DECODERS",
@@ -161,23 +162,6 @@ def make_decoder(name: str, *, seed: int = 0, n_neighbors: int = 5, n_samples: i
     )
 
 
-def _invert_activation(
-    y: NDArray[np.float64], activation: str, negative_slope: float
-) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
-    """Pre-activation z and the units where act is injective there, from y = act(z)."""
-    if activation in ("relu", "relu6"):
-        usable = (y > 0) & (y < 6) if activation == "relu6" else y > 0
-        return y, usable
-    if activation == "hswish":
-        # hswish(z) = z (z + 3) / 6 on [-3, 3], z above 3; on z > 0 it is increasing.
-        usable = y > 0
-        small = (-3.0 + np.sqrt(9.0 + 24.0 * np.clip(y, 0.0, None))) / 2.0
-        return np.where(y >= 3, y, small), usable
-    if activation == "leaky_relu":
-        return np.where(y >= 0, y, y / negative_slope), np.ones(y.shape, dtype=bool)
-    return y, np.ones(y.shape, dtype=bool)
-
-
 def active_set_inverse(
     y: ArrayLike,
     weight: ArrayLike,
@@ -234,7 +218,7 @@ def active_set_inverse(
             f"The 'bias' parameter of active_set_inverse must have shape ({W.shape[0]},). "
             f"Got an array of shape {b.shape} instead."
         )
-    z, usable = _invert_activation(Y, activation, negative_slope)
+    z, usable = invert(Y, activation, negative_slope)
     rank, x_hat = active_set_solve(W, usable, z - b, rtol=rtol)
     return x_hat, rank == W.shape[1]
 

@@ -3,8 +3,10 @@
 Every part of the toolkit that names an activation uses the kinds defined here: the zoo builds
 them (:data:`ACTIVATIONS`), discovery identifies them in third-party networks by what they
 compute (:func:`activation_kind`, :func:`function_kind`), capture reads post-activation rows
-off ``.pre`` rows where the activation is an exact clamp (:data:`EXACT`), and the activity
-metrics decide which units are active (``analysis.activity.active_mask``).
+off ``.pre`` rows where the activation is an exact clamp (:data:`EXACT`), the capture counts and
+the activity metrics decide which units are active with one rule (:func:`active_mask`, defined
+torch-free in :mod:`probes.sinks` as :func:`probes.sinks.active_terms`), and the exact inverse of
+the reconstruction family undoes an activation where it is injective (:func:`invert`).
 
 Identification never relies on a name table: the candidate (a parameter-free module, or a
 torch function with its non-tensor arguments bound) is fed a ramp over [-8, 8] and compared
@@ -25,16 +27,18 @@ from torch import nn
 # Kinds with a flat (uninformative) region, for which the activity metrics are defined; the
 # other kinds of ACTIVATIONS (linear, leaky_relu) have none. Defined in the sinks, which must
 # import without torch, and part of this vocabulary.
-from probes.sinks import ACTIVITY_KINDS
+from probes.sinks import ACTIVITY_KINDS, active_mask
 
 __all__ = [
     "ACTIVATIONS",
     "ACTIVITY_KINDS",
     "EXACT",
     "KINDS",
+    "active_mask",
     "activation_kind",
     "apply",
     "function_kind",
+    "invert",
     "make_activation",
 ]
 
@@ -90,6 +94,45 @@ def apply(kind: str, x: torch.Tensor) -> torch.Tensor:
         if name == kind:
             return fn(x)
     raise ValueError(f"The 'kind' parameter of apply must be one of {list(KINDS)}. Got {kind!r} instead.")
+
+
+def invert(y: np.ndarray, kind: str, negative_slope: float = _LEAKY_SLOPE) -> tuple[np.ndarray, np.ndarray]:
+    """The pre-activation z with y = act(z), on the units where the activation is injective.
+
+    ``relu`` / ``relu6``: z = y where 0 < y (< 6), the active units of :func:`active_mask`;
+    ``hswish``: hswish(z) = z (z + 3) / 6 on [-3, 3] and z above 3 is increasing for z > 0,
+    so z = (-3 + sqrt(9 + 24 y)) / 2 below 3 and y above, usable where y > 0; ``leaky_relu``
+    (slope ``negative_slope``): z = y / slope below 0, every unit; ``linear``: z = y.
+
+    Parameters
+    ----------
+    y : ndarray of shape (n_points, n_units)
+        Post-activation values.
+    kind : {"linear", "relu6", "relu", "leaky_relu", "hswish"}
+    negative_slope : float, default 0.1
+
+    Returns
+    -------
+    z : ndarray, same shape as ``y``
+        The pre-activation where ``usable`` (elsewhere meaningless).
+    usable : ndarray of bool, same shape as ``y``
+
+    Examples
+    --------
+    >>> z, ok = invert(np.array([[0.0, 2.0, 6.0]]), "relu6")
+    >>> z.tolist(), ok.tolist()
+    ([[0.0, 2.0, 6.0]], [[False, True, False]])
+    """
+    if kind in ("relu", "relu6"):
+        return y, active_mask(y, kind)
+    if kind == "hswish":
+        small = (-3.0 + np.sqrt(9.0 + 24.0 * np.clip(y, 0.0, None))) / 2.0
+        return np.where(y >= 3, y, small), y > 0
+    if kind == "leaky_relu":
+        return np.where(y >= 0, y, y / negative_slope), np.ones(y.shape, dtype=bool)
+    if kind == "linear":
+        return y, np.ones(y.shape, dtype=bool)
+    raise ValueError(f"The 'kind' parameter of invert must be one of {list(ACTIVATIONS)}. Got {kind!r} instead.")
 
 
 def make_activation(name: str) -> nn.Module:
