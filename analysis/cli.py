@@ -185,7 +185,8 @@ def _cmd_blocks(args: argparse.Namespace) -> int:
 
 
 def _cmd_spiral(args: argparse.Namespace) -> int:
-    from analysis.spiral import run_spiral, spiral_figure
+    from analysis.figures import spiral_figure
+    from analysis.spiral import run_spiral
 
     _check_out(args.out)
     _check_out(args.figure, suffixes=(".png", ".svg", ".pdf"), name="--figure")

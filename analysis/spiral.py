@@ -45,7 +45,6 @@ import math
 import numbers
 from collections.abc import Iterable, Sequence
 
-import altair as alt
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
@@ -64,7 +63,6 @@ __all__ = [
     "make_spiral",
     "procrustes_fit",
     "run_spiral",
-    "spiral_figure",
 ]
 
 #: Ways back to 2-D, in table / figure order.
@@ -266,99 +264,3 @@ def run_spiral(
                     }
                 )
     return pd.DataFrame(rows), recon
-
-
-def spiral_figure(
-    reconstructions: dict,
-    *,
-    seed: int | None = None,
-    methods: Sequence[str] = METHODS,
-    panel_size: int = 110,
-    max_points: int = 600,
-) -> alt.Chart:
-    """Figure 1 as an Altair chart: the input spiral and, per n, each method's reconstruction.
-
-    A grid with one row per method and one column per panel: ``input`` (the spiral itself,
-    repeated in every row for comparison) then ``n = ...``; points coloured by position along
-    the spiral (viridis, colour-blind safe). Render with
-    ``vl_convert.vegalite_to_png(chart.to_json())``.
-
-    Parameters
-    ----------
-    reconstructions : dict
-        The second value of :func:`run_spiral`.
-    seed : int, optional
-        Which seed's T to show (default: the first one in ``reconstructions``).
-    methods : sequence of str, default all of :data:`METHODS`
-    panel_size : int, default 110
-        Width and height of each panel in pixels.
-    max_points : int, default 600
-        Points drawn per panel (evenly along the spiral) to keep the chart light.
-    """
-    keys = [k for k in reconstructions if isinstance(k, tuple)]
-    if not keys or "input" not in reconstructions:
-        raise ValueError(
-            "The 'reconstructions' parameter of spiral_figure must be the dict returned by "
-            "run_spiral (with 'input' and (n, seed) keys)."
-        )
-    if seed is None:
-        seed = keys[0][1]
-    ns = sorted({n for n, s_ in keys if s_ == seed})
-    if not ns:
-        raise ValueError(
-            f"The 'seed' parameter of spiral_figure must be one of "
-            f"{sorted({s_ for _, s_ in keys})}. Got {seed!r} instead."
-        )
-    for m in methods:
-        if m not in METHODS:
-            raise ValueError(
-                f"The 'methods' parameter of spiral_figure must contain only {list(METHODS)}. "
-                f"Got {m!r} instead."
-            )
-    X = reconstructions["input"]
-    pos = reconstructions["s"]
-    idx = np.unique(np.linspace(0, len(X) - 1, min(max_points, len(X))).round().astype(int))
-    panels = ["input"] + [f"n = {n}" for n in ns]
-    frames = []
-    for m in methods:
-        label = METHOD_LABELS[m]
-        frames.append(pd.DataFrame({"x": X[idx, 0], "y": X[idx, 1], "s": pos[idx], "panel": "input", "method": label}))
-        for n in ns:
-            est = reconstructions[(n, seed)][m]
-            frames.append(
-                pd.DataFrame({"x": est[idx, 0], "y": est[idx, 1], "s": pos[idx], "panel": f"n = {n}", "method": label})
-            )
-    df = pd.concat(frames, ignore_index=True).round({"x": 4, "y": 4, "s": 4})
-    activation = reconstructions.get("activation", "act")
-    # Inline values: the figure is meant to be self-contained (vl_convert, report files), and
-    # its size is bounded by max_points, so Altair's 5,000-row guard does not apply.
-    data = alt.Data(values=df.to_dict(orient="records"))
-    return (
-        alt.Chart(data)
-        .mark_circle(size=9, opacity=0.85)
-        .encode(
-            x=alt.X("x:Q", title=None, axis=alt.Axis(tickCount=3, grid=False)),
-            y=alt.Y("y:Q", title=None, axis=alt.Axis(tickCount=3, grid=False)),
-            color=alt.Color(
-                "s:Q",
-                scale=alt.Scale(scheme="viridis"),
-                title=["position", "along spiral"],
-                legend=alt.Legend(gradientLength=120),
-            ),
-            column=alt.Column("panel:N", sort=panels, title=None, header=alt.Header(labelFontSize=12)),
-            row=alt.Row(
-                "method:N",
-                sort=[METHOD_LABELS[m] for m in methods],
-                title=None,
-                header=alt.Header(labelFontSize=12, labelAngle=-90),
-            ),
-        )
-        .properties(
-            width=panel_size,
-            height=panel_size,
-            title=alt.TitleParams(
-                f"2-D spiral → {activation}(T x), T random n × 2 (seed {seed}) → back to 2-D",
-                subtitle="MobileNetV2 Fig. 1. Columns: embedding dimension n; rows: the way back to 2-D",
-            ),
-        )
-    )

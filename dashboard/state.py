@@ -318,9 +318,10 @@ def spiral_study(dims: tuple[int, ...], activation: str, seed: int, *, n_points:
     table : DataFrame
         One row per (n, method): ``recon_error``, ``invertible_fraction`` ... (see run_spiral).
     spec : dict
-        :func:`analysis.spiral.spiral_figure` as a Vega-Lite spec.
+        :func:`analysis.figures.spiral_figure` as a Vega-Lite spec.
     """
-    from analysis.spiral import run_spiral, spiral_figure
+    from analysis.figures import spiral_figure
+    from analysis.spiral import run_spiral
 
     table, recon = run_spiral(dims, activation=activation, seeds=(seed,), n_points=n_points,
                               radius=radius, noise=noise)

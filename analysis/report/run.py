@@ -184,7 +184,8 @@ def _report(config: ReportConfig, jobs: list[Job], plan_notes: list[str], out: P
     spiral_chart = None
     if config.spiral is not None:
         try:
-            from analysis.spiral import run_spiral, spiral_figure
+            from analysis.figures import spiral_figure
+            from analysis.spiral import run_spiral
 
             table, recon = run_spiral(config.spiral["dims"], activation=config.spiral["activation"],
                                       seeds=config.spiral["seeds"])

@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 
 from analysis.activity import lemma2_invertible
+from analysis.figures import spiral_figure
 from analysis.spiral import (
     expected_invertible_fraction,
     make_spiral,
     run_spiral,
-    spiral_figure,
 )
 
 
