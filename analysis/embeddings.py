@@ -150,8 +150,16 @@ def embed_points(values: np.ndarray, method: str, *, seed: int = 0,
         ratio = pca.explained_variance_ratio_
         return (pca.transform(x), f"PC 1 ({100 * ratio[0]:.0f} % var.)",
                 f"PC 2 ({100 * ratio[1]:.0f} % var.)")
-    import umap
+    import torch
 
-    reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, len(x) - 1), random_state=seed,
-                        n_jobs=1)
-    return reducer.fit_transform(x), "UMAP 1", "UMAP 2"
+    # numba's OpenMP layer resets the process-wide OpenMP thread count, which is torch's
+    # (seen as 1 -> 2): keep the caller's setting
+    threads = torch.get_num_threads()
+    try:
+        import umap
+
+        reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, len(x) - 1), random_state=seed,
+                            n_jobs=1)
+        return reducer.fit_transform(x), "UMAP 1", "UMAP 2"
+    finally:
+        torch.set_num_threads(threads)

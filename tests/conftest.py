@@ -20,3 +20,15 @@ def _keep_main_module():
     sys.modules["__main__"] = main
     for k, v in saved.items():
         setattr(main, k, v)
+
+
+@pytest.fixture(autouse=True)
+def _same_torch_threads(request):
+    """A test must leave torch's thread count as it found it: tests compare one-process results with
+    pool workers' results, and the count changes the last float digits of reductions."""
+    threads = torch.get_num_threads()
+    yield
+    after = torch.get_num_threads()
+    if after != threads:
+        torch.set_num_threads(threads)
+        pytest.fail(f"{request.node.nodeid} changed torch's thread count from {threads} to {after}")
