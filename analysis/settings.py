@@ -226,7 +226,7 @@ class StudyConfig:
     topology_points: int = _spec(200, "greedy-permutation subsample size for persistent homology", "int",
                                  low=10, toml="topology.points", cli="--topology-points", metavar="N")
     topology_maxdim: int = _spec(1, "highest homology dimension (2 is much slower)", "choice",
-                                 choices=(0, 1, 2), toml="topology.maxdim", cli="--topology-maxdim")
+                                 choices=(1, 2), toml="topology.maxdim", cli="--topology-maxdim")
     gray_to_rgb: bool = _spec(False, "repeat a 1-channel dataset for an RGB model", "bool",
                               toml="study.gray_to_rgb", cli="--gray-to-rgb")
     batch_size: int = _spec(128, "images per forward pass", "int", low=1, toml="study.batch_size",

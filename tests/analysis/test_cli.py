@@ -103,9 +103,9 @@ def test_probe_options_are_the_study_schema() -> None:
         if spec.choices:
             assert list(action.choices) == list(spec.choices), name
     assert _study_config(build_parser().parse_args(["probe", "x"])) == StudyConfig()
-    args = build_parser().parse_args(["probe", "x", "--moments", "exact", "--topology-maxdim", "0", "--rtol", "1e-4",
+    args = build_parser().parse_args(["probe", "x", "--moments", "exact", "--topology-maxdim", "2", "--rtol", "1e-4",
                                       "--families", "spectrum", "--gray-to-rgb"])
-    assert _study_config(args) == StudyConfig(moments="exact", topology_maxdim=0, rtol=1e-4, families=("spectrum",),
+    assert _study_config(args) == StudyConfig(moments="exact", topology_maxdim=2, rtol=1e-4, families=("spectrum",),
                                               gray_to_rgb=True)
 
 

@@ -125,10 +125,10 @@ def test_smoke_config_resolves_on_the_shipped_checkpoints() -> None:
 
 def test_config_maps_onto_study_config(tmp_path: Path, tiny_zoo: Path, all_families: None) -> None:
     override = {"study": {"seed": 3, "split": "train", "families": ["topology", "spectrum"]},
-                "topology": {"points": 30, "maxdim": 0}}
+                "topology": {"points": 30, "maxdim": 2}}
     config = rp.load_config(_config(tmp_path, _files(tiny_zoo, "digits-linear-s0"), override))
     st = config.study
-    assert (st.seed, st.split, st.topology_points, st.topology_maxdim) == (3, "train", 30, 0)
+    assert (st.seed, st.split, st.topology_points, st.topology_maxdim) == (3, "train", 30, 2)
     assert st.families == ("spectrum", "topology")  # canonical order of analysis.study.FAMILIES
     assert st.points == "blocks.1.*" and st.reservoir_size == 20 and st.dataset == "digits"
     assert [c.name for c in config.checkpoints] == ["digits-linear-s0"]
@@ -160,7 +160,7 @@ def test_job_ids_are_file_safe_and_change_with_the_settings(tmp_path: Path, tiny
     ("study", "rtol", 2.0, r"'study.rtol' must be a float in \(0, 1\). Got 2.0 instead"),
     ("study", "sample_unit", "pixel", r"'study.sample_unit' must be one of \['position', 'image'\]"),
     ("study", "points", [], r"'study.points' must be a capture-point name or glob .*Got \[\] instead"),
-    ("topology", "maxdim", 3, r"'topology.maxdim' must be one of \[0, 1, 2\]. Got 3 instead"),
+    ("topology", "maxdim", 3, r"'topology.maxdim' must be one of \[1, 2\]. Got 3 instead"),
     ("datasets", "pairing", "some", r"'datasets.pairing' must be one of \['trained', 'all'\]"),
     ("datasets", "names", ["mnist"], r"'datasets.names' must be built-in names \['digits', 'shapes', 'natural'\]"),
     ("report", "formats", ["gif"],

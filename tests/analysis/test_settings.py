@@ -33,7 +33,8 @@ def test_every_field_has_a_spec_and_its_default_passes_the_check() -> None:
     ("rtol", 1.0, r"'rtol' parameter of StudyConfig must be a float in \(0, 1\). Got 1.0 instead"),
     ("rtol", 0, r"must be a float in \(0, 1\). Got 0 instead"),
     ("split", "val", r"'split' parameter of StudyConfig must be one of \['train', 'test', 'all'\]. Got 'val'"),
-    ("topology_maxdim", True, r"must be one of \[0, 1, 2\]. Got True instead"),
+    ("topology_maxdim", True, r"must be one of \[1, 2\]. Got True instead"),
+    ("topology_maxdim", 0, r"must be one of \[1, 2\]. Got 0 instead"),
     ("families", (), r"must be a non-empty list of names from \['spectrum', .*Got \(\) instead"),
     ("families", "spectrum", r"must be a non-empty list of names .*Got 'spectrum' instead"),
     ("families", ["spectrum", "colour"], r"Got \['colour'\] instead"),
@@ -49,7 +50,7 @@ def test_bad_values_name_the_field_the_rule_and_the_value(name: str, value: Any,
 
 def test_accepted_values_are_kept() -> None:
     c = StudyConfig(families=["topology", "spectrum"], points=["blocks.1.*", "blocks.2.project"], n_images=2,
-                    rtol=1e-3, topology_maxdim=0, gray_to_rgb=True)
+                    rtol=1e-3, topology_maxdim=2, gray_to_rgb=True)
     assert c.families == ("topology", "spectrum")  # a tuple, in the order given
     assert c.points == ["blocks.1.*", "blocks.2.project"]
     assert check_study_field("n_images", None) is None

@@ -142,7 +142,7 @@ def test_table_errors(tmp_path) -> None:
         ({"families": ("spectrum", "magic")}, r"'families' parameter of StudyConfig .* Got \['magic'\]"),
         ({"reservoir_size": 3}, r"'reservoir_size' parameter of StudyConfig must be an int >= 10"),
         ({"n_images": 1}, r"'n_images' parameter of StudyConfig must be an int >= 2 or None"),
-        ({"topology_maxdim": 4}, r"'topology_maxdim' parameter of StudyConfig must be one of \[0, 1, 2\]"),
+        ({"topology_maxdim": 4}, r"'topology_maxdim' parameter of StudyConfig must be one of \[1, 2\]"),
     ],
 )
 def test_config_validation(kwargs: dict, match: str) -> None:
