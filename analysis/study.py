@@ -351,11 +351,14 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
             if folded is not None:
                 kw = {"weight": folded[0], "bias": folded[1],
                       "activation": pt.act if not pt.pre else "linear"}
-            key = ("reconstruction", _content_key(*paired), repr(kw.get("activation")), folded is None)
-            if folded is not None or key not in content_cache:
-                content_cache[key] = reconstruction_metrics(paired[0], paired[1], seed=config.seed,
-                                                            point=pt.name, **kw)
-            vals.update({k: (v, n_res) for k, v in content_cache[key].items()})
+            # the exact inverse (with the folded expansion) is specific to its point: not shared
+            key = None if kw else ("reconstruction", _content_key(*paired))
+            m = content_cache.get(key) if key else None
+            if m is None:
+                m = reconstruction_metrics(paired[0], paired[1], seed=config.seed, point=pt.name, **kw)
+                if key:
+                    content_cache[key] = m
+            vals.update({k: (v, n_res) for k, v in m.items()})
 
         # one distance matrix per reservoir, shared by topology, the intrinsic dimension and its
         # half-sample redraws; aliased points (a block's input is the previous block's output)
