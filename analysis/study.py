@@ -680,14 +680,33 @@ def shipped_result_path(checkpoint: str, dataset: str) -> Path:
     return shipped_results_dir() / f"{checkpoint}--{dataset}"
 
 
+#: Environment under which the shipped results are computed: every floating-point kernel
+#: family pinned to the AVX2 instruction set (torch's ATen dispatch, oneDNN convolutions,
+#: OpenBLAS in numpy and scipy, numpy's own SIMD loops), so a machine with AVX-512 takes the
+#: same code paths, and the same last float digits, as one without. The libraries read these
+#: when they load, so they must be set before the process imports numpy or torch:
+#: ``scripts/precompute_results.py`` starts its workers with them and
+#: ``tests/analysis/test_shipped_results.py`` recomputes in a subprocess that has them.
+#: (Without them, the same code on an AVX-512 machine changed 3,404 of 7,874 values of a
+#: shipped study, by up to 2.6 % where an ill-conditioned reconstruction amplifies rounding.)
+SHIPPED_ENV = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "OPENBLAS_CORETYPE": "Haswell",
+    "NPY_DISABLE_CPU_FEATURES": "X86_V4",
+}
+
+
 def compute_shipped(checkpoint: str, dataset: str) -> StudyResult:
     """Study a shipped checkpoint exactly as its precomputed result was made.
 
     :data:`SHIPPED_CONFIG` on ``dataset``, on the CPU, with torch and the BLAS / OpenMP pools
     (numpy, scipy, scikit-learn) pinned to one thread while it runs (the thread count changes
-    the last float digits of reductions). ``scripts/precompute_results.py`` writes its result
-    with :meth:`StudyResult.save`; ``tests/analysis/test_shipped_results.py`` recomputes one
-    shipped study through this function and compares the files byte for byte.
+    the last float digits of reductions). The process must have been started with
+    :data:`SHIPPED_ENV` (the instruction set, which changes them too) for the result to match
+    the shipped files on every x86-64 machine. ``scripts/precompute_results.py`` writes its
+    result with :meth:`StudyResult.save`; ``tests/analysis/test_shipped_results.py``
+    recomputes one shipped study through this function and compares the files byte for byte.
     """
     from threadpoolctl import threadpool_limits
 

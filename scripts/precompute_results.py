@@ -2,9 +2,10 @@
 
 The dashboard opens on these (``analysis.study.load_shipped``), so it is instant on a fresh
 clone. Each checkpoint is studied on the dataset it was trained on by
-``analysis.study.compute_shipped`` (``SHIPPED_CONFIG``, CPU, one torch and one BLAS thread). A
-result whose checkpoint sha256 no longer matches the card is recomputed; an up-to-date one is
-skipped.
+``analysis.study.compute_shipped`` (``SHIPPED_CONFIG``, CPU, one torch and one BLAS thread), in
+worker processes started with ``SHIPPED_ENV`` (kernels pinned to AVX2, so an AVX-512 machine
+gives the same bytes). A result whose checkpoint sha256 no longer matches the card is
+recomputed; an up-to-date one is skipped.
 
 Usage::
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import multiprocessing as mp
+import os
 import sys
 import time
 
@@ -31,7 +33,7 @@ def _one(name: str, dataset: str) -> tuple[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from analysis.study import StudyResult, shipped_result_path
+    from analysis.study import SHIPPED_ENV, StudyResult, shipped_result_path
     from probes.catalogue import list_checkpoints
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -53,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}: up to date")
                 continue
         todo.append((name, dataset))
+    # the workers start fresh interpreters: they load numpy and torch under the pinned
+    # instruction set (analysis.study.SHIPPED_ENV), as the byte-for-byte test does
+    os.environ.update(SHIPPED_ENV)
     ctx = mp.get_context("spawn")
     with cf.ProcessPoolExecutor(max_workers=args.workers, mp_context=ctx) as pool:
         for fut in cf.as_completed([pool.submit(_one, n, d) for n, d in todo]):
