@@ -283,6 +283,7 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
     input_topology: dict[int, Any] = {}
     topology_cache: dict[tuple[int, ...], Any] = {}
     dimension_cache: dict[int, dict[str, Any]] = {}
+    cloud_ids: dict[tuple[Any, ...], int] = {}
     # points that hold the same values (a linear projection's pre-activation and its output, a
     # block output without residual) are scored once: keyed by the bytes of their arrays
     content_cache: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -360,13 +361,17 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
                     content_cache[key] = m
             vals.update({k: (v, n_res) for k, v in m.items()})
 
-        # one distance matrix per reservoir, shared by topology, the intrinsic dimension and its
-        # half-sample redraws; aliased points (a block's input is the previous block's output)
-        # share a reservoir, whose metrics are computed once
+        # one distance matrix per cloud, shared by topology, the intrinsic dimension and its
+        # half-sample redraws; points with equal reservoirs (aliased points: a block's input is
+        # the previous block's output; a linear projection's pre-activation and its output)
+        # share a cloud id, whose metrics are computed once
         cloud_dm = None
-        topo_key = (id(res), config.topology_maxdim, config.topology_points)
+        cloud_id = None
+        if cloud is not None and {"topology", "dimension"} & fams:
+            cloud_id = cloud_ids.setdefault(_content_key(cloud), len(cloud_ids))
+        topo_key = (cloud_id, config.topology_maxdim, config.topology_points)
         if finite and (("topology" in fams and topo_key not in topology_cache)
-                       or ("dimension" in fams and id(res) not in dimension_cache)):
+                       or ("dimension" in fams and cloud_id not in dimension_cache)):
             from analysis.topology import DENSE_GREEDY_MAX, distance_matrix
 
             cloud_dm = distance_matrix(cloud) if n_res <= DENSE_GREEDY_MAX else None
@@ -397,16 +402,16 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
             from analysis.dimension import intrinsic_dimension
 
             if finite:
-                if id(res) not in dimension_cache:
+                if cloud_id not in dimension_cache:
                     m, reasons = intrinsic_dimension(cloud, distances=cloud_dm)
 
                     def half(rows: np.ndarray, dm: np.ndarray | None = cloud_dm) -> dict[str, float]:
                         sub = None if dm is None else dm.take(rows, 0).take(rows, 1)
                         return intrinsic_dimension(cloud[rows], distances=sub)[0]
 
-                    dimension_cache[id(res)] = {k: ((v, reasons.get(k)), n_res) for k, v in m.items()} | _redraw_rows(
+                    dimension_cache[cloud_id] = {k: ((v, reasons.get(k)), n_res) for k, v in m.items()} | _redraw_rows(
                         cloud, half, m, n_res, config.seed, on_indices=True)
-                vals.update(dimension_cache[id(res)])
+                vals.update(dimension_cache[cloud_id])
             else:
                 vals.update({k: ((math.nan, nonfinite), n_res) for k in ("twonn_id", "mle_id")})
 
