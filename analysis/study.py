@@ -283,7 +283,8 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
     input_topology: dict[int, Any] = {}
     topology_cache: dict[tuple[int, ...], Any] = {}
     dimension_cache: dict[int, dict[str, Any]] = {}
-    cloud_ids: dict[tuple[Any, ...], int] = {}
+    cloud_ids: dict[tuple[Any, ...], list[int]] = {}
+    distinct_clouds: list[np.ndarray] = []
     # points that hold the same values (a linear projection's pre-activation and its output, a
     # block output without residual) are scored once: keyed by the bytes of their arrays
     content_cache: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -368,7 +369,7 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
         cloud_dm = None
         cloud_id = None
         if cloud is not None and {"topology", "dimension"} & fams:
-            cloud_id = cloud_ids.setdefault(_content_key(cloud), len(cloud_ids))
+            cloud_id = _cloud_id(cloud_ids, distinct_clouds, np.asarray(res.values))
         topo_key = (cloud_id, config.topology_maxdim, config.topology_points)
         if finite and (("topology" in fams and topo_key not in topology_cache)
                        or ("dimension" in fams and cloud_id not in dimension_cache)):
@@ -459,6 +460,22 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
         if det:
             details[pt.name] = det
     return rows, details
+
+
+def _cloud_id(ids: dict[tuple[Any, ...], list[int]], clouds: list[np.ndarray], values: np.ndarray) -> int:
+    """Index of ``values`` among the distinct reservoirs seen so far: byte-equal arrays share one.
+
+    Candidates are found by shape, dtype and the bytes of the first and last row, then compared
+    whole (cheaper than a digest of every reservoir: most have no equal)."""
+    v = np.ascontiguousarray(values)
+    key = (v.shape, v.dtype.str, v[:1].tobytes(), v[-1:].tobytes())
+    same = ids.setdefault(key, [])
+    for i in same:
+        if np.array_equal(clouds[i].view(np.uint8), v.view(np.uint8)):
+            return i
+    clouds.append(v)
+    same.append(len(clouds) - 1)
+    return len(clouds) - 1
 
 
 def _content_key(*arrays: np.ndarray | None) -> tuple[Any, ...]:
