@@ -10,7 +10,11 @@ Conventions
 -----------
 * Duplicate points are removed first (rows equal in every channel, -0.0 == 0.0, as
   ``np.unique(points, axis=0)`` finds them; the first occurrence is kept): a repeated point is
-  one point of the manifold, and both estimators need r_1 > 0.
+  one point of the manifold, and both estimators need r_1 > 0. On the distance-matrix route
+  (below) :func:`intrinsic_dimension` reads the candidates off the matrix it searches for
+  neighbours: only a point whose nearest distance is 0 or closer than
+  :data:`CLOSE_NEIGHBOUR` of its norm can have an equal twin, and only those rows are
+  compared (by hashing their bytes), instead of every row.
 * Exact Euclidean k-nearest neighbours, a point is not its own neighbour. Clouds of at most
   :data:`DENSE_MAX` distinct points read them from their distance matrix
   (:func:`analysis.topology.distance_matrix`, the formula of scikit-learn's Euclidean
@@ -158,8 +162,37 @@ def _neighbour_distances(x: np.ndarray, k: int, distances: np.ndarray | None = N
         return near
     d = distance_matrix(x) if distances is None else distances.copy()
     np.fill_diagonal(d, np.inf)
+    return _nearest_from_matrix(x, d, k)
+
+
+def _nearest_from_matrix(x: np.ndarray, d: np.ndarray, k: int) -> np.ndarray:
+    """k nearest distances per row of ``d`` (a copy the caller owns, diagonal set to inf)."""
     d.partition(k - 1, axis=1)
     return _exact_close_rows(x, np.sort(d[:, :k], axis=1), k)
+
+
+def _distinct_by_neighbours(x: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """:func:`_distinct_rows` of ``x``, reading the candidates off its distance matrix ``d``.
+
+    ``d`` is the cloud's :func:`distance_matrix` with an infinite diagonal. A point with an
+    equal twin has its nearest distance 0 (a zero row: the formula gives exactly 0) or below
+    ``CLOSE_NEIGHBOUR`` of its norm (the formula's error on a twin is ~ eps |x|^2, far below
+    CLOSE_NEIGHBOUR^2 |x|^2). Only those candidates are compared row by row; the others are
+    distinct from every point.
+    """
+    nearest = d.min(axis=1)
+    sq = np.einsum("ij,ij->i", x, x)
+    suspect = np.flatnonzero((nearest == 0) | (nearest**2 < CLOSE_NEIGHBOUR**2 * sq))
+    n = x.shape[0]
+    if len(suspect) < 2:
+        return np.arange(n)
+    first = suspect[_distinct_rows(x[suspect])]
+    if len(first) == len(suspect):
+        return np.arange(n)
+    keep = np.ones(n, dtype=bool)
+    keep[suspect] = False
+    keep[first] = True
+    return np.flatnonzero(keep)
 
 
 #: A point whose nearest neighbour is closer than this fraction of its norm gets its neighbour
@@ -329,16 +362,27 @@ def intrinsic_dimension(
         distances = check_distances(distances, x.shape[0], func)
     k = _check_k(k, func)
     discard_fraction = _check_discard(discard_fraction, func)
-    keep = _distinct_rows(x)
-    if len(keep) < x.shape[0]:
-        x = x[keep]
-        if distances is not None:
-            distances = distances[np.ix_(keep, keep)]
+    d = None
+    if distances is not None or x.shape[0] <= DENSE_MAX:
+        # duplicates are found from the same distance matrix the neighbours are read from
+        d = distance_matrix(x) if distances is None else distances.copy()
+        np.fill_diagonal(d, np.inf)
+        keep = _distinct_by_neighbours(x, d)
+        if len(keep) < x.shape[0]:
+            x = x[keep]
+            if distances is None:
+                d = distance_matrix(x)
+                np.fill_diagonal(d, np.inf)
+            else:
+                d = d[np.ix_(keep, keep)]
+    else:
+        x = _unique(x)
     n = x.shape[0]
     metrics = {"twonn_id": float("nan"), "mle_id": float("nan")}
     reasons: dict[str, str] = {}
     if n >= 3:
-        dist = _neighbour_distances(x, min(max(k, 2), n - 1), distances)
+        kk = min(max(k, 2), n - 1)
+        dist = _neighbour_distances(x, kk) if d is None else _nearest_from_matrix(x, d, kk)
         metrics["twonn_id"], why = _twonn(dist, discard_fraction)
         if why:
             reasons["twonn_id"] = why

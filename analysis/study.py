@@ -283,6 +283,8 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
     input_topology: dict[int, Any] = {}
     topology_cache: dict[tuple[int, ...], Any] = {}
     dimension_cache: dict[int, dict[str, Any]] = {}
+    cloud_ids: dict[tuple[Any, ...], list[int]] = {}
+    distinct_clouds: list[np.ndarray] = []
     # points that hold the same values (a linear projection's pre-activation and its output, a
     # block output without residual) are scored once: keyed by the bytes of their arrays
     content_cache: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -360,13 +362,17 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
                     content_cache[key] = m
             vals.update({k: (v, n_res) for k, v in m.items()})
 
-        # one distance matrix per reservoir, shared by topology, the intrinsic dimension and its
-        # half-sample redraws; aliased points (a block's input is the previous block's output)
-        # share a reservoir, whose metrics are computed once
+        # one distance matrix per cloud, shared by topology, the intrinsic dimension and its
+        # half-sample redraws; points with equal reservoirs (aliased points: a block's input is
+        # the previous block's output; a linear projection's pre-activation and its output)
+        # share a cloud id, whose metrics are computed once
         cloud_dm = None
-        topo_key = (id(res), config.topology_maxdim, config.topology_points)
+        cloud_id = None
+        if cloud is not None and {"topology", "dimension"} & fams:
+            cloud_id = _cloud_id(cloud_ids, distinct_clouds, np.asarray(res.values))
+        topo_key = (cloud_id, config.topology_maxdim, config.topology_points)
         if finite and (("topology" in fams and topo_key not in topology_cache)
-                       or ("dimension" in fams and id(res) not in dimension_cache)):
+                       or ("dimension" in fams and cloud_id not in dimension_cache)):
             from analysis.topology import DENSE_GREEDY_MAX, distance_matrix
 
             cloud_dm = distance_matrix(cloud) if n_res <= DENSE_GREEDY_MAX else None
@@ -397,16 +403,16 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
             from analysis.dimension import intrinsic_dimension
 
             if finite:
-                if id(res) not in dimension_cache:
+                if cloud_id not in dimension_cache:
                     m, reasons = intrinsic_dimension(cloud, distances=cloud_dm)
 
                     def half(rows: np.ndarray, dm: np.ndarray | None = cloud_dm) -> dict[str, float]:
                         sub = None if dm is None else dm.take(rows, 0).take(rows, 1)
                         return intrinsic_dimension(cloud[rows], distances=sub)[0]
 
-                    dimension_cache[id(res)] = {k: ((v, reasons.get(k)), n_res) for k, v in m.items()} | _redraw_rows(
+                    dimension_cache[cloud_id] = {k: ((v, reasons.get(k)), n_res) for k, v in m.items()} | _redraw_rows(
                         cloud, half, m, n_res, config.seed, on_indices=True)
-                vals.update(dimension_cache[id(res)])
+                vals.update(dimension_cache[cloud_id])
             else:
                 vals.update({k: ((math.nan, nonfinite), n_res) for k in ("twonn_id", "mle_id")})
 
@@ -454,6 +460,22 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
         if det:
             details[pt.name] = det
     return rows, details
+
+
+def _cloud_id(ids: dict[tuple[Any, ...], list[int]], clouds: list[np.ndarray], values: np.ndarray) -> int:
+    """Index of ``values`` among the distinct reservoirs seen so far: byte-equal arrays share one.
+
+    Candidates are found by shape, dtype and the bytes of the first and last row, then compared
+    whole (cheaper than a digest of every reservoir: most have no equal)."""
+    v = np.ascontiguousarray(values)
+    key = (v.shape, v.dtype.str, v[:1].tobytes(), v[-1:].tobytes())
+    same = ids.setdefault(key, [])
+    for i in same:
+        if np.array_equal(clouds[i].view(np.uint8), v.view(np.uint8)):
+            return i
+    clouds.append(v)
+    same.append(len(clouds) - 1)
+    return len(clouds) - 1
 
 
 def _content_key(*arrays: np.ndarray | None) -> tuple[Any, ...]:

@@ -293,3 +293,37 @@ def test_plain_numpy_route_agrees_on_a_cloud_near_the_origin():
     twonn, mle = _plain_numpy_dimensions(np.unique(x, axis=0), 10, 0.1)
     assert metrics["twonn_id"] == pytest.approx(twonn, rel=1e-12)
     assert metrics["mle_id"] == pytest.approx(mle, rel=1e-12)
+
+
+def _clouds_for_the_duplicate_search() -> list[np.ndarray]:
+    rng = np.random.default_rng(8)
+    base = _cloud_with_duplicates_and_signed_zeros()
+    far = rng.standard_normal((300, 12)) * 1e-4 + 1e3  # every point close to its neighbours
+    far = np.concatenate([far, far[[3, 3, 250]]])
+    zeros = np.maximum(rng.standard_normal((200, 6)) - 1.5, 0.0)  # many all-zero rows
+    tiny = np.concatenate([rng.standard_normal((50, 4)), np.full((2, 4), 1e-170)])  # squares underflow
+    return [base, far, zeros, tiny, rng.standard_normal((100, 5))]
+
+
+def test_duplicates_found_from_the_distance_matrix_are_those_of_hashing_every_row():
+    from analysis.dimension import _distinct_by_neighbours, _distinct_rows
+    from analysis.topology import distance_matrix
+
+    for x in _clouds_for_the_duplicate_search():
+        d = distance_matrix(x)
+        np.fill_diagonal(d, np.inf)
+        np.testing.assert_array_equal(_distinct_by_neighbours(x, d), _distinct_rows(x))
+
+
+def test_intrinsic_dimension_equals_the_estimate_on_the_distinct_points():
+    # the duplicate search folded into the neighbour search gives the same values, bit for
+    # bit, as removing the duplicates first (the previous order)
+    from analysis.dimension import _distinct_rows
+    from analysis.topology import distance_matrix
+
+    for x in _clouds_for_the_duplicate_search():
+        keep = _distinct_rows(x)
+        dm = distance_matrix(x)
+        assert intrinsic_dimension(x, k=5) == intrinsic_dimension(x[keep], k=5)
+        assert intrinsic_dimension(x, k=5, distances=dm) == intrinsic_dimension(
+            x[keep], k=5, distances=dm[np.ix_(keep, keep)])

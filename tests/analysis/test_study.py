@@ -164,3 +164,43 @@ def test_dead_fraction_from_counts_at_every_position_when_the_capture_has_them()
     bound = _full_activity(SimpleNamespace(extent=None), sampled, sampled=True)
     assert bound["dead_fraction"].value == 0.5 and bound["dead_fraction"].reason.startswith("upper bound")
     assert _full_activity(SimpleNamespace(), sampled, sampled=False) == {}
+
+
+def test_equal_reservoirs_share_one_cloud_id() -> None:
+    from analysis.study import _cloud_id
+
+    ids: dict = {}
+    clouds: list = []
+    a = np.arange(12, dtype=np.float32).reshape(4, 3)
+    b = a.copy()
+    b[1, 1] = 99.0  # same first and last row: a candidate, told apart by the whole comparison
+    z = np.zeros((4, 3), np.float32)
+    got = [_cloud_id(ids, clouds, x) for x in (a, a.copy(), b, z, -z, b.copy(), a[:, :2])]
+    # -0.0 and 0.0 differ in their bytes: not shared (equal values would give equal metrics anyway)
+    assert got == [0, 0, 1, 2, 3, 1, 4]
+
+
+def test_topology_and_dimension_run_once_per_distinct_reservoir(monkeypatch) -> None:
+    import analysis.topology as topo
+
+    calls: list[int] = []
+    real = topo.persistent_homology
+
+    def counting(points, **kw):  # noqa: ANN001, ANN202
+        calls.append(len(points))
+        return real(points, **kw)
+
+    monkeypatch.setattr(topo, "persistent_homology", counting)
+    cfg = StudyConfig(n_images=24, reservoir_size=120, topology_points=40, moment_positions=8,
+                      families=("topology", "dimension"))
+    res = run_study(_zoo("digits-linear-s0"), cfg, progress=False)
+    df = res.metrics
+    # one ripser run per distinct reservoir: as many as the groups of points that agree on every
+    # metric of the cloud alone (the distances to the block input depend on the block too)
+    own = df[~df.metric.str.endswith("_to_input_h1")]
+    wide = own.pivot_table(index="point", columns="metric", values="value", dropna=False)
+    assert len(calls) == len(wide.drop_duplicates()) < df.point.nunique()
+    # a linear projection's pre-activation and its output hold the same reservoir
+    for metric in ("betti1", "total_persistence_h1", "twonn_id", "mle_id"):
+        pre, out = _value(df, "blocks.1.project.pre", metric), _value(df, "blocks.1.project", metric)
+        assert pre.value == out.value

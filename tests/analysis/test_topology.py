@@ -320,35 +320,26 @@ def _random_diagram(rng: np.random.Generator, n: int, grid: bool = False) -> np.
     return np.column_stack([birth, birth + life])
 
 
-@pytest.mark.parametrize("sparse_limit", [0, 10**9])
 @pytest.mark.parametrize("grid", [False, True])
-def test_diagram_distances_equal_heras_bottleneck_and_pots_wasserstein(monkeypatch, grid, sparse_limit):
-    # second, independent routes: hera's exact bottleneck (delta=0) and POT's network simplex;
-    # both Wasserstein routes (sparse assignment, POT) are forced in turn
+def test_diagram_distances_equal_heras_bottleneck_and_pots_wasserstein(grid):
+    # second, independent routes: hera's exact bottleneck (delta=0) and POT's network simplex
     from gudhi.hera import bottleneck_distance
     from gudhi.wasserstein import wasserstein_distance
 
-    import analysis.topology as topo
-
-    monkeypatch.setattr(topo, "SPARSE_PAIRS_PER_BAR", sparse_limit)
     rng = np.random.default_rng(11 + grid)
-    for m, n in [(1, 1), (3, 40), (60, 25), (120, 120)]:
+    for m, n in [(1, 1), (3, 40), (60, 25), (120, 120), (7, 300)]:
         a, c = _random_diagram(rng, m, grid), _random_diagram(rng, n, grid)
         d = diagram_distances(a, c)
         assert d["bottleneck"] == pytest.approx(bottleneck_distance(a, c, delta=0.0), rel=1e-12, abs=1e-15)
         assert d["wasserstein"] == pytest.approx(wasserstein_distance(a, c, order=1, internal_p=2), rel=1e-12)
 
 
-@pytest.mark.parametrize("sparse_limit", [0, 10**9])
-def test_diagram_distances_of_noisy_rips_diagrams_equal_the_reference_routes(monkeypatch, sparse_limit):
+def test_diagram_distances_of_noisy_rips_diagrams_equal_the_reference_routes():
     # diagrams of the kind the study compares: hundreds of short H1 bars of high-dimensional
-    # clouds, whose pruned matching graphs are dense; both Wasserstein routes are forced in turn
+    # clouds, most pairs of which save cost over the diagonal (a dense assignment)
     from gudhi.hera import bottleneck_distance
     from gudhi.wasserstein import wasserstein_distance
 
-    import analysis.topology as topo
-
-    monkeypatch.setattr(topo, "SPARSE_PAIRS_PER_BAR", sparse_limit)
     rng = np.random.default_rng(5)
     x = rng.standard_normal((150, 48))
     y = np.maximum(x @ rng.standard_normal((48, 96)), 0.0)
@@ -390,3 +381,81 @@ def _pdist_square(x: np.ndarray) -> np.ndarray:
     from scipy.spatial.distance import squareform
 
     return squareform(pdist(x))
+
+
+# --- the distances against the previous implementations (kept here as references) ----------
+
+
+def _wasserstein_sparse_assignment(a: np.ndarray, b: np.ndarray) -> float:
+    # the previous route: minimum-cost perfect matching (LAPJVsp) on the augmented graph of
+    # points and diagonal copies, pruned to the pairs with ||p - q|| < delta(p) + delta(q)
+    from scipy import sparse
+    from scipy.sparse.csgraph import min_weight_full_bipartite_matching
+
+    n, m = len(a), len(b)
+    da = (a[:, 1] - a[:, 0]) / np.sqrt(2.0)
+    db = (b[:, 1] - b[:, 0]) / np.sqrt(2.0)
+    if n == 0 or m == 0:
+        return float(da.sum() + db.sum())
+    dist = np.hypot(a[:, None, 0] - b[None, :, 0], a[:, None, 1] - b[None, :, 1])
+    i, j = np.nonzero(dist < da[:, None] + db[None, :])
+    rows = np.concatenate([i, np.arange(n), n + np.arange(m), n + j])
+    cols = np.concatenate([j, m + np.arange(n), np.arange(m), m + i])
+    weight = np.concatenate([dist[i, j], da, db, np.zeros(len(i))])
+    graph = sparse.csr_matrix((weight + 1.0 + weight.max(), (rows, cols)), shape=(n + m, n + m))
+    r, c = min_weight_full_bipartite_matching(graph)
+    pair = (r < n) & (c < m)
+    return float(dist[r[pair], c[pair]].sum() + da[r[(r < n) & (c >= m)]].sum() + db[c[(r >= n) & (c < m)]].sum())
+
+
+def _bottleneck_by_full_bisection(a: np.ndarray, b: np.ndarray) -> float:
+    # the previous route: bisection over every candidate cost, one Hopcroft-Karp matching per
+    # side at each step, without the lower-bound shortcut
+    from scipy import sparse
+    from scipy.sparse.csgraph import maximum_bipartite_matching
+
+    da, db = (a[:, 1] - a[:, 0]) / 2.0, (b[:, 1] - b[:, 0]) / 2.0
+    cost = np.maximum(np.abs(a[:, None, 0] - b[None, :, 0]), np.abs(a[:, None, 1] - b[None, :, 1]))
+
+    def covers(adj: np.ndarray) -> bool:
+        if adj.shape[0] == 0:
+            return True
+        return bool(np.all(maximum_bipartite_matching(sparse.csr_matrix(adj), perm_type="column") >= 0))
+
+    cand = np.unique(np.concatenate([cost.ravel(), da, db]))
+    lo, hi = 0, len(cand) - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        r = cand[mid]
+        if covers(cost[da > r] <= r) and covers((cost[:, db > r] <= r).T):
+            hi = mid
+        else:
+            lo = mid + 1
+    return float(cand[lo])
+
+
+@pytest.mark.parametrize("grid", [False, True])
+def test_diagram_distances_equal_the_previous_implementations(grid):
+    # exact equality: the same optimum, summed in the same order (continuous random diagrams
+    # have a unique optimal matching; on the grid, ties leave the value equal to rounding)
+    rng = np.random.default_rng(23 + grid)
+    for m, n in [(1, 1), (2, 9), (40, 15), (150, 130), (300, 5)]:
+        a, c = _random_diagram(rng, m, grid), _random_diagram(rng, n, grid)
+        d = diagram_distances(a, c)
+        assert d["bottleneck"] == _bottleneck_by_full_bisection(a, c)
+        if grid:
+            assert d["wasserstein"] == pytest.approx(_wasserstein_sparse_assignment(a, c), rel=1e-13)
+        else:
+            assert d["wasserstein"] == _wasserstein_sparse_assignment(a, c)
+
+
+def test_bottleneck_beyond_the_lower_bound():
+    # both points of `a` are 0.05 from c0 (the lower bound); only one can take it, so the other
+    # goes to the diagonal at half its persistence, 2.0 (Hall's condition rejects 0.05 at once)
+    a = np.array([[0.0, 4.0], [0.1, 4.1]])
+    c = np.array([[0.05, 4.05]])
+    d = diagram_distances(a, c)
+    assert d["bottleneck"] == pytest.approx(2.0)
+    # one pair (0.05 * sqrt 2 in L2) and one point to the diagonal (4 / sqrt 2)
+    assert d["wasserstein"] == pytest.approx(np.sqrt(2 * 0.05**2) + 4.0 / np.sqrt(2))
+    assert diagram_distances(c, a) == d
