@@ -11,6 +11,7 @@ All state stays on the activations' device until it is read out as numpy sinks
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -305,10 +306,47 @@ def _channel_view(t: torch.Tensor) -> torch.Tensor:
 _SHORT_ROWS = 128
 
 
+#: Bytes per row of the wide view of :func:`_wide_rows`: torch's column reductions run an order
+#: of magnitude faster on rows of a multiple of 128 bytes (32 float32) than on narrower or
+#: ragged ones (a column min over rows of 8 float32: 100x slower than over rows of 32).
+_ROW_BYTES = 128
+
+
+def _wide_rows(x: torch.Tensor) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+    """A (R, C) contiguous view as (wide, k, rest): ``wide`` is the first ``R - R % k`` rows
+    read as rows of ``k * C`` values (``k`` consecutive rows side by side, so column ``j`` holds
+    channel ``j % C``), with ``k * C`` the smallest multiple of C that fills whole 128-byte
+    lines; ``rest`` the leftover rows (None when there are none). ``k`` is 1 when C already does.
+    """
+    r, c = x.shape
+    per_line = max(1, _ROW_BYTES // x.element_size())
+    k = per_line // math.gcd(c, per_line)
+    if k == 1 or r < k:
+        return x, 1, None
+    main = r - r % k
+    rest = x[main:] if main < r else None
+    return x[:main].view(main // k, k * c), k, rest
+
+
+def _fold_columns(v: torch.Tensor, k: int, c: int, op: Callable[..., torch.Tensor]) -> torch.Tensor:
+    """Reduce a (k * C,) result of a wide view back to (C,) with ``op`` (amin, amax or sum)."""
+    return v if k == 1 else op(v.view(k, c), 0)
+
+
 def _channel_extrema(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel (min, max) of a :func:`_channel_view`, each of shape (C,)."""
+    """Per-channel (min, max) of a :func:`_channel_view`, each of shape (C,).
+
+    A channels-last (R, C) view is reduced as the wide rows of :func:`_wide_rows` (min and max
+    are exact, so the order of the reduction does not change them).
+    """
     if x.ndim == 2:
-        return x.amin(0), x.amax(0)
+        c = x.shape[1]
+        wide, k, rest = _wide_rows(x)
+        lo = _fold_columns(wide.amin(0), k, c, torch.amin)
+        hi = _fold_columns(wide.amax(0), k, c, torch.amax)
+        if rest is not None:
+            lo, hi = torch.minimum(lo, rest.amin(0)), torch.maximum(hi, rest.amax(0))
+        return lo, hi
     if x.shape[2] < _SHORT_ROWS:
         return x.amin(0).amin(1), x.amax(0).amax(1)
     return x.amin(dim=2).amin(0), x.amax(dim=2).amax(0)
