@@ -184,13 +184,21 @@ def _host(a: Any) -> np.ndarray:
     return a.cpu().numpy() if isinstance(a, torch.Tensor) else a
 
 
+#: Forward passes whose per-channel reductions a :class:`_Full` holds before folding them into
+#: its running min, max and counts (one stacked reduction instead of a few small ops per pass).
+_FOLD_PASSES = 32
+
+
 class _Full:
     """Per-channel min, max and active counts of one tensor value over every position.
 
     Fed per forward pass with the reductions of the whole tensor (:meth:`_Slot.take`), kept on
-    the tensor's device. A post-activation point read off its ``.pre`` tensor applies the
-    activation (monotone) to the ``.pre`` minimum and maximum, and its active counts are those
-    of the ``.pre`` values (for relu and relu6 the active region is the same on both sides).
+    the tensor's device: each pass's (C,) results are held as they are and folded into the
+    running float64 min / max and int64 counts every :data:`_FOLD_PASSES` passes and at
+    readout (min, max and integer sums are exact, so when they are folded does not matter).
+    A post-activation point read off its ``.pre`` tensor applies the activation (monotone) to
+    the ``.pre`` minimum and maximum, and its active counts are those of the ``.pre`` values
+    (for relu and relu6 the active region is the same on both sides).
     """
 
     def __init__(self, channels: int, kind: str | None, pre: bool,
@@ -201,9 +209,31 @@ class _Full:
         self.ch_max: torch.Tensor | None = None
         self.active: torch.Tensor | None = None
         self.saturated: torch.Tensor | None = None
+        self.pending: list[tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]] = []
 
     def add(self, n: int, ch_min: torch.Tensor, ch_max: torch.Tensor,
             counts: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        """Hold one pass's per-channel (min, max, counts) of ``n`` positions (the tensors are
+        not modified later, so they are kept without a copy)."""
+        self.pending.append((ch_min, ch_max, counts))
+        self.n_points += n
+        if len(self.pending) >= _FOLD_PASSES:
+            self.fold()
+
+    def fold(self) -> None:
+        """Fold the held passes into the running min, max and counts."""
+        if not self.pending:
+            return
+        held, self.pending = self.pending, []
+        if len(held) == 1:
+            ch_min, ch_max, counts = held[0]
+        else:
+            ch_min = torch.stack([h[0] for h in held]).amin(0)
+            ch_max = torch.stack([h[1] for h in held]).amax(0)
+            counts = None
+            if held[0][2] is not None:
+                counts = (torch.stack([h[2][0] for h in held]).sum(0),
+                          torch.stack([h[2][1] for h in held]).sum(0))
         if self.fn is not None:
             ch_min, ch_max = self.fn(ch_min), self.fn(ch_max)
         if self.ch_min is None:
@@ -216,10 +246,10 @@ class _Full:
             if counts is not None:
                 self.active += counts[0]
                 self.saturated += counts[1]
-        self.n_points += n
 
     def extent(self, sampled: _Sampled | None) -> Extent:
         out = Extent(self.channels, self.kind, pre=self.pre)
+        self.fold()
         if self.n_points:
             out.add_counts(self.n_points, _host(self.ch_min), _host(self.ch_max),
                            None if self.active is None else _host(self.active),
