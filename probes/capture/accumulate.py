@@ -420,21 +420,45 @@ def _active_counts(flat: torch.Tensor, kind: str, pre: bool, scratch: _Scratch,
     saturated is #(x >= 6) for relu6 (the term it subtracts), else 0.
 
     ``extrema``: the per-channel (min, max) of ``flat``. On the CPU they settle a comparison
-    without looking at the values wherever a channel lies wholly on one side of the threshold
-    (a relu6 channel whose maximum is below 6 has no ``x >= 6``), and only the other channels
-    are compared (:func:`_count_mixed`; tensors of at least :data:`_SETTLE_MIN` entries); the
-    counts are the same, exactly.
+    without looking at the values: when the range of the whole tensor lies on one side of the
+    threshold (a relu6 tensor whose maximum is below 6 has no ``x >= 6``), every channel counts
+    all or none of its entries (:func:`_settled`, any size); otherwise, in tensors of at least
+    :data:`_SETTLE_MIN` entries, wherever a channel lies wholly on one side, and only the other
+    channels are compared (:func:`_count_mixed`). The counts are the same, exactly.
     """
     active = saturated = None
+    settle = extrema is not None and flat.device.type == "cpu"
+    if settle:
+        # Two host floats for the whole tensor (NaN decides nothing: every comparison fails).
+        lo_all, hi_all = float(extrema[0].min()), float(extrema[1].max())
     for sign, op, value in active_terms(kind, pre=pre):
-        if extrema is not None and flat.device.type == "cpu" and flat.numel() >= _SETTLE_MIN:
-            n = _count_mixed(flat, op, value, scratch, extrema)
-        else:
+        n = None
+        if settle:
+            n = _settled(flat, op, value, lo_all, hi_all)
+            if n is None and flat.numel() >= _SETTLE_MIN:
+                n = _count_mixed(flat, op, value, scratch, extrema)
+        if n is None:
             n = _count(flat, _TORCH_OPS[op], value, scratch)
         active = sign * n if active is None else active + sign * n
         if kind == "relu6" and sign < 0:
             saturated = n
     return active, saturated if saturated is not None else torch.zeros_like(active)
+
+
+def _settled(flat: torch.Tensor, op: str, value: float, lo: float, hi: float) -> torch.Tensor | None:
+    """Per-channel counts of ``op(flat, value)`` when the tensor's range [``lo``, ``hi``]
+    decides it for every entry (all true: each channel counts all its entries; all false:
+    none), else None."""
+    if op == "gt":
+        every, none = lo > value, hi <= value
+    elif op == "ge":
+        every, none = lo >= value, hi < value
+    else:   # "lt"
+        every, none = hi < value, lo >= value
+    if not (every or none):
+        return None
+    c = flat.shape[1]
+    return torch.full((c,), flat.numel() // c if every else 0, dtype=torch.int64, device=flat.device)
 
 
 #: Entries of a tensor from which :func:`_count_mixed` pays for its few small ops.
