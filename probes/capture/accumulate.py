@@ -492,3 +492,73 @@ def _count_mixed(flat: torch.Tensor, op: str, value: float, scratch: _Scratch,
 
 
 _TORCH_OPS = {"gt": torch.gt, "ge": torch.ge, "lt": torch.lt}
+
+#: Bytes of one piece of :func:`_extent_pieces`: small enough to stay in the cache between the
+#: min, the max and the comparisons that read it.
+_PIECE_BYTES = 2 << 20
+
+
+def _use_pieces(flat: torch.Tensor) -> bool:
+    """Whether :func:`_extent_pieces` reduces ``flat`` (a :func:`_channel_view`): a contiguous
+    (B, C, H*W) view on the CPU with torch on one thread, maps of at least :data:`_SHORT_ROWS`
+    positions, and at least four pieces' worth of values (a large map, read from memory once
+    instead of once per reduction). With more threads each whole-tensor op already runs in
+    parallel, which pieces would serialise."""
+    return (flat.ndim == 3 and flat.device.type == "cpu" and torch.get_num_threads() == 1
+            and flat.shape[2] >= _SHORT_ROWS and flat.shape[2] < _EXACT_ROWS
+            and flat.numel() * flat.element_size() >= 4 * _PIECE_BYTES)
+
+
+def _extent_pieces(flat: torch.Tensor, kinds: list[tuple[str, bool]], scratch: _Scratch
+                   ) -> tuple[torch.Tensor, torch.Tensor, dict[tuple[str, bool], tuple[torch.Tensor, torch.Tensor]]]:
+    """:func:`_channel_extrema` and :func:`_active_counts` of a contiguous (B, C, H*W) view in one
+    pass over memory, for each ``(kind, pre)`` in ``kinds``.
+
+    The view is read as B*C rows (one per image and channel) in pieces of about
+    :data:`_PIECE_BYTES`; each piece's row minima, row maxima and comparison counts are taken
+    while it is in the cache. A comparison that the piece's own range decides (all its entries
+    pass, or none) is not computed (counts H*W or 0 per row). Row counts are float32 sums of
+    0/1 (exact: fewer than 2^24 positions per row), then summed over the images in int64, as
+    :func:`_count` does; min and max are exact. The results equal those of the whole-tensor
+    functions, bit for bit.
+    """
+    b, c, hw = flat.shape
+    rows = flat.reshape(b * c, hw)
+    step = max(1, _PIECE_BYTES // (hw * flat.element_size()))
+    lo_rows = torch.empty(b * c, dtype=flat.dtype, device=flat.device)
+    hi_rows = torch.empty(b * c, dtype=flat.dtype, device=flat.device)
+    terms = sorted({(op, value) for kind, pre in kinds for _, op, value in active_terms(kind, pre=pre)})
+    sums = {term: torch.empty(b * c, dtype=torch.float32, device=flat.device) for term in terms}
+    for start in range(0, b * c, step):
+        stop = min(start + step, b * c)
+        piece = rows[start:stop]
+        lo_p, hi_p = lo_rows[start:stop], hi_rows[start:stop]
+        torch.amin(piece, 1, out=lo_p)
+        torch.amax(piece, 1, out=hi_p)
+        if not terms:
+            continue
+        lo, hi = float(lo_p.min()), float(hi_p.max())
+        for (op, value), out in sums.items():
+            if op == "gt":
+                every, none = lo > value, hi <= value
+            elif op == "ge":
+                every, none = lo >= value, hi < value
+            else:   # "lt"
+                every, none = hi < value, lo >= value
+            if every or none:
+                out[start:stop].fill_(hw if every else 0)
+            else:
+                buf = _TORCH_OPS[op](piece, value, out=scratch.get(piece.shape, flat.device))
+                torch.sum(buf, 1, out=out[start:stop])
+    ch_min, ch_max = lo_rows.view(b, c).amin(0), hi_rows.view(b, c).amax(0)
+    per_term = {term: out.view(b, c).to(torch.int64).sum(0) for term, out in sums.items()}
+    counts = {}
+    for kind, pre in kinds:
+        active = saturated = None
+        for sign, op, value in active_terms(kind, pre=pre):
+            n = per_term[op, value]
+            active = sign * n if active is None else active + sign * n
+            if kind == "relu6" and sign < 0:
+                saturated = n
+        counts[kind, pre] = (active, saturated if saturated is not None else torch.zeros_like(active))
+    return ch_min, ch_max, counts

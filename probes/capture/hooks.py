@@ -26,10 +26,12 @@ from probes.capture.accumulate import (
     _active_counts,
     _channel_extrema,
     _channel_view,
+    _extent_pieces,
     _Full,
     _ReservoirRows,
     _Sampled,
     _Scratch,
+    _use_pieces,
 )
 from probes.capture.sampling import _MOMENT_SALT, _Batch, _Group, rate_key
 
@@ -164,9 +166,15 @@ class _Slot:
         if not any(feed.full for feed in self.feeds.values()):
             return
         flat = _channel_view(t)
-        ch_min, ch_max = _channel_extrema(flat)
         n = t.shape[0] * t.shape[2] * t.shape[3]
         counts: dict[tuple[str, bool], tuple[torch.Tensor, torch.Tensor]] = {}
+        if _use_pieces(flat):   # a large map on one thread: one pass over memory for all of it
+            kinds = list(dict.fromkeys((full.kind, full.pre and full.kind == "hswish")
+                                       for feed in self.feeds.values() for full in feed.full
+                                       if full.kind is not None))
+            ch_min, ch_max, counts = _extent_pieces(flat, kinds, scratch)
+        else:
+            ch_min, ch_max = _channel_extrema(flat)
         for feed in self.feeds.values():
             for full in feed.full:
                 c = None
