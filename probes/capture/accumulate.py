@@ -11,6 +11,7 @@ All state stays on the activations' device until it is read out as numpy sinks
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -183,13 +184,21 @@ def _host(a: Any) -> np.ndarray:
     return a.cpu().numpy() if isinstance(a, torch.Tensor) else a
 
 
+#: Forward passes whose per-channel reductions a :class:`_Full` holds before folding them into
+#: its running min, max and counts (one stacked reduction instead of a few small ops per pass).
+_FOLD_PASSES = 32
+
+
 class _Full:
     """Per-channel min, max and active counts of one tensor value over every position.
 
     Fed per forward pass with the reductions of the whole tensor (:meth:`_Slot.take`), kept on
-    the tensor's device. A post-activation point read off its ``.pre`` tensor applies the
-    activation (monotone) to the ``.pre`` minimum and maximum, and its active counts are those
-    of the ``.pre`` values (for relu and relu6 the active region is the same on both sides).
+    the tensor's device: each pass's (C,) results are held as they are and folded into the
+    running float64 min / max and int64 counts every :data:`_FOLD_PASSES` passes and at
+    readout (min, max and integer sums are exact, so when they are folded does not matter).
+    A post-activation point read off its ``.pre`` tensor applies the activation (monotone) to
+    the ``.pre`` minimum and maximum, and its active counts are those of the ``.pre`` values
+    (for relu and relu6 the active region is the same on both sides).
     """
 
     def __init__(self, channels: int, kind: str | None, pre: bool,
@@ -200,9 +209,31 @@ class _Full:
         self.ch_max: torch.Tensor | None = None
         self.active: torch.Tensor | None = None
         self.saturated: torch.Tensor | None = None
+        self.pending: list[tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]] = []
 
     def add(self, n: int, ch_min: torch.Tensor, ch_max: torch.Tensor,
             counts: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        """Hold one pass's per-channel (min, max, counts) of ``n`` positions (the tensors are
+        not modified later, so they are kept without a copy)."""
+        self.pending.append((ch_min, ch_max, counts))
+        self.n_points += n
+        if len(self.pending) >= _FOLD_PASSES:
+            self.fold()
+
+    def fold(self) -> None:
+        """Fold the held passes into the running min, max and counts."""
+        if not self.pending:
+            return
+        held, self.pending = self.pending, []
+        if len(held) == 1:
+            ch_min, ch_max, counts = held[0]
+        else:
+            ch_min = torch.stack([h[0] for h in held]).amin(0)
+            ch_max = torch.stack([h[1] for h in held]).amax(0)
+            counts = None
+            if held[0][2] is not None:
+                counts = (torch.stack([h[2][0] for h in held]).sum(0),
+                          torch.stack([h[2][1] for h in held]).sum(0))
         if self.fn is not None:
             ch_min, ch_max = self.fn(ch_min), self.fn(ch_max)
         if self.ch_min is None:
@@ -215,10 +246,10 @@ class _Full:
             if counts is not None:
                 self.active += counts[0]
                 self.saturated += counts[1]
-        self.n_points += n
 
     def extent(self, sampled: _Sampled | None) -> Extent:
         out = Extent(self.channels, self.kind, pre=self.pre)
+        self.fold()
         if self.n_points:
             out.add_counts(self.n_points, _host(self.ch_min), _host(self.ch_max),
                            None if self.active is None else _host(self.active),
@@ -305,10 +336,47 @@ def _channel_view(t: torch.Tensor) -> torch.Tensor:
 _SHORT_ROWS = 128
 
 
+#: Bytes per row of the wide view of :func:`_wide_rows`: torch's column reductions run an order
+#: of magnitude faster on rows of a multiple of 128 bytes (32 float32) than on narrower or
+#: ragged ones (a column min over rows of 8 float32: 100x slower than over rows of 32).
+_ROW_BYTES = 128
+
+
+def _wide_rows(x: torch.Tensor) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+    """A (R, C) contiguous view as (wide, k, rest): ``wide`` is the first ``R - R % k`` rows
+    read as rows of ``k * C`` values (``k`` consecutive rows side by side, so column ``j`` holds
+    channel ``j % C``), with ``k * C`` the smallest multiple of C that fills whole 128-byte
+    lines; ``rest`` the leftover rows (None when there are none). ``k`` is 1 when C already does.
+    """
+    r, c = x.shape
+    per_line = max(1, _ROW_BYTES // x.element_size())
+    k = per_line // math.gcd(c, per_line)
+    if k == 1 or r < k:
+        return x, 1, None
+    main = r - r % k
+    rest = x[main:] if main < r else None
+    return x[:main].view(main // k, k * c), k, rest
+
+
+def _fold_columns(v: torch.Tensor, k: int, c: int, op: Callable[..., torch.Tensor]) -> torch.Tensor:
+    """Reduce a (k * C,) result of a wide view back to (C,) with ``op`` (amin, amax or sum)."""
+    return v if k == 1 else op(v.view(k, c), 0)
+
+
 def _channel_extrema(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel (min, max) of a :func:`_channel_view`, each of shape (C,)."""
+    """Per-channel (min, max) of a :func:`_channel_view`, each of shape (C,).
+
+    A channels-last (R, C) view is reduced as the wide rows of :func:`_wide_rows` (min and max
+    are exact, so the order of the reduction does not change them).
+    """
     if x.ndim == 2:
-        return x.amin(0), x.amax(0)
+        c = x.shape[1]
+        wide, k, rest = _wide_rows(x)
+        lo = _fold_columns(wide.amin(0), k, c, torch.amin)
+        hi = _fold_columns(wide.amax(0), k, c, torch.amax)
+        if rest is not None:
+            lo, hi = torch.minimum(lo, rest.amin(0)), torch.maximum(hi, rest.amax(0))
+        return lo, hi
     if x.shape[2] < _SHORT_ROWS:
         return x.amin(0).amin(1), x.amax(0).amax(1)
     return x.amin(dim=2).amin(0), x.amax(dim=2).amax(0)
@@ -352,21 +420,45 @@ def _active_counts(flat: torch.Tensor, kind: str, pre: bool, scratch: _Scratch,
     saturated is #(x >= 6) for relu6 (the term it subtracts), else 0.
 
     ``extrema``: the per-channel (min, max) of ``flat``. On the CPU they settle a comparison
-    without looking at the values wherever a channel lies wholly on one side of the threshold
-    (a relu6 channel whose maximum is below 6 has no ``x >= 6``), and only the other channels
-    are compared (:func:`_count_mixed`; tensors of at least :data:`_SETTLE_MIN` entries); the
-    counts are the same, exactly.
+    without looking at the values: when the range of the whole tensor lies on one side of the
+    threshold (a relu6 tensor whose maximum is below 6 has no ``x >= 6``), every channel counts
+    all or none of its entries (:func:`_settled`, any size); otherwise, in tensors of at least
+    :data:`_SETTLE_MIN` entries, wherever a channel lies wholly on one side, and only the other
+    channels are compared (:func:`_count_mixed`). The counts are the same, exactly.
     """
     active = saturated = None
+    settle = extrema is not None and flat.device.type == "cpu"
+    if settle:
+        # Two host floats for the whole tensor (NaN decides nothing: every comparison fails).
+        lo_all, hi_all = float(extrema[0].min()), float(extrema[1].max())
     for sign, op, value in active_terms(kind, pre=pre):
-        if extrema is not None and flat.device.type == "cpu" and flat.numel() >= _SETTLE_MIN:
-            n = _count_mixed(flat, op, value, scratch, extrema)
-        else:
+        n = None
+        if settle:
+            n = _settled(flat, op, value, lo_all, hi_all)
+            if n is None and flat.numel() >= _SETTLE_MIN:
+                n = _count_mixed(flat, op, value, scratch, extrema)
+        if n is None:
             n = _count(flat, _TORCH_OPS[op], value, scratch)
         active = sign * n if active is None else active + sign * n
         if kind == "relu6" and sign < 0:
             saturated = n
     return active, saturated if saturated is not None else torch.zeros_like(active)
+
+
+def _settled(flat: torch.Tensor, op: str, value: float, lo: float, hi: float) -> torch.Tensor | None:
+    """Per-channel counts of ``op(flat, value)`` when the tensor's range [``lo``, ``hi``]
+    decides it for every entry (all true: each channel counts all its entries; all false:
+    none), else None."""
+    if op == "gt":
+        every, none = lo > value, hi <= value
+    elif op == "ge":
+        every, none = lo >= value, hi < value
+    else:   # "lt"
+        every, none = hi < value, lo >= value
+    if not (every or none):
+        return None
+    c = flat.shape[1]
+    return torch.full((c,), flat.numel() // c if every else 0, dtype=torch.int64, device=flat.device)
 
 
 #: Entries of a tensor from which :func:`_count_mixed` pays for its few small ops.
@@ -400,3 +492,73 @@ def _count_mixed(flat: torch.Tensor, op: str, value: float, scratch: _Scratch,
 
 
 _TORCH_OPS = {"gt": torch.gt, "ge": torch.ge, "lt": torch.lt}
+
+#: Bytes of one piece of :func:`_extent_pieces`: small enough to stay in the cache between the
+#: min, the max and the comparisons that read it.
+_PIECE_BYTES = 2 << 20
+
+
+def _use_pieces(flat: torch.Tensor) -> bool:
+    """Whether :func:`_extent_pieces` reduces ``flat`` (a :func:`_channel_view`): a contiguous
+    (B, C, H*W) view on the CPU with torch on one thread, maps of at least :data:`_SHORT_ROWS`
+    positions, and at least four pieces' worth of values (a large map, read from memory once
+    instead of once per reduction). With more threads each whole-tensor op already runs in
+    parallel, which pieces would serialise."""
+    return (flat.ndim == 3 and flat.device.type == "cpu" and torch.get_num_threads() == 1
+            and flat.shape[2] >= _SHORT_ROWS and flat.shape[2] < _EXACT_ROWS
+            and flat.numel() * flat.element_size() >= 4 * _PIECE_BYTES)
+
+
+def _extent_pieces(flat: torch.Tensor, kinds: list[tuple[str, bool]], scratch: _Scratch
+                   ) -> tuple[torch.Tensor, torch.Tensor, dict[tuple[str, bool], tuple[torch.Tensor, torch.Tensor]]]:
+    """:func:`_channel_extrema` and :func:`_active_counts` of a contiguous (B, C, H*W) view in one
+    pass over memory, for each ``(kind, pre)`` in ``kinds``.
+
+    The view is read as B*C rows (one per image and channel) in pieces of about
+    :data:`_PIECE_BYTES`; each piece's row minima, row maxima and comparison counts are taken
+    while it is in the cache. A comparison that the piece's own range decides (all its entries
+    pass, or none) is not computed (counts H*W or 0 per row). Row counts are float32 sums of
+    0/1 (exact: fewer than 2^24 positions per row), then summed over the images in int64, as
+    :func:`_count` does; min and max are exact. The results equal those of the whole-tensor
+    functions, bit for bit.
+    """
+    b, c, hw = flat.shape
+    rows = flat.reshape(b * c, hw)
+    step = max(1, _PIECE_BYTES // (hw * flat.element_size()))
+    lo_rows = torch.empty(b * c, dtype=flat.dtype, device=flat.device)
+    hi_rows = torch.empty(b * c, dtype=flat.dtype, device=flat.device)
+    terms = sorted({(op, value) for kind, pre in kinds for _, op, value in active_terms(kind, pre=pre)})
+    sums = {term: torch.empty(b * c, dtype=torch.float32, device=flat.device) for term in terms}
+    for start in range(0, b * c, step):
+        stop = min(start + step, b * c)
+        piece = rows[start:stop]
+        lo_p, hi_p = lo_rows[start:stop], hi_rows[start:stop]
+        torch.amin(piece, 1, out=lo_p)
+        torch.amax(piece, 1, out=hi_p)
+        if not terms:
+            continue
+        lo, hi = float(lo_p.min()), float(hi_p.max())
+        for (op, value), out in sums.items():
+            if op == "gt":
+                every, none = lo > value, hi <= value
+            elif op == "ge":
+                every, none = lo >= value, hi < value
+            else:   # "lt"
+                every, none = hi < value, lo >= value
+            if every or none:
+                out[start:stop].fill_(hw if every else 0)
+            else:
+                buf = _TORCH_OPS[op](piece, value, out=scratch.get(piece.shape, flat.device))
+                torch.sum(buf, 1, out=out[start:stop])
+    ch_min, ch_max = lo_rows.view(b, c).amin(0), hi_rows.view(b, c).amax(0)
+    per_term = {term: out.view(b, c).to(torch.int64).sum(0) for term, out in sums.items()}
+    counts = {}
+    for kind, pre in kinds:
+        active = saturated = None
+        for sign, op, value in active_terms(kind, pre=pre):
+            n = per_term[op, value]
+            active = sign * n if active is None else active + sign * n
+            if kind == "relu6" and sign < 0:
+                saturated = n
+        counts[kind, pre] = (active, saturated if saturated is not None else torch.zeros_like(active))
+    return ch_min, ch_max, counts

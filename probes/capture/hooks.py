@@ -26,10 +26,12 @@ from probes.capture.accumulate import (
     _active_counts,
     _channel_extrema,
     _channel_view,
+    _extent_pieces,
     _Full,
     _ReservoirRows,
     _Sampled,
     _Scratch,
+    _use_pieces,
 )
 from probes.capture.sampling import _MOMENT_SALT, _Batch, _Group, rate_key
 
@@ -152,15 +154,27 @@ class _Slot:
             mask = drawn < rate_key(self.moment_rate)
         return b, pos, mask
 
+    def _flat_index(self, batch: _Batch, index: tuple[torch.Tensor, torch.Tensor], n_pix: int
+                    ) -> torch.Tensor:
+        """The ``(b, y*W + x)`` gather index of this batch's plan as row numbers ``b*H*W + y*W + x``
+        (computed once per batch for the slots that share the plan)."""
+        return batch.cached(("flat", self._key), lambda: index[0] * n_pix + index[1])
+
     def _reduce_full(self, t: torch.Tensor, scratch: _Scratch) -> None:
         """Feed every :class:`_Full` the per-channel min, max and active counts of ``t``
         (B, C, H, W), each reduction computed once for all the points that need it."""
         if not any(feed.full for feed in self.feeds.values()):
             return
         flat = _channel_view(t)
-        ch_min, ch_max = _channel_extrema(flat)
         n = t.shape[0] * t.shape[2] * t.shape[3]
         counts: dict[tuple[str, bool], tuple[torch.Tensor, torch.Tensor]] = {}
+        if _use_pieces(flat):   # a large map on one thread: one pass over memory for all of it
+            kinds = list(dict.fromkeys((full.kind, full.pre and full.kind == "hswish")
+                                       for feed in self.feeds.values() for full in feed.full
+                                       if full.kind is not None))
+            ch_min, ch_max, counts = _extent_pieces(flat, kinds, scratch)
+        else:
+            ch_min, ch_max = _channel_extrema(flat)
         for feed in self.feeds.values():
             for full in feed.full:
                 c = None
@@ -209,6 +223,11 @@ class _Slot:
                 rows = rows.clone()
         elif index is None:
             return
+        elif not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+            # Channels-last: each position's C values are one contiguous row, gathered whole
+            # (an element-wise gather across the (B, C, H*W) view is several times slower).
+            rows = t.permute(0, 2, 3, 1).reshape(-1, self.channels).index_select(
+                0, self._flat_index(batch, index, shape[2] * shape[3]))
         else:
             rows = flat[index[0], :, index[1]]
         n_rows = rows.shape[0] if n_sample is None else n_sample

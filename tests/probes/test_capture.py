@@ -521,3 +521,147 @@ def test_channel_extrema_and_counts_of_short_and_long_maps_equal_numpy(hw):
     np.testing.assert_array_equal(lo.numpy(), xn.min(axis=(0, 2)))
     np.testing.assert_array_equal(hi.numpy(), xn.max(axis=(0, 2)))
     np.testing.assert_array_equal(_count(x, torch.gt, 0.25, _Scratch()).numpy(), (xn > 0.25).sum(axis=(0, 2)))
+
+
+@pytest.mark.parametrize("channels", [3, 8, 24, 48, 144])
+@pytest.mark.parametrize("rows", [1, 7, 64])
+def test_channels_last_extrema_read_as_wide_rows_equal_numpy(channels, rows):
+    # Rows of k*C values (k consecutive positions side by side) fill whole 128-byte lines; the
+    # leftover rows (rows % k) are reduced on their own. Min / max must be those of every row.
+    from probes.capture.accumulate import _channel_extrema, _wide_rows
+
+    g = torch.Generator().manual_seed(channels * 100 + rows)
+    x = torch.randn(rows, channels, generator=g)
+    wide, k, rest = _wide_rows(x)
+    assert (k * channels) % 32 == 0 or k == 1 and rows < 32 // np.gcd(channels, 32)
+    assert wide.shape[0] * k + (0 if rest is None else rest.shape[0]) == rows
+    lo, hi = _channel_extrema(x)
+    np.testing.assert_array_equal(lo.numpy(), x.numpy().min(0))
+    np.testing.assert_array_equal(hi.numpy(), x.numpy().max(0))
+
+
+def test_extent_folded_every_few_passes_equals_numpy_over_all_positions(monkeypatch):
+    # More passes than the fold interval, a post-activation point read off .pre (relu6 applied
+    # to the folded .pre extrema): min, max and counts equal numpy over every position.
+    import torch.nn.functional as F
+
+    from probes.capture import accumulate
+    from probes.capture.accumulate import _active_counts, _channel_extrema, _channel_view, _Full, _Scratch
+
+    monkeypatch.setattr(accumulate, "_FOLD_PASSES", 3)
+    g = torch.Generator().manual_seed(3)
+    passes = [torch.randn(2, 5, 3, 4, generator=g) * 4 for _ in range(8)]
+    pre, post = _Full(5, "relu6", True, None), _Full(5, "relu6", False, F.relu6)
+    scratch = _Scratch()
+    for t in passes:
+        flat = _channel_view(t)
+        lo, hi = _channel_extrema(flat)
+        counts = _active_counts(flat, "relu6", False, scratch, (lo, hi))
+        for full in (pre, post):
+            full.add(2 * 3 * 4, lo, hi, counts)
+    assert len(pre.pending) == 8 % 3   # folded twice, two passes held
+    ref = torch.cat([t.permute(0, 2, 3, 1).reshape(-1, 5) for t in passes]).double().numpy()
+    e_pre, e_post = pre.extent(None), post.extent(None)
+    assert e_pre.n_points == e_post.n_points == len(ref)
+    np.testing.assert_array_equal(e_pre.ch_min, ref.min(0))
+    np.testing.assert_array_equal(e_pre.ch_max, ref.max(0))
+    np.testing.assert_array_equal(e_post.ch_min, np.clip(ref, 0, 6).min(0))
+    np.testing.assert_array_equal(e_post.ch_max, np.clip(ref, 0, 6).max(0))
+    for e in (e_pre, e_post):
+        np.testing.assert_array_equal(e.active, ((ref > 0) & (ref < 6)).sum(0))
+        np.testing.assert_array_equal(e.saturated, (ref >= 6).sum(0))
+        assert e.saturated.sum() > 0
+
+
+@pytest.mark.parametrize("shift", [-0.5, -20.0, 20.0])
+def test_counts_settled_by_the_tensor_range_skip_the_comparison(shift, monkeypatch):
+    # A small tensor whose whole range lies below 6 (or below 0, or above 6): the decided
+    # comparisons are not run, and the counts equal the plain counts.
+    from probes.capture import accumulate
+    from probes.capture.accumulate import _active_counts, _channel_extrema, _channel_view, _Scratch
+
+    g = torch.Generator().manual_seed(4)
+    x = (torch.rand(3, 6, 5, 5, generator=g) * 5.5 + shift).contiguous(memory_format=torch.channels_last)
+    flat = _channel_view(x)
+    want = _active_counts(flat, "relu6", False, _Scratch())
+    compared = []
+    real = accumulate._count
+
+    def spy(x, op, value, scratch):
+        compared.append(value)
+        return real(x, op, value, scratch)
+
+    monkeypatch.setattr(accumulate, "_count", spy)
+    got = _active_counts(flat, "relu6", False, _Scratch(), _channel_extrema(flat))
+    assert compared == ([0.0] if shift == -0.5 else [])   # x >= 6 (and x > 0 when shifted) settled
+    for a, b in zip(got, want):
+        assert a.dtype == torch.int64
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    xn = x.numpy()
+    np.testing.assert_array_equal(got[0].numpy(), ((xn > 0) & (xn < 6)).sum(axis=(0, 2, 3)))
+    np.testing.assert_array_equal(got[1].numpy(), (xn >= 6).sum(axis=(0, 2, 3)))
+
+
+@pytest.mark.parametrize("piece_bytes", [4 * 144, 4 * 144 * 4, 1 << 20])   # 1, 4, all rows
+def test_extent_in_pieces_equals_the_whole_tensor_reductions(piece_bytes, monkeypatch):
+    # Pieces of a few rows (also splitting an image's channels), channels wholly above 6 or below
+    # -3 (settled per piece), values exactly on the thresholds, a NaN: same min, max and counts
+    # as the whole-tensor functions and as numpy.
+    from probes.capture import accumulate
+    from probes.capture.accumulate import _active_counts, _channel_extrema, _extent_pieces, _Scratch
+
+    monkeypatch.setattr(accumulate, "_PIECE_BYTES", piece_bytes)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randint(-16, 17, (3, 6, 12, 12), generator=g).float() * 0.5   # hits -3, 0 and 6
+    x[:, 0] = x[:, 0].abs() + 7.0
+    x[:, 1] = -x[:, 1].abs() - 4.0
+    x[2, 3, 5, 5] = float("nan")
+    flat = x.reshape(3, 6, -1)
+    kinds = [("relu6", False), ("hswish", True), ("hswish", False), ("relu", False)]
+    lo, hi, counts = _extent_pieces(flat, kinds, _Scratch())
+    want_lo, want_hi = _channel_extrema(flat)
+    np.testing.assert_array_equal(lo.numpy(), want_lo.numpy())
+    np.testing.assert_array_equal(hi.numpy(), want_hi.numpy())
+    assert np.isnan(lo.numpy()[3]) and lo.numpy()[0] >= 7 and hi.numpy()[1] <= -4
+    for kind, pre in kinds:
+        want = _active_counts(flat, kind, pre, _Scratch())
+        for a, b in zip(counts[kind, pre], want):
+            assert a.dtype == torch.int64
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+    xn = x.numpy()
+    np.testing.assert_array_equal(counts["relu6", False][1].numpy(), (xn >= 6).sum(axis=(0, 2, 3)))
+
+
+def test_pieces_only_for_large_contiguous_maps_on_one_thread():
+    from probes.capture.accumulate import _channel_view, _use_pieces
+
+    big = torch.zeros(8, 128, 64, 64)   # 16 MB
+    assert _use_pieces(_channel_view(big)) == (torch.get_num_threads() == 1)
+    assert not _use_pieces(_channel_view(big.contiguous(memory_format=torch.channels_last)))
+    assert not _use_pieces(_channel_view(torch.zeros(2, 8, 16, 16)))
+
+
+def test_channels_last_model_gives_extent_and_reservoir_of_its_tensors(model, images, points):
+    # Channels-last tensors: extent over every position (wide rows, settled counts) and the
+    # sampled rows gathered whole (index_select) equal the reference tensors.
+    cl = build_model(ZooConfig(input_size=32, num_classes=10, width_mult=0.35, head_channels=64,
+                               in_channels=1, bottleneck_act="relu6")).eval()
+    cl.load_state_dict(model.state_dict())
+    cl = cl.to(memory_format=torch.channels_last)
+    x = images.contiguous(memory_format=torch.channels_last)
+    names = ["blocks.2.expand.pre", "blocks.2.expand", "blocks.3.input", "blocks.16.expand"]
+    res = probe(cl, x, points=names, batch_size=5, device="cpu", progress=False)
+    for name in names:
+        ref_t = _reference(cl, points[name], x)
+        assert ref_t.shape[1] > 1
+        ref = _rows(ref_t)
+        s = res.stats[name]
+        np.testing.assert_array_equal(s.ch_min, ref.min(0))
+        np.testing.assert_array_equal(s.ch_max, ref.max(0))
+        if points[name].act == "relu6":
+            np.testing.assert_array_equal(s.extent.active, ((ref > 0) & (ref < 6)).sum(0))
+            np.testing.assert_array_equal(s.extent.saturated, (ref >= 6).sum(0))
+        r = s.reservoir
+        assert r.values.shape[0] > 0
+        b, y, xx = r.ids[:, 0], r.ids[:, 1], r.ids[:, 2]
+        np.testing.assert_array_equal(r.values, ref_t.numpy()[b, :, y, xx].astype(np.float32))
