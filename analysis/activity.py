@@ -48,6 +48,7 @@ from probes.activations import active_mask as probes_active_mask
 __all__ = [
     "ACTIVATIONS",
     "ACTIVITY_METRICS",
+    "LEMMA2_NOT_GIVEN",
     "active_mask",
     "active_set_solve",
     "activity_metrics",
@@ -69,6 +70,11 @@ ACTIVITY_METRICS: tuple[str, ...] = (
     "above_threshold_fraction",
     "lemma2_invertible_fraction",
 )
+
+#: Reason of a NaN ``lemma2_invertible_fraction`` from :func:`activity_metrics` called without
+#: ``weight`` and ``inputs`` (a caller that computes it apart, as the study does, replaces it).
+LEMMA2_NOT_GIVEN = ("not available: needs the folded weights of a 1x1 map and its inputs "
+                    "(the expansion point of a block)")
 
 # Float64 entries of one block of Gram upper triangles (about 32 MB; the stack of full Gram
 # matrices is twice that) and of one block of row products in active_set_solve.
@@ -597,11 +603,7 @@ def activity_metrics(
     else:
         out["above_threshold_fraction"] = MetricValue(float(hist[threshold:].sum() / hist.sum()))
     if weight is None or inputs is None:
-        out["lemma2_invertible_fraction"] = MetricValue(
-            math.nan,
-            "not available: needs the folded weights of a 1x1 map and its inputs "
-            "(the expansion point of a block)",
-        )
+        out["lemma2_invertible_fraction"] = MetricValue(math.nan, LEMMA2_NOT_GIVEN)
     else:
         out["lemma2_invertible_fraction"] = lemma2_invertible_fraction(
             weight, bias, inputs, activation=activation, rtol=lemma2_rtol, point=point
