@@ -164,3 +164,45 @@ def test_dead_fraction_from_counts_at_every_position_when_the_capture_has_them()
     bound = _full_activity(SimpleNamespace(extent=None), sampled, sampled=True)
     assert bound["dead_fraction"].value == 0.5 and bound["dead_fraction"].reason.startswith("upper bound")
     assert _full_activity(SimpleNamespace(), sampled, sampled=False) == {}
+
+
+def test_metric_jobs_in_threads_give_the_in_order_table(relu6: StudyResult, monkeypatch) -> None:
+    # compute_metrics(workers=2) computes the Lemma-2 test, the reconstruction and the quantisation
+    # family (with its redraws) in a thread pool; with BLAS on one thread the table must be the
+    # in-order one (workers=1) row for row and bit for bit, and the BLAS pools are restored after
+    import threading
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import analysis.study as study
+    from probes.blocks import find_blocks
+    from probes.loading import load_checkpoint
+
+    loaded = load_checkpoint(_zoo("digits-relu6-s0"))
+    stream = study._study_stream(SMALL, loaded.input_spec, loaded.preset.get("resize_size"))
+    blocks = find_blocks(loaded.model, stream[0][None])
+    threads: set[str] = set()
+    job = study._quantization_job
+
+    def recording(*args):
+        threads.add(threading.current_thread().name)
+        return job(*args)
+
+    monkeypatch.setattr(study, "_quantization_job", recording)
+    tables = {}
+    with threadpool_limits(limits=1):
+        before = threadpool_info()
+        for workers in (1, 2):
+            rows, details = study.compute_metrics(relu6.probe, loaded.model, blocks, SMALL, progress=False,
+                                                  workers=workers)
+            tables[workers] = pd.DataFrame(rows)
+        assert threadpool_info() == before
+    assert threads == {threading.current_thread().name} | {n for n in threads if n.startswith("bnprobe-metrics")}
+    assert any(n.startswith("bnprobe-metrics") for n in threads)
+    one, two = tables[1], tables[2]
+    assert len(one) == len(relu6.metrics) and list(one.metric) == list(relu6.metrics.metric)
+    for metric in ("lemma2_invertible_fraction", "recon_error_exact", "recon_error_knn", "int8_sqnr_db_ci_low"):
+        assert one[one.metric == metric].value.notna().any(), metric
+    assert one.equals(two)
+    with pytest.raises(ValueError, match="'workers' parameter of compute_metrics must be an int >= 1"):
+        study.compute_metrics(relu6.probe, loaded.model, blocks, SMALL, progress=False, workers=0)
