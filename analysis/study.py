@@ -513,7 +513,8 @@ class _Jobs:
             from threadpoolctl import threadpool_limits
 
             self._limits = threadpool_limits(limits=1, user_api="blas")
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="bnprobe-metrics")
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="bnprobe-metrics",
+                                            initializer=_one_openmp_thread)
         return self
 
     def submit(self, func: Any, *args: Any, **kwargs: Any) -> Any:
@@ -528,6 +529,17 @@ class _Jobs:
         finally:
             if self._limits is not None:
                 self._limits.restore_original_limits()
+
+
+def _one_openmp_thread() -> None:
+    """Initialiser of a metric thread: its own OpenMP pools on one thread (scikit-learn's kNN).
+
+    An OpenMP thread count is per calling thread, so this leaves the caller's (and torch's)
+    as they are; without it each job's kNN spins up every core's worth of OpenMP threads.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="openmp")
 
 
 class _Done:
