@@ -492,13 +492,13 @@ def _rows(entries: list[tuple[Any, dict[Any, Any]]]) -> list[dict[str, Any]]:
 class _Jobs:
     """Runs the costly metric computations of :func:`compute_metrics` in ``workers`` threads.
 
-    ``submit(func, *args, **kwargs)`` returns a handle whose ``result()`` is ``func(*args, **kwargs)``. With one
-    worker the call runs at once, in this thread (in order, exactly as without a pool); with more,
-    in a thread pool while the points are walked, and the caller places the handle where the
-    values go (a :class:`_Later` in the point's values), so the rows keep their order. As a
-    context manager it pins the BLAS pools to one thread (with more than one worker: the
-    workers are the parallelism, and results do not depend on their number) and waits for every
-    job on exit.
+    ``submit(func, *args, **kwargs)`` returns a handle whose ``result()`` is the call's value.
+    With one worker the call runs at once, in this thread (in order, exactly as without a pool);
+    with more, in a thread pool while the points are walked, and the caller places the handle
+    where the values go (a :class:`_Later` in the point's values), so the rows keep their order.
+    As a context manager, with more than one worker, it pins the BLAS pools to one thread (the
+    workers are the parallelism, and results do not depend on their number); it waits for
+    every job on exit.
     """
 
     def __init__(self, workers: int) -> None:
