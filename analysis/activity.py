@@ -48,6 +48,7 @@ from probes.activations import active_mask as probes_active_mask
 __all__ = [
     "ACTIVATIONS",
     "ACTIVITY_METRICS",
+    "LEMMA2_NOT_GIVEN",
     "active_mask",
     "active_set_solve",
     "activity_metrics",
@@ -69,6 +70,11 @@ ACTIVITY_METRICS: tuple[str, ...] = (
     "above_threshold_fraction",
     "lemma2_invertible_fraction",
 )
+
+#: Reason of a NaN ``lemma2_invertible_fraction`` from :func:`activity_metrics` called without
+#: ``weight`` and ``inputs`` (a caller that computes it apart, as the study does, replaces it).
+LEMMA2_NOT_GIVEN = ("not available: needs the folded weights of a 1x1 map and its inputs "
+                    "(the expansion point of a block)")
 
 # Float64 entries of one block of Gram upper triangles (about 32 MB; the stack of full Gram
 # matrices is twice that) and of one block of row products in active_set_solve.
@@ -228,24 +234,18 @@ def _positive_after_shift(G: NDArray[np.float64], shift: NDArray[np.float64]) ->
     """Which G_i satisfy lambda_min(G_i) > shift_i, by the Cholesky factorisation of G_i - shift_i I.
 
     It completes iff that matrix is positive definite; its rounding errors (~ d^2 eps ||G||) are
-    far below the shifts used here (>= 1e-8 ||G||). One stacked factorisation, one per matrix
-    only if some fail. G is shifted in place and restored.
+    far below the shifts used here (>= 1e-8 ||G||). One LAPACK ``dpotrf`` per matrix, whose
+    ``info`` says whether it completed (no exception to catch, and no second factorisation of
+    the stack after one failure). G is shifted in place and restored.
     """
+    from scipy.linalg.lapack import dpotrf
+
     diag = np.arange(G.shape[-1])
     kept = G[:, diag, diag]
     G[:, diag, diag] -= shift[:, None]
     try:
-        np.linalg.cholesky(G)
-        return np.ones(G.shape[0], dtype=bool)
-    except np.linalg.LinAlgError:
-        ok = np.zeros(G.shape[0], dtype=bool)
-        for i, Hi in enumerate(G):
-            try:
-                np.linalg.cholesky(Hi)
-                ok[i] = True
-            except np.linalg.LinAlgError:
-                pass
-        return ok
+        # G_i is symmetric: its transpose is the Fortran-ordered matrix dpotrf reads (a copy)
+        return np.array([dpotrf(H.T, lower=1, clean=0)[1] == 0 for H in G], dtype=bool).reshape(G.shape[0])
     finally:
         G[:, diag, diag] = kept
 
@@ -597,11 +597,7 @@ def activity_metrics(
     else:
         out["above_threshold_fraction"] = MetricValue(float(hist[threshold:].sum() / hist.sum()))
     if weight is None or inputs is None:
-        out["lemma2_invertible_fraction"] = MetricValue(
-            math.nan,
-            "not available: needs the folded weights of a 1x1 map and its inputs "
-            "(the expansion point of a block)",
-        )
+        out["lemma2_invertible_fraction"] = MetricValue(math.nan, LEMMA2_NOT_GIVEN)
     else:
         out["lemma2_invertible_fraction"] = lemma2_invertible_fraction(
             weight, bias, inputs, activation=activation, rtol=lemma2_rtol, point=point

@@ -52,8 +52,8 @@ from numpy.typing import ArrayLike, NDArray
 
 from analysis.spectrum import MetricValue, check_finite, undefined
 
-__all__ = ["CALIBRATED_METRICS", "CLIP_QUANTILE", "QUANTIZATION_METRICS", "calibrated_metrics", "fake_quantize",
-           "fake_quantize_range", "quantization_metrics", "sqnr_db"]
+__all__ = ["CALIBRATED_METRICS", "CLIP_QUANTILE", "QUANTIZATION_METRICS", "RESAMPLED_METRICS", "calibrated_metrics",
+           "fake_quantize", "fake_quantize_range", "quantization_metrics", "resampled_metrics", "sqnr_db"]
 
 #: Metric identifiers returned by :func:`quantization_metrics`, with (per_channel, symmetric).
 QUANTIZATION_METRICS: dict[str, tuple[bool, bool]] = {
@@ -68,6 +68,10 @@ QUANTIZATION_METRICS: dict[str, tuple[bool, bool]] = {
 CALIBRATED_METRICS: tuple[str, ...] = ("int8_sqnr_db_stream", "int8_sqnr_db_clipped")
 #: Quantile of |x| at which ``int8_sqnr_db_clipped`` clips the range.
 CLIP_QUANTILE = 0.9999
+#: The metrics that get a redraw interval (``_ci_low`` / ``_ci_high`` rows of a study), which
+#: :func:`resampled_metrics` computes alone: the affine per-tensor and per-channel SQNR of
+#: :func:`quantization_metrics` and both of :func:`calibrated_metrics`.
+RESAMPLED_METRICS: tuple[str, ...] = ("int8_sqnr_db", "int8_sqnr_db_per_channel") + CALIBRATED_METRICS
 
 
 def _check_bits(bits: int, func: str) -> int:
@@ -131,11 +135,11 @@ def _affine(X: NDArray[np.float64], lo: ArrayLike, hi: ArrayLike, bits: int) -> 
     hi = np.maximum(np.asarray(hi, dtype=np.float64), 0.0)
     s = np.where(hi > lo, (hi - lo) / qmax, 1.0)
     zp = np.clip(np.round(-lo / s), 0, qmax)
-    q = np.divide(X, s)  # (clip(round(x / s) + zp, 0, qmax) - zp) * s, in place
+    # (clip(round(x / s) + zp, 0, qmax) - zp) * s, in place: round(x / s) and zp are integers
+    # (exact in float64 below 2^53), so clipping round(x / s) to [-zp, qmax - zp] is the same
+    q = np.divide(X, s)
     np.round(q, out=q)
-    q += zp
-    np.clip(q, 0, qmax, out=q)
-    q -= zp
+    np.clip(q, -zp, qmax - zp, out=q)
     q *= s
     return q
 
@@ -175,24 +179,38 @@ def calibrated_metrics(
         Keys of :data:`CALIBRATED_METRICS`.
     """
     bits = _check_bits(bits, "calibrated_metrics")
-    if extent is None or getattr(extent, "ch_min", None) is None:
-        return undefined(CALIBRATED_METRICS, "not available: the probe result has no streaming per-channel range "
-                         "(Extent sink); int8_sqnr_db calibrates on the reservoir and can miss rare extreme values")
     X = np.asarray(points, dtype=np.float64)
-    if X.ndim != 2 or X.shape[0] < 1:
-        return undefined(CALIBRATED_METRICS, "too few points: 0")
-    reason = check_finite(X, name="points", family="quantization", point=point)
+    reason = _calibration_reason(X, extent, point)
     if reason is not None:
         return undefined(CALIBRATED_METRICS, reason)
+    return _calibrated(X, float(np.sum(X**2)), extent, bits)
+
+
+def _calibration_reason(X: NDArray[np.float64], extent: object | None, point: str | None) -> str | None:
+    """Why :func:`calibrated_metrics` is not defined on ``X``, or None."""
+    if extent is None or getattr(extent, "ch_min", None) is None:
+        return ("not available: the probe result has no streaming per-channel range (Extent sink); "
+                "int8_sqnr_db calibrates on the reservoir and can miss rare extreme values")
+    if X.ndim != 2 or X.shape[0] < 1:
+        return "too few points: 0"
+    reason = check_finite(X, name="points", family="quantization", point=point)
+    if reason is not None:
+        return reason
     ch_min = np.asarray(extent.ch_min, dtype=np.float64)
     ch_max = np.asarray(extent.ch_max, dtype=np.float64)
     if ch_min.shape != (X.shape[1],) or not (np.all(np.isfinite(ch_min)) and np.all(np.isfinite(ch_max))):
-        return undefined(CALIBRATED_METRICS, "not defined: the streaming range is empty or does not match the points")
+        return "not defined: the streaming range is empty or does not match the points"
+    return None
+
+
+def _calibrated(X: NDArray[np.float64], signal: float, extent: object, bits: int) -> dict[str, MetricValue]:
+    """:data:`CALIBRATED_METRICS` of finite ``X`` with a valid ``extent`` (``signal`` = sum X^2)."""
+    ch_min = np.asarray(extent.ch_min, dtype=np.float64)
+    ch_max = np.asarray(extent.ch_max, dtype=np.float64)
     a = float(extent.abs_quantile(CLIP_QUANTILE))
     lo, hi = float(ch_min.min()), float(ch_max.max())
     if math.isfinite(a):
         lo, hi = max(-a, lo), min(a, hi)
-    signal = float(np.sum(X**2))
     return {"int8_sqnr_db_stream": _sqnr_metric(signal, X, _affine(X, ch_min, ch_max, bits)),
             "int8_sqnr_db_clipped": _sqnr_metric(signal, X, _affine(X, lo, hi, bits))}
 
@@ -263,3 +281,32 @@ def quantization_metrics(
         q = (_symmetric if symmetric else _affine)(X, *ranges[per_channel], bits)
         out[name] = _sqnr_metric(signal, X, q)
     return out
+
+
+def resampled_metrics(
+    points: ArrayLike, extent: object | None, *, bits: int = 8, point: str | None = None
+) -> dict[str, MetricValue]:
+    """The metrics of :data:`RESAMPLED_METRICS` alone, for reservoir redraws.
+
+    Each value equals (bit for bit) the same key of ``quantization_metrics(points, bits=bits) |
+    calibrated_metrics(points, extent, bits=bits)``, without the two symmetric schemes, which get
+    no redraw interval.
+    """
+    bits = _check_bits(bits, "resampled_metrics")
+    X = np.asarray(points, dtype=np.float64)
+    if X.ndim != 2 or X.shape[1] == 0:
+        raise ValueError(
+            "The 'points' parameter of resampled_metrics must be a 2-D array (n_points, C) "
+            f"with C >= 1. Got an array of shape {X.shape} instead."
+        )
+    if X.shape[0] < 1 or not np.all(np.isfinite(X)):  # NaN with the reasons of the full functions
+        full = quantization_metrics(X, bits=bits, point=point) | calibrated_metrics(X, extent, bits=bits, point=point)
+        return {k: full[k] for k in RESAMPLED_METRICS}
+    signal = float(np.sum(X**2))
+    ranges = _ranges(X)
+    out = {name: _sqnr_metric(signal, X, _affine(X, *ranges[QUANTIZATION_METRICS[name][0]], bits))
+           for name in RESAMPLED_METRICS[:2]}
+    reason = _calibration_reason(X, extent, point)
+    if reason is not None:
+        return out | undefined(CALIBRATED_METRICS, reason)
+    return out | _calibrated(X, signal, extent, bits)

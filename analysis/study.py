@@ -250,6 +250,7 @@ def _folded(model: torch.nn.Module, conv_path: str | None, bn_path: str | None) 
 def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[Any],
                     config: StudyConfig, *, progress: bool = True,
                     information: tuple[dict[str, dict[str, Any]], int] | None = None,
+                    workers: int | None = None,
                     ) -> tuple[list[dict[str, Any]], dict[str, dict[str, np.ndarray]]]:
     """Metric rows (without design columns) and details for every probed point.
 
@@ -264,6 +265,13 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
     information : (dict, int), optional
         ``({point: {metric: MetricValue}}, n_test)`` of the information family (computed by
         :func:`run_study` from its own pass over the train and test splits).
+    workers : int, optional
+        Threads that compute the Lemma-2 test, the reconstruction and the quantisation family
+        (with its redraws) while the points are walked (default: torch's thread count). With
+        more than one, the BLAS pools are pinned to one thread for the call (threadpoolctl); the
+        table is the same as with ``workers=1`` (which computes everything in order, in this
+        thread, as before) whenever BLAS runs on one thread, e.g. under
+        :func:`compute_shipped`.
 
     Returns
     -------
@@ -272,13 +280,28 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
     details : dict
         See :class:`StudyResult`.
     """
+    workers = torch.get_num_threads() if workers is None else workers
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise ValueError(f"The 'workers' parameter of compute_metrics must be an int >= 1. Got {workers!r} instead.")
+    with _Jobs(int(workers)) as jobs:
+        entries, details = _point_metrics(probe_result, model, blocks, config, jobs, progress=progress,
+                                          information=information)
+    return _rows(entries), details
+
+
+def _point_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[Any], config: StudyConfig,
+                   jobs: "_Jobs", *, progress: bool,
+                   information: tuple[dict[str, dict[str, Any]], int] | None,
+                   ) -> tuple[list[tuple[Any, dict[Any, Any]]], dict[str, dict[str, np.ndarray]]]:
+    """The body of :func:`compute_metrics`: per point, its values (some still computing in
+    ``jobs``: :class:`_Later` entries) in row order, and the details."""
     fams = set(config.families)
     points = probe_result.points
     # the folded expansion maps the block input only in a classic block (not depthwise first,
     # extra depthwise, ghost or fused, where something else feeds the expansion or it is kxk)
     expand_maps = {b.index: (b.expand_conv, b.expand_bn) for b in blocks
                    if getattr(b, "block_kind", "inverted_residual") == "inverted_residual"}
-    rows: list[dict[str, Any]] = []
+    entries: list[tuple[Any, dict[Any, Any]]] = []
     details: dict[str, dict[str, np.ndarray]] = {}
     input_topology: dict[int, Any] = {}
     topology_cache: dict[tuple[int, ...], Any] = {}
@@ -287,7 +310,8 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
     distinct_clouds: list[np.ndarray] = []
     # points that hold the same values (a linear projection's pre-activation and its output, a
     # block output without residual) are scored once: keyed by the bytes of their arrays
-    content_cache: dict[tuple[Any, ...], dict[str, Any]] = {}
+    content_cache: dict[tuple[Any, ...], Any] = {}
+    digests: dict[int, tuple[np.ndarray, bytes]] = {}  # the memo of _content_key
     bar = tqdm(list(points.values()), desc="metrics", disable=not progress, leave=False)
     for pt in bar:
         stats = probe_result.stats[pt.name]
@@ -302,11 +326,12 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
             warnings.warn(f"{pt.name}: the reservoir holds NaN or Inf values; point-cloud metrics are NaN.",
                           RuntimeWarning, stacklevel=2)
         inp_name = point_name(pt.block, "input")
-        paired = None
+        paired = raw_paired = None
         if pt.stage != "input" and inp_name in points and cloud is not None:
             try:
                 xp, xi, _ = probe_result.paired(pt.name, inp_name)
                 paired = (np.asarray(xp, np.float64), np.asarray(xi, np.float64))
+                raw_paired = (xp, xi)  # the reservoirs' own arrays, hashed once (_content_key)
             except ValueError:
                 paired = None
         n_moments = int(stats.moments.count) if stats.moments is not None else 0
@@ -332,13 +357,21 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
             if act is not None and folded is not None:
                 kw = {"weight": folded[0], "bias": folded[1], "inputs": paired[1]}
             if act is not None:
+                from analysis.activity import LEMMA2_NOT_GIVEN
+
+                # the counts here; the Lemma-2 test (the costly part) in a job, where
+                # activity_metrics would have computed it (it got as far as saying it is missing)
                 m = activity_metrics(act.active, n_points=int(act.n_points), histogram=act.histogram,
                                      activation=act.kind, saturated_counts=act.saturated,
-                                     threshold=pt.block_in, point=pt.name, **kw)
+                                     threshold=pt.block_in, point=pt.name)
                 m |= _full_activity(stats, m, sampled=config.moments != "exact")
                 det["positive_hist"] = np.asarray(act.histogram, dtype=np.int64)
                 det["active_fraction"] = np.asarray(act.active_fraction, dtype=np.float64)
-                vals.update({k: (v, int(act.n_points)) for k, v in m.items()})
+                for k, v in m.items():
+                    if k == "lemma2_invertible_fraction" and kw and v.reason == LEMMA2_NOT_GIVEN:
+                        vals[("job", k)] = _Later(jobs.submit(_lemma2_job, kw, act.kind, pt.name), int(act.n_points))
+                    else:
+                        vals[k] = (v, int(act.n_points))
             else:
                 # no Activity sink: an activation without a flat region (linear, leaky ReLU,
                 # SiLU, GELU ...); activity_metrics says why for each kind
@@ -354,13 +387,13 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
                 kw = {"weight": folded[0], "bias": folded[1],
                       "activation": pt.act if not pt.pre else "linear"}
             # the exact inverse (with the folded expansion) is specific to its point: not shared
-            key = None if kw else ("reconstruction", _content_key(*paired))
-            m = content_cache.get(key) if key else None
-            if m is None:
-                m = reconstruction_metrics(paired[0], paired[1], seed=config.seed, point=pt.name, **kw)
+            key = None if kw else ("reconstruction", _content_key(*raw_paired, memo=digests))
+            job = content_cache.get(key) if key else None
+            if job is None:
+                job = jobs.submit(reconstruction_metrics, paired[0], paired[1], seed=config.seed, point=pt.name, **kw)
                 if key:
-                    content_cache[key] = m
-            vals.update({k: (v, n_res) for k, v in m.items()})
+                    content_cache[key] = job
+            vals[("job", "reconstruction")] = _Later(job, n_res)
 
         # one distance matrix per cloud, shared by topology, the intrinsic dimension and its
         # half-sample redraws; points with equal reservoirs (aliased points: a block's input is
@@ -429,37 +462,20 @@ def compute_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[
                 vals["cka_to_input"] = ((math.nan, nonfinite), n_res)
 
         if "quantization" in fams and cloud is not None:
-            from analysis.quantization import quantization_metrics
-
-            from analysis.quantization import calibrated_metrics
-
             extent = getattr(stats, "extent", None)
-            key = ("quantization", _content_key(cloud, *_extent_arrays(extent)))
+            key = ("quantization", _content_key(res.values, memo=digests) + _content_key(*_extent_arrays(extent)))
             if key not in content_cache:
-                m = quantization_metrics(cloud, point=pt.name) | calibrated_metrics(cloud, extent, point=pt.name)
-                got = {k: (v, n_res) for k, v in m.items()}
-                if finite:
-                    got |= _redraw_rows(
-                        cloud, lambda c: quantization_metrics(c) | calibrated_metrics(c, extent),
-                        {k: m[k].value for k in _REDRAW_QUANT}, n_res, config.seed)
-                content_cache[key] = got
-            vals.update(content_cache[key])
+                content_cache[key] = jobs.submit(_quantization_job, cloud, extent, pt.name, n_res,
+                                                 finite, config.seed)
+            vals[("job", "quantization")] = _Later(content_cache[key])
 
         if "information" in fams and information is not None and pt.name in information[0]:
             vals.update({k: (v, information[1]) for k, v in information[0][pt.name].items()})
 
-        for metric, (mv, n) in vals.items():
-            value, reason = _value_reason(mv)
-            rows.append({
-                "block": pt.block, "point": pt.name, "stage": pt.stage, "pre": pt.pre,
-                "metric": metric, "value": value, "reason": reason, "n_points": int(n),
-                "channels": pt.channels, "stride": pt.stride, "act": pt.act, "block_in": pt.block_in,
-                "block_hidden": pt.block_hidden, "block_out": pt.block_out, "has_residual": pt.has_residual,
-                "block_kind": pt.block_kind,
-            })
+        entries.append((pt, vals))
         if det:
             details[pt.name] = det
-    return rows, details
+    return entries, details
 
 
 def _cloud_id(ids: dict[tuple[Any, ...], list[int]], clouds: list[np.ndarray], values: np.ndarray) -> int:
@@ -478,16 +494,141 @@ def _cloud_id(ids: dict[tuple[Any, ...], list[int]], clouds: list[np.ndarray], v
     return len(clouds) - 1
 
 
-def _content_key(*arrays: np.ndarray | None) -> tuple[Any, ...]:
-    """Shapes, dtypes and a BLAKE2b digest of the bytes of ``arrays``: equal keys, equal values."""
+def _rows(entries: list[tuple[Any, dict[Any, Any]]]) -> list[dict[str, Any]]:
+    """One row per value of :func:`_point_metrics`'s entries, a :class:`_Later` expanded in place."""
+    rows: list[dict[str, Any]] = []
+    for pt, vals in entries:
+        for key, val in vals.items():
+            for metric, (mv, n) in (val.items() if isinstance(val, _Later) else ((key, val),)):
+                value, reason = _value_reason(mv)
+                rows.append({
+                    "block": pt.block, "point": pt.name, "stage": pt.stage, "pre": pt.pre,
+                    "metric": metric, "value": value, "reason": reason, "n_points": int(n),
+                    "channels": pt.channels, "stride": pt.stride, "act": pt.act, "block_in": pt.block_in,
+                    "block_hidden": pt.block_hidden, "block_out": pt.block_out, "has_residual": pt.has_residual,
+                    "block_kind": pt.block_kind,
+                })
+    return rows
+
+
+class _Jobs:
+    """Runs the costly metric computations of :func:`compute_metrics` in ``workers`` threads.
+
+    ``submit(func, *args, **kwargs)`` returns a handle whose ``result()`` is the call's value.
+    With one worker the call runs at once, in this thread (in order, exactly as without a pool);
+    with more, in a thread pool while the points are walked, and the caller places the handle
+    where the values go (a :class:`_Later` in the point's values), so the rows keep their order.
+    As a context manager, with more than one worker, it pins the BLAS pools to one thread (the
+    workers are the parallelism, and results do not depend on their number); it waits for
+    every job on exit.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool: Any = None
+        self._limits: Any = None
+
+    def __enter__(self) -> "_Jobs":
+        if self.workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            from threadpoolctl import threadpool_limits
+
+            self._limits = threadpool_limits(limits=1, user_api="blas")
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="bnprobe-metrics",
+                                            initializer=_one_openmp_thread)
+        return self
+
+    def submit(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        if self._pool is None:
+            return _Done(func(*args, **kwargs))
+        return self._pool.submit(func, *args, **kwargs)
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=exc[0] is not None)
+        finally:
+            if self._limits is not None:
+                self._limits.restore_original_limits()
+
+
+def _one_openmp_thread() -> None:
+    """Initialiser of a metric thread: its own OpenMP pools on one thread (scikit-learn's kNN).
+
+    An OpenMP thread count is per calling thread, so this leaves the caller's (and torch's)
+    as they are; without it each job's kNN spins up every core's worth of OpenMP threads.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="openmp")
+
+
+class _Done:
+    """The handle of a job that already ran (``_Jobs`` with one worker)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def result(self) -> Any:
+        return self.value
+
+
+class _Later:
+    """Values of a point that a job computes: its ``{metric: value}`` with ``n`` points each, or
+    its ``{metric: (value, n)}`` as they are (``n`` None). A key of their own in the point's
+    values, so that they keep their place among the rows."""
+
+    def __init__(self, handle: Any, n: int | None = None) -> None:
+        self.handle, self.n = handle, n
+
+    def items(self) -> Any:
+        got = self.handle.result()
+        return got.items() if self.n is None else ((k, (v, self.n)) for k, v in got.items())
+
+
+def _content_key(*arrays: np.ndarray | None, memo: dict[int, tuple[np.ndarray, Any]] | None = None,
+                 ) -> tuple[Any, ...]:
+    """Shapes, dtypes and a SHA-256 digest of the bytes of ``arrays``: equal keys, equal values.
+
+    With ``memo`` ({id: (array, key)}, kept by the caller), an array's key is computed once: the
+    memo holds the array, so its id is not reused while the memo lives (arrays not changed).
+    """
     key: list[Any] = []
     for a in arrays:
         if a is None:
             key.append(None)
             continue
-        a = np.ascontiguousarray(a)
-        key.append((a.shape, a.dtype.str, hashlib.blake2b(a.view(np.uint8), digest_size=16).digest()))
+        if memo is not None and id(a) in memo:
+            key.append(memo[id(a)][1])
+            continue
+        c = np.ascontiguousarray(a)
+        k = (c.shape, c.dtype.str, hashlib.sha256(c.view(np.uint8)).digest())
+        if memo is not None:
+            memo[id(a)] = (a, k)
+        key.append(k)
     return tuple(key)
+
+
+def _lemma2_job(kw: dict[str, Any], activation: str, point: str) -> dict[str, Any]:
+    """``lemma2_invertible_fraction`` as :func:`analysis.activity.activity_metrics` computes it."""
+    from analysis.activity import lemma2_invertible_fraction
+
+    return {"lemma2_invertible_fraction": lemma2_invertible_fraction(
+        kw["weight"], kw["bias"], kw["inputs"], activation=activation, rtol=None, point=point)}
+
+
+def _quantization_job(cloud: np.ndarray, extent: Any, point: str, n: int, finite: bool,
+                      seed: int) -> dict[str, Any]:
+    """The quantisation family of one reservoir and, when finite, its redraw intervals."""
+    from analysis.quantization import RESAMPLED_METRICS, calibrated_metrics, quantization_metrics, resampled_metrics
+
+    m = quantization_metrics(cloud, point=point) | calibrated_metrics(cloud, extent, point=point)
+    got = {k: (v, n) for k, v in m.items()}
+    if finite:  # the redraws compute only the metrics that get an interval
+        got |= _redraw_rows(cloud, lambda c: resampled_metrics(c, extent),
+                            {k: m[k].value for k in RESAMPLED_METRICS}, n, seed)
+    return got
 
 
 def _extent_arrays(extent: Any) -> tuple[np.ndarray | None, ...]:
@@ -497,9 +638,6 @@ def _extent_arrays(extent: Any) -> tuple[np.ndarray | None, ...]:
     return tuple(None if getattr(extent, f, None) is None else np.asarray(getattr(extent, f))
                  for f in ("ch_min", "ch_max", "abs_hist")) + (np.asarray([getattr(extent, "n_points", 0),
                                                                          getattr(extent, "hist_points", 0)]),)
-
-
-_REDRAW_QUANT = ("int8_sqnr_db", "int8_sqnr_db_per_channel", "int8_sqnr_db_stream", "int8_sqnr_db_clipped")
 
 
 def _redraw_rows(cloud: np.ndarray, func: Any, values: dict[str, Any], n: int, seed: int,

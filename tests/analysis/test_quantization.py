@@ -130,3 +130,35 @@ def test_four_schemes_equal_the_plain_formulas_exactly():
         np.testing.assert_array_equal(fake_quantize(X, per_channel=per_channel, symmetric=symmetric), q)
         want = 10 * math.log10(np.sum(X**2) / np.sum((X - q) ** 2))
         assert got[name].value == want, name
+
+
+@pytest.mark.parametrize("with_extent", [True, False])
+def test_resampled_metrics_equal_the_full_functions_exactly(with_extent):
+    # the study's redraws compute only RESAMPLED_METRICS; each value must be the full functions' own
+    from analysis.quantization import RESAMPLED_METRICS, calibrated_metrics, resampled_metrics
+    from probes.sinks import Extent
+
+    rng = np.random.default_rng(3)
+    X = np.column_stack([rng.normal(size=400), rng.uniform(0, 6, 400), -rng.exponential(size=400),
+                         np.zeros(400), 50 * rng.standard_t(2, size=400)])
+    extent = None
+    if with_extent:
+        extent = Extent(X.shape[1], "relu6")
+        extent.update(np.vstack([X, 3 * X[:7]]))  # wider ranges than the points, and a clipped tail
+    assert RESAMPLED_METRICS == ("int8_sqnr_db", "int8_sqnr_db_per_channel", "int8_sqnr_db_stream",
+                                 "int8_sqnr_db_clipped")
+    for rows in (np.arange(400), np.sort(rng.choice(400, 200, replace=False)), np.arange(3)):
+        full = quantization_metrics(X[rows]) | calibrated_metrics(X[rows], extent)
+        got = resampled_metrics(X[rows], extent)
+        assert list(got) == list(RESAMPLED_METRICS)
+        for k in RESAMPLED_METRICS:
+            assert math.isfinite(got[k].value) == with_extent or not k.endswith(("stream", "clipped"))
+            assert (got[k].value == full[k].value or (math.isnan(got[k].value) and math.isnan(full[k].value))), k
+            assert got[k].reason == full[k].reason, k
+    bad = X.copy()
+    bad[0, 0] = np.nan
+    with pytest.warns(NonFiniteWarning):
+        full = quantization_metrics(bad) | calibrated_metrics(bad, extent)
+    with pytest.warns(NonFiniteWarning):
+        got = resampled_metrics(bad, extent)
+    assert {k: got[k].reason for k in got} == {k: full[k].reason for k in RESAMPLED_METRICS}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -204,3 +205,50 @@ def test_topology_and_dimension_run_once_per_distinct_reservoir(monkeypatch) -> 
     for metric in ("betti1", "total_persistence_h1", "twonn_id", "mle_id"):
         pre, out = _value(df, "blocks.1.project.pre", metric), _value(df, "blocks.1.project", metric)
         assert pre.value == out.value
+
+
+def test_metric_jobs_in_threads_give_the_in_order_table(relu6: StudyResult, monkeypatch) -> None:
+    # compute_metrics(workers=2) computes the Lemma-2 test, the reconstruction and the quantisation
+    # family (with its redraws) in a thread pool; with BLAS on one thread the table must be the
+    # in-order one (workers=1) row for row and bit for bit, and the BLAS pools are restored after
+    import threading
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import analysis.study as study
+    from probes.blocks import find_blocks
+    from probes.loading import load_checkpoint
+
+    loaded = load_checkpoint(_zoo("digits-relu6-s0"))
+    stream = study._study_stream(SMALL, loaded.input_spec, loaded.preset.get("resize_size"))
+    blocks = find_blocks(loaded.model, stream[0][None])
+    threads: set[str] = set()
+    job = study._quantization_job
+
+    def recording(*args):
+        threads.add(threading.current_thread().name)
+        return job(*args)
+
+    monkeypatch.setattr(study, "_quantization_job", recording)
+    tables = {}
+    # every family the probe supports: topology and dimension run in this thread meanwhile
+    config = dataclasses.replace(SMALL, families=tuple(f for f in study.FAMILIES if f != "information"))
+    with threadpool_limits(limits=1):
+        before = threadpool_info()
+        for workers in (1, 2):
+            rows, details = study.compute_metrics(relu6.probe, loaded.model, blocks, config, progress=False,
+                                                  workers=workers)
+            tables[workers] = pd.DataFrame(rows)
+        assert threadpool_info() == before
+    assert threads == {threading.current_thread().name} | {n for n in threads if n.startswith("bnprobe-metrics")}
+    assert any(n.startswith("bnprobe-metrics") for n in threads)
+    one, two = tables[1], tables[2]
+    # in order: the rows of run_study's families come in run_study's order (workers=1 by default here)
+    assert "twonn_id" in set(one.metric) and "betti1" in set(one.metric)
+    mine = one[one.metric.isin(set(relu6.metrics.metric))]
+    assert list(zip(mine.point, mine.metric)) == list(zip(relu6.metrics.point, relu6.metrics.metric))
+    for metric in ("lemma2_invertible_fraction", "recon_error_exact", "recon_error_knn", "int8_sqnr_db_ci_low"):
+        assert one[one.metric == metric].value.notna().any(), metric
+    assert one.equals(two)
+    with pytest.raises(ValueError, match="'workers' parameter of compute_metrics must be an int >= 1"):
+        study.compute_metrics(relu6.probe, loaded.model, blocks, SMALL, progress=False, workers=0)
