@@ -65,6 +65,8 @@ def _mirror_upper(m: np.ndarray) -> None:
 #: Entries (rows x (C + 1)) of one float64 chunk of the exact-mode Gram update: 32 MB, enough
 #: rows per rank-k update for BLAS to run near its peak on every channel count of a network.
 _GRAM_ENTRIES = 1 << 22
+#: Rows whose mean is the shift of an exact-mode Gram matrix (:class:`_Gram`).
+_SHIFT_ROWS = 4096
 #: Entries per chunk of the activity counts and the |x| histogram (4 MB of float32 per buffer).
 _ACT_ENTRIES = 1 << 20
 #: Refold bound of the running Gram matrix: it is folded into the moments before any channel's
@@ -119,8 +121,9 @@ class _Gram:
     One rank-k update per chunk gives everything: ``G[C, C]`` is the count, ``G[:C, C]`` the
     sums ``S = sum(x - shift)`` and ``G[:C, :C]`` the cross products; the moments follow as
     ``mean = shift + S / n`` and ``M2 = G[:C, :C] - S S^T / n``. ``shift`` (per channel,
-    rounded to float32 so that ``x - shift`` of float32 values is exact in float64) is the
-    mean of the first chunk, so ``S`` stays small and the subtraction loses few digits.
+    rounded to float32 so that ``x - shift`` of float32 values is exact in float64 unless their
+    magnitudes differ by over 2^29) is the mean of the first :data:`_SHIFT_ROWS` rows, so ``S``
+    stays small and ``M2 = G - S S^T / n`` loses few digits.
 
     Float64 bound (:data:`_REFOLD`): the rounding error of ``M2_ii`` is about
     ``eps * G_ii`` (eps = 2^-53 times the accumulation's growth), i.e. ``eps * G_ii / M2_ii``
@@ -155,8 +158,8 @@ class _Gram:
             return
         syrk = self.syrk and rows.device.type == "cpu"
         if self.shift is None:
-            self.shift = rows[: max(1, _GRAM_ENTRIES // (c + 1))].mean(0, dtype=torch.float64) \
-                .float().double()
+            # The mean of the first rows (a few thousand: a float64 column mean is slow in torch).
+            self.shift = rows[:_SHIFT_ROWS].double().mean(0).float().double()
         if self.g is None:
             self.g = (np.zeros((c + 1, c + 1), order="F") if syrk
                       else torch.zeros(c + 1, c + 1, dtype=torch.float64, device=rows.device))
@@ -196,9 +199,16 @@ class _Gram:
         if not n:
             return
         g = self.g
-        s = g[:c, c]
-        shift = self.shift.numpy() if isinstance(g, np.ndarray) else self.shift
-        m2 = g[:c, :c] - (s[:, None] * s[None, :]) / n
+        if isinstance(g, np.ndarray):
+            s = g[:c, c].copy()
+            # M2 = G[:C, :C] - S S^T / n: one copy and an in-place rank-1 update (BLAS dger), no
+            # C x C temporaries (their page faults cost more than the arithmetic).
+            m2 = blas.dger(-1.0 / n, s, s, a=np.array(g[:c, :c], order="F"), overwrite_a=1)
+            shift = self.shift.numpy()
+        else:
+            s = g[:c, c].clone()
+            m2 = g[:c, :c] - torch.outer(s, s) / n   # s_i s_j / n: symmetric bit for bit
+            shift = self.shift
         self.count, self.mean, self.m2 = chan_update(self.count, self.mean, self.m2, n, shift + s / n, m2)
         if isinstance(g, np.ndarray):
             g.fill(0.0)
