@@ -248,7 +248,7 @@ class _Sampled:
         self.channels, self.want_moments, self.syrk, self.want_hist = channels, moments, syrk, hist
         self.activity_kind, self.pre = activity_kind, pre
         self.workspace = workspace if workspace is not None else _Workspace()
-        # Exact mode: the moments are a running Gram matrix of [x - shift, 1] (see _add_gram).
+        # Exact mode: the moments are a running Gram matrix of [x - shift, 1] (see _Gram).
         self.gram = _Gram(channels, syrk) if exact and moments else None
         self.chunks: list[torch.Tensor] = []
         self.masks: list[torch.Tensor] = []
