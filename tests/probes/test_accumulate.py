@@ -78,7 +78,8 @@ def test_refold_when_the_mean_drifts_far_from_the_shift(syrk, monkeypatch):
     # The first batch fixes the shift near 0; the second lies 1000 standard deviations away and
     # is 40 times larger, so that the sum's G_ii / M2_ii (about 40) passes the bound: the
     # spread between the batches no longer covers the offset from the shift.
-    batches = [_rows(100, 5, seed=1), _rows(4000, 5, offset=1000.0, seed=2), _rows(50, 5, offset=999.0, seed=3)]
+    batches = [_rows(100, 5, seed=1), _rows(4000, 5, offset=1000.0, seed=2),
+               _rows(50, 5, offset=999.0, seed=3)]
     acc = _exact(5, syrk=syrk)
     acc.push(batches[0], None)
     acc.flush()
