@@ -26,8 +26,6 @@ from probes.sinks import (
     Extent,
     Moments,
     Reservoir,
-    abs_hist_bins,
-    active_mask,
     active_terms,
     chan_update,
 )
@@ -65,6 +63,174 @@ def _mirror_upper(m: np.ndarray) -> None:
         d[lower] = d.T[lower]
 
 
+#: Entries (rows x (C + 1)) of one float64 chunk of the exact-mode Gram update: 32 MB, enough
+#: rows per rank-k update for BLAS to run near its peak on every channel count of a network.
+_GRAM_ENTRIES = 1 << 22
+#: Rows whose mean is the shift of an exact-mode Gram matrix (:class:`_Gram`).
+_SHIFT_ROWS = 4096
+#: Entries per chunk of the activity counts and the |x| histogram (4 MB of float32 per buffer).
+_ACT_ENTRIES = 1 << 20
+#: Refold bound of the running Gram matrix: it is folded into the moments before any channel's
+#: ``S_ii`` (sum of (x - shift)^2) would exceed this many times its centred ``M2_ii``.
+_REFOLD = 16.0
+
+
+class _Workspace:
+    """Scratch memory of one capture, allocated once and reused by every accumulator: the
+    float64 chunk of the exact-mode Gram update (up to :data:`_GRAM_ENTRIES` entries, 32 MB),
+    the chunk's own Gram matrix, and two float32 buffers of :data:`_ACT_ENTRIES` for the
+    activity counts and the |x| histogram (about 48 MB in all on mobilenet_v2). New temporaries
+    of a batch's size at every hook call would cost more in page faults than the arithmetic."""
+
+    def __init__(self) -> None:
+        self.buffers: dict[tuple[str, torch.device], torch.Tensor] = {}
+
+    def _get(self, name: str, n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        key = (name, torch.device(device))
+        buf = self.buffers.get(key)
+        if buf is None or buf.numel() < n:
+            self.buffers.pop(key, None)
+            del buf   # freed before the larger one is allocated
+            buf = self.buffers[key] = torch.empty(n, dtype=dtype, device=device)
+        return buf[:n]
+
+    def f64(self, n: int, device: torch.device) -> torch.Tensor:
+        """``n`` float64 entries (the chunk of rows of a Gram update)."""
+        return self._get("f64", n, torch.float64, device)
+
+    def gram(self, n: int, device: torch.device) -> torch.Tensor:
+        """``n`` float64 entries (a chunk's own Gram matrix)."""
+        return self._get("gram", n, torch.float64, device)
+
+    def f32(self, k: int, n: int, device: torch.device) -> torch.Tensor:
+        """``n`` float32 entries of buffer ``k`` (0 or 1)."""
+        return self._get(f"f32.{k}", n, torch.float32, device)
+
+    def ones(self, n: int, device: torch.device) -> torch.Tensor:
+        """A float32 vector of ``n`` ones (kept between calls)."""
+        key = ("ones", torch.device(device))
+        v = self.buffers.get(key)
+        if v is None or v.shape[0] < n:
+            v = self.buffers[key] = torch.ones(max(n, 1024), dtype=torch.float32, device=device)
+        return v[:n]
+
+
+class _Gram:
+    """Exact-mode moments of one tensor value: a running float64 Gram matrix ``G`` of the
+    augmented rows ``z = [x - shift, 1]`` over every position, (C + 1) x (C + 1).
+
+    One rank-k update per chunk gives everything: ``G[C, C]`` is the count, ``G[:C, C]`` the
+    sums ``S = sum(x - shift)`` and ``G[:C, :C]`` the cross products; the moments follow as
+    ``mean = shift + S / n`` and ``M2 = G[:C, :C] - S S^T / n``. ``shift`` (per channel,
+    rounded to float32 so that ``x - shift`` of float32 values is exact in float64 unless their
+    magnitudes differ by over 2^29) is the mean of the first :data:`_SHIFT_ROWS` rows, so ``S``
+    stays small and ``M2 = G - S S^T / n`` loses few digits.
+
+    Float64 bound (:data:`_REFOLD`): the rounding error of ``M2_ii`` is about
+    ``eps * G_ii`` (eps = 2^-53 times the accumulation's growth), i.e. ``eps * G_ii / M2_ii``
+    relative, and that of ``M2_ij`` at most ``eps * sqrt(G_ii G_jj)``. Before a chunk's Gram
+    matrix ``g`` is added, the ratio ``G_ii / M2_ii`` of the sum is checked on every channel;
+    if it would pass :data:`_REFOLD`, ``G`` is first folded into the (count, mean, M2) state
+    (Chan's update, as :class:`probes.sinks.Moments` does) and restarted from ``g``; if the
+    chunk alone passes it (its mean far from ``shift``), it is recomputed about its own mean,
+    which becomes the new shift. So every Gram matrix read out has ``G_ii <= 16 M2_ii``:
+    relative errors of order 16 eps (about 1e-14) on the diagonal, and off the diagonal at most
+    16 eps times ``sqrt(M2_ii M2_jj)``. (A ratio of sums is at most the larger ratio of its
+    parts, so checking the sum is enough.)
+
+    ``syrk``: CPU rows with torch on one thread are reduced by BLAS dsyrk (upper triangle only,
+    half the multiply-adds); otherwise by torch's matrix product on the rows' device, in torch's
+    thread pool (see :class:`_Sampled`).
+    """
+
+    def __init__(self, channels: int, syrk: bool) -> None:
+        self.channels, self.syrk = channels, syrk
+        self.shift: torch.Tensor | None = None
+        self.g: Any = None          # the running Gram matrix, numpy (syrk) or a tensor
+        self.n = 0                  # rows in ``g``
+        self.upper = False          # only the upper triangle of the moments is filled
+        # The state that ``g`` is folded into (as in :class:`probes.sinks.Moments`).
+        self.count, self.mean, self.m2 = 0, None, None
+
+    def add(self, rows: torch.Tensor, workspace: _Workspace) -> None:
+        """Fold every row of ``rows`` (n, C) into the Gram matrix, chunk by chunk."""
+        n, c = rows.shape
+        if n == 0:
+            return
+        syrk = self.syrk and rows.device.type == "cpu"
+        if self.shift is None:
+            # The mean of the first rows (a few thousand: a float64 column mean is slow in torch).
+            self.shift = rows[:_SHIFT_ROWS].double().mean(0).float().double()
+        if self.g is None:
+            self.g = (np.zeros((c + 1, c + 1), order="F") if syrk
+                      else torch.zeros(c + 1, c + 1, dtype=torch.float64, device=rows.device))
+            self.upper = syrk
+        step = max(1, _GRAM_ENTRIES // (c + 1))
+        for start in range(0, n, step):
+            part = rows[start:start + step]
+            g = self._chunk(part, workspace, syrk)
+            m = part.shape[0]
+            if self.n and _passes(g, m, self.g, self.n):
+                self.fold()
+            if not self.n and _passes(g, m):
+                # The chunk is far from the shift: recomputed about its own mean, the new shift.
+                offset = torch.as_tensor(g[:c, c] / m, device=rows.device)
+                self.shift = (self.shift + offset).float().double()
+                g = self._chunk(part, workspace, syrk)
+            self.g += g
+            self.n += m
+
+    def _chunk(self, part: torch.Tensor, workspace: _Workspace, syrk: bool) -> Any:
+        """The Gram matrix of ``[part - shift, 1]`` (a view of workspace memory)."""
+        m, c = part.shape
+        z = workspace.f64(m * (c + 1), part.device).view(m, c + 1)
+        # A cast copy, then a same-dtype subtraction: 1.3-3x faster than one mixed-dtype
+        # torch.sub into the strided columns.
+        z[:, :c].copy_(part)
+        z[:, :c].sub_(self.shift)
+        z[:, c] = 1.0
+        g = workspace.gram((c + 1) * (c + 1), part.device)
+        if syrk:
+            gn = g.numpy().reshape((c + 1, c + 1), order="F")
+            gn.fill(0.0)
+            # z^T z, upper triangle: z (m, C+1) row-major is z^T in column-major order.
+            return blas.dsyrk(1.0, z.numpy().T, beta=0.0, c=gn, trans=0, lower=0, overwrite_c=1)
+        return torch.mm(z.T, z, out=g.view(c + 1, c + 1))
+
+    def fold(self) -> None:
+        """Fold the Gram matrix into (count, mean, M2) with Chan's update, and restart it."""
+        c, n = self.channels, self.n
+        if not n:
+            return
+        g = self.g
+        if isinstance(g, np.ndarray):
+            s = g[:c, c].copy()
+            # M2 = G[:C, :C] - S S^T / n: one copy and an in-place rank-1 update (BLAS dger), no
+            # C x C temporaries (their page faults cost more than the arithmetic).
+            m2 = blas.dger(-1.0 / n, s, s, a=np.array(g[:c, :c], order="F"), overwrite_a=1)
+            shift = self.shift.numpy()
+        else:
+            s = g[:c, c].clone()
+            m2 = g[:c, :c] - torch.outer(s, s) / n   # s_i s_j / n: symmetric bit for bit
+            shift = self.shift
+        self.count, self.mean, self.m2 = chan_update(self.count, self.mean, self.m2, n, shift + s / n, m2)
+        if isinstance(g, np.ndarray):
+            g.fill(0.0)
+        else:
+            g.zero_()
+        self.n = 0
+
+
+def _passes(g: Any, n: int, other: Any = None, n_other: int = 0) -> bool:
+    """Whether some channel of the augmented Gram matrix ``g`` of ``n`` rows (plus ``other`` of
+    ``n_other`` rows, if given) has ``G_ii > _REFOLD * M2_ii`` (NaN compares false)."""
+    c = g.shape[0] - 1
+    s, d = g[:c, c], g.diagonal()[:c]
+    if other is not None:
+        s, d, n = s + other[:c, c], d + other.diagonal()[:c], n + n_other
+    return bool((d > _REFOLD * (d - s * s / n)).any())
+
+
 class _Sampled:
     """Moments, activity counts and the |x| histogram of one tensor value, from its sampled
     rows, on its device.
@@ -78,9 +244,13 @@ class _Sampled:
     """
 
     def __init__(self, channels: int, *, moments: bool, activity_kind: str | None, pre: bool,
-                 syrk: bool, hist: bool) -> None:
+                 syrk: bool, hist: bool, exact: bool = False,
+                 workspace: "_Workspace | None" = None) -> None:
         self.channels, self.want_moments, self.syrk, self.want_hist = channels, moments, syrk, hist
         self.activity_kind, self.pre = activity_kind, pre
+        self.workspace = workspace if workspace is not None else _Workspace()
+        # Exact mode: the moments are a running Gram matrix of [x - shift, 1] (see _Gram).
+        self.gram = _Gram(channels, syrk) if exact and moments else None
         self.chunks: list[torch.Tensor] = []
         self.masks: list[torch.Tensor] = []
         self.held = 0
@@ -115,13 +285,14 @@ class _Sampled:
                 sample_m = sample[self.masks[0] if len(self.masks) == 1 else torch.cat(self.masks)]
             else:
                 sample_m = sample
-            self._add_moments(sample_m)
+            if self.gram is not None:
+                self.gram.add(sample_m, self.workspace)
+            else:
+                self._add_moments(sample_m)
         if self.activity_kind is not None:
             self._add_activity(sample)
         if self.want_hist:
-            h = torch.bincount(abs_hist_bins(sample).reshape(-1), minlength=ABS_HIST_BINS)
-            self.abs_hist = h if self.abs_hist is None else self.abs_hist.add_(h)
-            self.hist_points += sample.shape[0]
+            self._add_hist(sample)
         self.chunks, self.masks, self.held = [], [], 0
 
     def _add_moments(self, rows: torch.Tensor) -> None:
@@ -145,24 +316,76 @@ class _Sampled:
         self.count, self.mean, self.m2 = chan_update(self.count, self.mean, self.m2, nb, mb, m2b)
 
     def _add_activity(self, rows: torch.Tensor) -> None:
-        # Float 0/1 sums: a boolean column sum is several times slower in torch, and float32
-        # counts are exact below 2^24 rows (a buffer is far smaller; larger ones count in int64).
-        dtype = torch.float32 if rows.shape[0] < 1 << 24 else torch.int64
-        act = active_mask(rows, self.activity_kind, pre=self.pre).to(dtype)
-        per_channel = act.sum(0).to(torch.int64)
-        hist = torch.bincount(act.sum(1).to(torch.int64), minlength=self.channels + 1)
+        """Active counts per channel, saturated counts (relu6) and the histogram of active
+        channels per row, chunk by chunk in the workspace's float32 buffers.
+
+        Each term of :func:`probes.sinks.active_terms` writes 0/1 into a float32 buffer (the
+        ``+1`` terms are disjoint and the ``-1`` terms lie inside them, so their signed sum is
+        the active mask); column and row sums are float32 matrix-vector products with ones,
+        exact because a chunk has fewer than 2^24 rows and channels. Integer counts: the same
+        numbers as any other way of counting them.
+        """
+        n, c = rows.shape
+        if n == 0:
+            return
+        ws = self.workspace
+        step = max(1, _ACT_ENTRIES // c)
+        per_channel = torch.zeros(c, dtype=torch.int64, device=rows.device)
+        saturated = torch.zeros(c, dtype=torch.int64, device=rows.device)
+        hist = torch.zeros(c + 1, dtype=torch.int64, device=rows.device)
+        ones_c = ws.ones(c, rows.device)
+        for start in range(0, n, step):
+            part = rows[start:start + step]
+            m = part.shape[0]
+            act = ws.f32(0, m * c, rows.device).view(m, c)
+            tmp = ws.f32(1, m * c, rows.device).view(m, c)
+            first = True
+            for sign, op, value in active_terms(self.activity_kind, pre=self.pre):
+                if first:
+                    _TORCH_OPS[op](part, value, out=act)
+                    first = False
+                    continue
+                _TORCH_OPS[op](part, value, out=tmp)
+                if sign < 0:
+                    act.sub_(tmp)
+                    if self.activity_kind == "relu6":
+                        saturated += (ws.ones(m, rows.device) @ tmp).to(torch.int64)
+                else:
+                    act.add_(tmp)
+            per_channel += (ws.ones(m, rows.device) @ act).to(torch.int64)
+            hist += torch.bincount((act @ ones_c).to(torch.int64), minlength=c + 1)
         if self.active is None:
-            self.active, self.hist = per_channel, hist
-            self.saturated = torch.zeros_like(per_channel)
+            self.active, self.hist, self.saturated = per_channel, hist, saturated
         else:
             self.active += per_channel
             self.hist += hist
-        if self.activity_kind == "relu6":
-            self.saturated += (rows >= 6).to(dtype).sum(0).to(torch.int64)
-        self.n_points += rows.shape[0]
+            self.saturated += saturated
+        self.n_points += n
+
+    def _add_hist(self, rows: torch.Tensor) -> None:
+        """The |x| histogram (:func:`probes.sinks.abs_hist_bins`) of ``rows``, chunk by chunk:
+        ``|x|`` as float32 in a workspace buffer, its bits shifted in place, one bincount each."""
+        n, c = rows.shape
+        h = torch.zeros(ABS_HIST_BINS, dtype=torch.int64, device=rows.device)
+        step = max(1, _ACT_ENTRIES // c)
+        for start in range(0, n, step):
+            part = rows[start:start + step]
+            if part.dtype != torch.float32:
+                part = part.float()
+            buf = self.workspace.f32(0, part.numel(), rows.device).view(part.shape)
+            torch.abs(part, out=buf)
+            bits = buf.view(torch.int32).bitwise_right_shift_(20)
+            h += torch.bincount(bits.view(-1), minlength=ABS_HIST_BINS)
+        self.abs_hist = h if self.abs_hist is None else self.abs_hist.add_(h)
+        self.hist_points += n
 
     def moments(self) -> Moments:
         out = Moments(self.channels)
+        if self.gram is not None:
+            self.gram.fold()
+            self.count, self.mean, self.m2 = self.gram.count, self.gram.mean, self.gram.m2
+            # dsyrk fills the upper triangle only; mirroring is idempotent once it is whole.
+            self.upper = self.gram.upper
         if self.count:
             m2 = _host(self.m2)
             if self.upper:

@@ -12,7 +12,7 @@ from threadpoolctl import threadpool_limits
 from torch import nn
 
 from probes.blocks import CapturePoint, capture_points
-from probes.capture.accumulate import _Full, _ReservoirRows, _Sampled, _Scratch
+from probes.capture.accumulate import _Full, _ReservoirRows, _Sampled, _Scratch, _Workspace
 from probes.capture.hooks import _DERIVABLE, _example_pass, _register, _Slot
 from probes.capture.memory import _MemoryGuard
 from probes.capture.points import PointSpec, _check_choice, _check_int, _check_positive, select_points
@@ -297,6 +297,7 @@ def capture(
             ps.activity_from = post
 
     syrk = torch.get_num_threads() == 1
+    workspace = _Workspace()   # scratch memory of every accumulator's reductions, reused
     shared: dict[tuple[int, str | None, str | None, bool], _Sampled] = {}
     full: dict[tuple[int, str | None, str | None, bool], _Full] = {}
     for ps in point_sinks.values():
@@ -320,7 +321,8 @@ def capture(
         if want_m or want_e or count_kind is not None:
             if key not in shared:
                 shared[key] = _Sampled(ps.channels, moments=want_m, activity_kind=count_kind,
-                                       pre=ps.point.pre, syrk=syrk, hist=want_e)
+                                       pre=ps.point.pre, syrk=syrk, hist=want_e,
+                                       exact=moments == "exact", workspace=workspace)
                 slot.feed(ps.feed).sampled.append(shared[key])
             ps.sampled = shared[key]
         if want_e:

@@ -1,0 +1,194 @@
+"""The device accumulators of a capture: exact-mode Gram moments, chunked activity counts and
+|x| histogram, and the shared workspace."""
+
+import numpy as np
+import pytest
+import torch
+
+from probes.capture import accumulate
+from probes.capture.accumulate import _REFOLD, _Gram, _Sampled, _Workspace
+from probes.sinks import ABS_HIST_BINS, abs_hist_bins, active_mask
+
+
+def _rows(n, c, *, offset=0.0, scale=1.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, c, generator=g) * scale + offset
+
+
+def _exact(c, *, syrk, workspace=None, kind=None, hist=False, moments=True):
+    return _Sampled(c, moments=moments, activity_kind=kind, pre=False, syrk=syrk, hist=hist,
+                    exact=True, workspace=workspace)
+
+
+def _read(acc):
+    """The moments, after the buffered rows are reduced (as ``Capture.stats()`` does)."""
+    acc.flush()
+    return acc.moments()
+
+
+def _reference_moments(batches):
+    x = np.concatenate([b.double().numpy() for b in batches])
+    mean = x.mean(0)
+    xc = x - mean
+    return x.shape[0], mean, xc.T @ xc
+
+
+def _assert_moments_close(m, batches, rtol=1e-12):
+    n, mean, m2 = _reference_moments(batches)
+    assert m.count == n
+    sd = np.sqrt(np.diag(m2) / n)
+    assert np.all(np.abs(m.mean - mean) <= rtol * (np.abs(mean) + sd))
+    scale = np.sqrt(np.outer(np.diag(m2), np.diag(m2)))
+    assert np.all(np.abs(m.m2 - m2) <= rtol * scale)
+    assert np.array_equal(m.m2, m.m2.T)   # mirrored: symmetric bit for bit
+
+
+@pytest.mark.parametrize("syrk", [True, False])
+def test_gram_moments_equal_numpy_covariance_with_a_large_offset(syrk):
+    # Offset 1e4 standard deviations: a Gram matrix about 0 would lose 8 digits to cancellation.
+    offsets = torch.linspace(-1e4, 3e4, 9)
+    batches = [_rows(300 + 17 * i, 9, offset=offsets, scale=torch.linspace(0.5, 2, 9), seed=i)
+               for i in range(4)]
+    acc = _exact(9, syrk=syrk)
+    for b in batches:
+        acc.push(b, None)
+    acc.flush()
+    _assert_moments_close(_read(acc), batches)
+
+
+def test_gram_moments_equal_the_per_batch_route_of_sampled_mode():
+    # moments="sampled" at rate 1 reduces the same rows with per-batch centring (Chan's update).
+    batches = [_rows(200, 6, offset=5.0, seed=i) for i in range(3)]
+    gram, plain = _exact(6, syrk=True), _Sampled(6, moments=True, activity_kind=None, pre=False,
+                                                 syrk=True, hist=False)
+    for b in batches:
+        gram.push(b, None)
+        plain.push(b, None)
+    a, b = _read(gram), _read(plain)
+    assert a.count == b.count == 600
+    np.testing.assert_allclose(a.mean, b.mean, rtol=1e-13, atol=0)
+    np.testing.assert_allclose(a.m2, b.m2, rtol=1e-12, atol=1e-12 * np.abs(b.m2).max())
+
+
+@pytest.mark.parametrize("syrk", [True, False])
+def test_refold_when_the_mean_drifts_far_from_the_shift(syrk, monkeypatch):
+    calls = []
+    real_fold = _Gram.fold
+    monkeypatch.setattr(_Gram, "fold", lambda self: (calls.append(self.n), real_fold(self))[1])
+    # The first batch fixes the shift near 0; the second lies 1000 standard deviations away and
+    # is 40 times larger, so that the sum's G_ii / M2_ii (about 40) passes the bound: the
+    # spread between the batches no longer covers the offset from the shift.
+    batches = [_rows(100, 5, seed=1), _rows(4000, 5, offset=1000.0, seed=2),
+               _rows(50, 5, offset=999.0, seed=3)]
+    acc = _exact(5, syrk=syrk)
+    acc.push(batches[0], None)
+    acc.flush()
+    shift0 = acc.gram.shift.clone()
+    acc.push(batches[1], None)
+    acc.flush()
+    # The Gram matrix of batch 0 was folded away, and batch 1 (far from the old shift) recomputed
+    # about its own mean, which became the shift (rounded to float32).
+    assert calls == [100]
+    assert torch.all(acc.gram.shift > 990) and torch.all(shift0.abs() < 1)
+    assert torch.equal(acc.gram.shift, acc.gram.shift.float().double())
+    acc.push(batches[2], None)
+    acc.flush()
+    assert calls == [100]           # close to the new shift: added to the running matrix
+    _assert_moments_close(_read(acc), batches)
+    assert calls == [100, 4050]      # read-out folds the rest
+
+
+def test_no_refold_below_the_bound():
+    # Drift of 2 standard deviations: G_ii / M2_ii stays well under the bound.
+    assert _REFOLD == 16.0
+    acc = _exact(4, syrk=True)
+    acc.push(_rows(500, 4, seed=4), None)
+    acc.flush()
+    acc.push(_rows(500, 4, offset=2.0, seed=5), None)
+    acc.flush()
+    assert acc.gram.count == 0 and acc.gram.n == 1000
+
+
+@pytest.mark.parametrize("syrk", [True, False])
+def test_gram_chunks_give_the_same_moments_at_every_boundary(syrk, monkeypatch):
+    batches = [_rows(n, 7, offset=3.0, seed=n) for n in (1, 15, 16, 17, 40)]
+    whole = _exact(7, syrk=syrk)
+    for b in batches:
+        whole.push(b, None)
+    ref = _read(whole)
+    monkeypatch.setattr(accumulate, "_GRAM_ENTRIES", 8 * 16)   # 16 rows of [x - shift, 1] per chunk
+    chunked = _exact(7, syrk=syrk)
+    for b in batches:
+        chunked.push(b, None)
+        chunked.flush()
+    got = _read(chunked)
+    assert got.count == ref.count == 89
+    _assert_moments_close(got, batches)
+    np.testing.assert_allclose(got.m2, ref.m2, rtol=1e-13, atol=1e-13 * np.abs(ref.m2).max())
+
+
+@pytest.mark.parametrize("kind", ["relu", "relu6", "hswish"])
+@pytest.mark.parametrize("entries", [1 << 20, 30, 7])
+def test_chunked_activity_and_histogram_equal_the_direct_counts(kind, entries, monkeypatch):
+    monkeypatch.setattr(accumulate, "_ACT_ENTRIES", entries)
+    g = torch.Generator().manual_seed(6)
+    x = torch.randint(-8, 9, (53, 6), generator=g).float() * 0.75   # hits -3, 0 and 6 exactly
+    x[:, 5] = torch.randn(53, generator=g) * 1e3
+    for pre in (False, True):
+        acc = _Sampled(6, moments=False, activity_kind=kind, pre=pre, syrk=True, hist=True)
+        acc.push(x[:20], None)
+        acc.push(x[20:], None)
+        acc.flush()
+        mask = active_mask(x, kind, pre=pre)
+        assert acc.n_points == 53
+        assert torch.equal(acc.active, mask.sum(0))
+        assert torch.equal(acc.hist, torch.bincount(mask.sum(1), minlength=7))
+        sat = (x >= 6).sum(0) if kind == "relu6" else torch.zeros(6, dtype=torch.int64)
+        assert torch.equal(acc.saturated, sat)
+        assert torch.equal(acc.abs_hist, torch.bincount(abs_hist_bins(x).reshape(-1),
+                                                        minlength=ABS_HIST_BINS))
+        assert acc.hist_points == 53
+
+
+def test_histogram_of_float64_rows_equals_the_float32_bins():
+    x = torch.randn(40, 3, dtype=torch.float64) * 100
+    acc = _Sampled(3, moments=False, activity_kind=None, pre=False, syrk=True, hist=True)
+    acc.push(x, None)
+    acc.flush()
+    assert torch.equal(acc.abs_hist, torch.bincount(abs_hist_bins(x).reshape(-1), minlength=ABS_HIST_BINS))
+
+
+def test_a_shared_workspace_gives_the_same_results_as_separate_ones():
+    shared = _Workspace()
+    batches = {c: [_rows(300, c, offset=2.0, seed=c + i) for i in range(3)] for c in (3, 11, 40)}
+    one = {c: _exact(c, syrk=True, workspace=shared, kind="relu6", hist=True) for c in batches}
+    own = {c: _exact(c, syrk=True, workspace=_Workspace(), kind="relu6", hist=True) for c in batches}
+    for i in range(3):   # interleaved: each accumulator finds the buffers as another one left them
+        for c in batches:
+            one[c].push(batches[c][i], None)
+            own[c].push(batches[c][i], None)
+    for c in batches:
+        a, b = _read(one[c]), _read(own[c])
+        assert a.count == b.count and np.array_equal(a.mean, b.mean) and np.array_equal(a.m2, b.m2)
+        for f in ("active", "saturated", "hist", "abs_hist"):
+            assert torch.equal(getattr(one[c], f), getattr(own[c], f))
+        _assert_moments_close(a, batches[c])
+    # Allocated once, at the size of the largest request: a second pass allocates nothing.
+    before = {k: v.data_ptr() for k, v in shared.buffers.items()}
+    for c in batches:
+        one[c].push(batches[c][0], None)
+    assert {k: v.data_ptr() for k, v in shared.buffers.items()} == before
+
+
+def test_readout_midway_then_more_rows():
+    # Capture.stats() may be read before the capture ends: the state goes on from there.
+    batches = [_rows(100, 4, offset=7.0, seed=i) for i in range(3)]
+    acc = _exact(4, syrk=True)
+    acc.push(batches[0], None)
+    first = _read(acc)
+    _assert_moments_close(first, batches[:1])
+    m2_first = first.m2.copy()
+    acc.push(batches[1], None)
+    acc.push(batches[2], None)
+    _assert_moments_close(_read(acc), batches)
+    assert np.array_equal(first.m2, m2_first)   # the sink handed out is not changed later
