@@ -668,16 +668,21 @@ def _active_counts(flat: torch.Tensor, kind: str, pre: bool, scratch: _Scratch,
     return active, saturated if saturated is not None else torch.zeros_like(active)
 
 
+def _decided(op: str, value: float, lo: Any, hi: Any) -> tuple[Any, Any]:
+    """Whether every entry within [``lo``, ``hi``] passes ``op(x, value)``, and whether none does
+    (floats or per-channel tensors; a NaN bound decides nothing)."""
+    if op == "gt":
+        return lo > value, hi <= value
+    if op == "ge":
+        return lo >= value, hi < value
+    return hi < value, lo >= value   # "lt"
+
+
 def _settled(flat: torch.Tensor, op: str, value: float, lo: float, hi: float) -> torch.Tensor | None:
     """Per-channel counts of ``op(flat, value)`` when the tensor's range [``lo``, ``hi``]
     decides it for every entry (all true: each channel counts all its entries; all false:
     none), else None."""
-    if op == "gt":
-        every, none = lo > value, hi <= value
-    elif op == "ge":
-        every, none = lo >= value, hi < value
-    else:   # "lt"
-        every, none = hi < value, lo >= value
+    every, none = _decided(op, value, lo, hi)
     if not (every or none):
         return None
     c = flat.shape[1]
@@ -695,12 +700,7 @@ def _count_mixed(flat: torch.Tensor, op: str, value: float, scratch: _Scratch,
     every value on the false side none (NaN extrema decide nothing: those channels are compared).
     The undecided channels are compared in a copy of their own when they are under half of all."""
     lo, hi = extrema
-    if op == "gt":
-        every, none = lo > value, hi <= value
-    elif op == "ge":
-        every, none = lo >= value, hi < value
-    else:   # "lt"
-        every, none = hi < value, lo >= value
+    every, none = _decided(op, value, lo, hi)
     per_channel = flat.numel() // flat.shape[1]
     counts = every.to(torch.int64) * per_channel
     mixed = torch.nonzero(~(every | none)).squeeze(1)
