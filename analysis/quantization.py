@@ -80,6 +80,17 @@ def _check_bits(bits: int, func: str) -> int:
     return int(bits)
 
 
+def _points(points: ArrayLike, func: str) -> NDArray[np.float64]:
+    """``points`` as a float64 (n_points, C) array with C >= 1, or a ValueError naming ``func``."""
+    X = np.asarray(points, dtype=np.float64)
+    if X.ndim != 2 or X.shape[1] == 0:
+        raise ValueError(
+            f"The 'points' parameter of {func} must be a 2-D array (n_points, C) "
+            f"with C >= 1. Got an array of shape {X.shape} instead."
+        )
+    return X
+
+
 def fake_quantize(
     x: ArrayLike, *, bits: int = 8, per_channel: bool = False, symmetric: bool = False
 ) -> NDArray[np.float64]:
@@ -262,13 +273,7 @@ def quantization_metrics(
         Keys of :data:`QUANTIZATION_METRICS`. All-zero points give NaN ("zero signal"); an
         exact quantization (e.g. a constant cloud) gives +inf with a reason.
     """
-    bits = _check_bits(bits, "quantization_metrics")
-    X = np.asarray(points, dtype=np.float64)
-    if X.ndim != 2 or X.shape[1] == 0:
-        raise ValueError(
-            "The 'points' parameter of quantization_metrics must be a 2-D array (n_points, C) "
-            f"with C >= 1. Got an array of shape {X.shape} instead."
-        )
+    bits, X = _check_bits(bits, "quantization_metrics"), _points(points, "quantization_metrics")
     if X.shape[0] < 1:
         return undefined(QUANTIZATION_METRICS, "too few points: 0")
     reason = check_finite(X, name="points", family="quantization", point=point)
@@ -292,13 +297,7 @@ def resampled_metrics(
     calibrated_metrics(points, extent, bits=bits)``, without the two symmetric schemes, which get
     no redraw interval.
     """
-    bits = _check_bits(bits, "resampled_metrics")
-    X = np.asarray(points, dtype=np.float64)
-    if X.ndim != 2 or X.shape[1] == 0:
-        raise ValueError(
-            "The 'points' parameter of resampled_metrics must be a 2-D array (n_points, C) "
-            f"with C >= 1. Got an array of shape {X.shape} instead."
-        )
+    bits, X = _check_bits(bits, "resampled_metrics"), _points(points, "resampled_metrics")
     if X.shape[0] < 1 or not np.all(np.isfinite(X)):  # NaN with the reasons of the full functions
         full = quantization_metrics(X, bits=bits, point=point) | calibrated_metrics(X, extent, bits=bits, point=point)
         return {k: full[k] for k in RESAMPLED_METRICS}
