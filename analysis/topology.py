@@ -449,12 +449,14 @@ def greedy_permutation(
             f"Got {n_perm} instead."
         )
     full = None if distances is None else check_distances(distances, n, "greedy_permutation")
+    return _greedy(x, n_perm, full)
+
+
+def _greedy(x: np.ndarray, n_perm: int, full: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, float]:
+    """:func:`greedy_permutation` of a checked cloud ``x``, from its distance matrix ``full`` if given."""
+    n = x.shape[0]
     idx = np.zeros(n_perm, dtype=np.int64)
-    if full is not None or n <= DENSE_GREEDY_MAX:
-        # one matrix product beats n_perm matrix-vector products; rows agree with the
-        # one-at-a-time formula to ~1e-14 (the summation order of the dot products differs)
-        if full is None:
-            full = distance_matrix(x)
+    if full is not None:
         nearest = full[0].copy()
         for k in range(1, n_perm):
             i = int(np.argmax(nearest))
@@ -463,16 +465,33 @@ def greedy_permutation(
         return idx, full[idx], float(nearest.max())
     sq = np.einsum("ij,ij->i", x, x)
     dperm2all = np.empty((n_perm, n))
+    if n <= DENSE_GREEDY_MAX:
+        # The Gram matrix x x^T from one matrix product (numpy's syrk: a tenth of the time of
+        # n_perm matrix-vector products), but the distances only of the rows picked: each row is
+        # computed by the operations of distance_matrix in the same order, so it equals the
+        # matrix's row bit for bit and the points picked are those picked from the matrix
+        # (a caller that shares the matrix gets the same result); the n x n square roots of
+        # the whole matrix are skipped.
+        gram = x @ x.T
 
-    def row(i: int, out: np.ndarray) -> np.ndarray:
-        np.dot(x, x[i], out=out)
-        out *= -2.0
-        out += sq
-        out += sq[i]
-        np.maximum(out, 0.0, out=out)
-        np.sqrt(out, out=out)
-        out[i] = 0.0
-        return out
+        def row(i: int, out: np.ndarray) -> np.ndarray:
+            np.multiply(gram[i], -2.0, out=out)
+            out += sq[i]
+            out += sq
+            np.maximum(out, 0.0, out=out)
+            np.sqrt(out, out=out)
+            out[i] = 0.0
+            return out
+    else:
+        def row(i: int, out: np.ndarray) -> np.ndarray:
+            np.dot(x, x[i], out=out)
+            out *= -2.0
+            out += sq
+            out += sq[i]
+            np.maximum(out, 0.0, out=out)
+            np.sqrt(out, out=out)
+            out[i] = 0.0
+            return out
 
     nearest = row(0, dperm2all[0]).copy()
     for k in range(1, n_perm):
@@ -612,7 +631,7 @@ def persistent_homology(
         distances = check_distances(distances, n, func)
     subsample = n_perm is not None and n_perm < n
     if subsample:
-        idx_perm, dperm2all, r_cover = greedy_permutation(x, n_perm, distances=distances)
+        idx_perm, dperm2all, r_cover = _greedy(x, n_perm, distances)
         dm = dperm2all[:, idx_perm]
     else:
         idx_perm, r_cover = np.arange(n), 0.0
