@@ -321,11 +321,26 @@ def diagram_distances(diagram: np.ndarray, reference: np.ndarray) -> dict[str, f
     """
     a = _off_diagonal(_finite_bars(_check_diagram(diagram, "diagram_distances", "diagram")))
     b = _off_diagonal(_finite_bars(_check_diagram(reference, "diagram_distances", "reference")))
-    return {"bottleneck": _bottleneck(a, b), "wasserstein": _wasserstein(a, b)}
+    if len(a) == 0 or len(b) == 0:
+        return {"bottleneck": _bottleneck(a, b), "wasserstein": _wasserstein(a, b)}
+    linf, work = _pair_costs(a, b)
+    # the Wasserstein distance first: the bottleneck overwrites both arrays
+    wasserstein = _wasserstein(a, b, linf, work)
+    return {"bottleneck": _bottleneck(a, b, linf, work), "wasserstein": wasserstein}
 
 
-def _linf_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.maximum(np.abs(a[:, None, 0] - b[None, :, 0]), np.abs(a[:, None, 1] - b[None, :, 1]))
+def _pair_costs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """L_inf distance ||a_i - b_j||_inf of every pair, and a work array of the same shape.
+
+    Both distances read the one L_inf matrix, and every n x m intermediate is written into
+    these two arrays: fresh arrays of this size (about a megabyte) cost more in page faults
+    than the arithmetic on them."""
+    linf = np.subtract.outer(a[:, 0], b[:, 0])
+    np.abs(linf, out=linf)
+    work = np.subtract.outer(a[:, 1], b[:, 1])
+    np.abs(work, out=work)
+    np.maximum(linf, work, out=linf)
+    return linf, work
 
 
 def _covers_rows(adjacent: np.ndarray) -> bool:
@@ -333,41 +348,63 @@ def _covers_rows(adjacent: np.ndarray) -> bool:
     from scipy import sparse
     from scipy.sparse.csgraph import maximum_bipartite_matching
 
-    if adjacent.shape[0] == 0:
+    k, m = adjacent.shape
+    if k == 0:
         return True
+    degree = np.count_nonzero(adjacent, axis=1)
     # Hall's condition for single rows and for all rows together: cheap necessary checks
-    if not adjacent.any(axis=1).all() or adjacent.any(axis=0).sum() < adjacent.shape[0]:
+    if degree.min() == 0 or np.count_nonzero(adjacent.any(axis=0)) < k:
         return False
-    match = maximum_bipartite_matching(sparse.csr_matrix(adjacent), perm_type="column")
+    # and a sufficient one: a set S of rows reaches at least min degree >= k >= |S| columns
+    if degree.min() >= k:
+        return True
+    # the CSR arrays written directly (scipy's conversion of a dense matrix costs several times
+    # the matching)
+    indptr = np.zeros(k + 1, dtype=np.int32)
+    np.cumsum(degree, out=indptr[1:])
+    cols = np.nonzero(adjacent)[1].astype(np.int32)
+    graph = sparse.csr_matrix((np.ones(len(cols), dtype=np.int8), cols, indptr), shape=(k, m))
+    match = maximum_bipartite_matching(graph, perm_type="column")
     return bool(np.all(match >= 0))
 
 
-def _bottleneck(a: np.ndarray, b: np.ndarray) -> float:
+def _bottleneck(a: np.ndarray, b: np.ndarray, linf: np.ndarray | None = None,
+                work: np.ndarray | None = None) -> float:
     # Matching p to the diagonal costs half its persistence; the distance is at most r exactly
     # when the graph "||p - q||_inf <= r" has a matching that covers every point of either
     # diagram farther than r from the diagonal. A matching covering those of `a` and one
     # covering those of `b` give one covering both (Mendelsohn-Dulmage), so two one-sided
-    # maximum matchings decide it. The distance is one of the candidate costs, at least the
-    # lower bound `low`; `low` is checked first, and only if it fails is the smallest feasible
-    # candidate above it found by bisection (medians by selection, not a full sort).
+    # maximum matchings decide it. A pair that costs at least both its diagonal costs is never
+    # needed (matching both to the diagonal costs no more), so the graph and the candidate
+    # costs keep only the other pairs. The distance is one of the candidate costs, at least
+    # the lower bound `low`; `low` is checked first, and only if it fails is the smallest
+    # feasible candidate above it found by bisection (medians by selection, not a full sort).
+    # `linf` and `work` (from _pair_costs) are overwritten.
     da = (a[:, 1] - a[:, 0]) / 2.0
     db = (b[:, 1] - b[:, 0]) / 2.0
     if len(a) == 0 or len(b) == 0:
         return float(max(da.max(initial=0.0), db.max(initial=0.0)))
-    cost = _linf_matrix(a, b)
+    if linf is None or work is None:
+        linf, work = _pair_costs(a, b)
+    cost = linf
     # every point pays at least min(its diagonal cost, its nearest partner); all to the diagonal
     # is always feasible
     low = max(np.minimum(da, cost.min(axis=1)).max(), np.minimum(db, cost.min(axis=0)).max())
     best = max(da.max(), db.max())
+    if low >= best:
+        return float(best)
+    np.maximum.outer(da, db, out=work)
+    np.putmask(cost, cost >= work, np.inf)
 
     def feasible(r: float) -> bool:
         return _covers_rows(cost[da > r] <= r) and _covers_rows((cost[:, db > r] <= r).T)
 
-    if low >= best or feasible(low):
+    if feasible(low):
         # low is one of the candidate costs (a diagonal cost or a pair cost), so it is the answer
-        return float(min(low, best))
-    cand = np.concatenate([cost.ravel(), da, db])
-    cand = cand[(cand > low) & (cand < best)]
+        return float(low)
+    flat = cost.ravel()
+    cand = np.concatenate([flat[(flat > low) & (flat < best)], da[(da > low) & (da < best)],
+                           db[(db > low) & (db < best)]])
     while len(cand):
         r = np.partition(cand, len(cand) // 2)[len(cand) // 2]
         if feasible(r):
@@ -377,7 +414,8 @@ def _bottleneck(a: np.ndarray, b: np.ndarray) -> float:
     return float(best)
 
 
-def _wasserstein(a: np.ndarray, b: np.ndarray) -> float:
+def _wasserstein(a: np.ndarray, b: np.ndarray, linf: np.ndarray | None = None,
+                 work: np.ndarray | None = None) -> float:
     # Every point goes to the diagonal (cost delta(p)) unless matched to a partner q; matching
     # (p, q) saves s(p, q) = delta(p) + delta(q) - ||p - q||_2 over sending both to the
     # diagonal. So W = sum delta - max over partial matchings of the summed savings, and only
@@ -386,6 +424,9 @@ def _wasserstein(a: np.ndarray, b: np.ndarray) -> float:
     # that have at least one such pair gives the optimum; assigned pairs with s <= 0 go to the
     # diagonal. The distance is summed as the augmented-graph matching reads it: matched pairs
     # in the order of a's points, then a's and b's unmatched points in their order.
+    # ||p - q||_2 (np.hypot, the costly part) is computed only for the pairs whose L_inf
+    # distance is below delta(p) + delta(q): the others cannot save (||.||_2 >= ||.||_inf).
+    # `work` (from _pair_costs) is overwritten.
     from scipy.optimize import linear_sum_assignment
 
     n, m = len(a), len(b)
@@ -393,17 +434,29 @@ def _wasserstein(a: np.ndarray, b: np.ndarray) -> float:
     db = (b[:, 1] - b[:, 0]) / np.sqrt(2.0)
     if n == 0 or m == 0:
         return float(da.sum() + db.sum())
-    dist = np.hypot(a[:, None, 0] - b[None, :, 0], a[:, None, 1] - b[None, :, 1])
-    saving = da[:, None] + db[None, :] - dist
+    if linf is None or work is None:
+        linf, work = _pair_costs(a, b)
+    both = np.add.outer(da, db, out=work)
+    # the factor keeps the screen safe by a wide margin against a hypot rounded an ulp low
+    both *= 1.0 + 2.0**-40
+    i, j = np.divmod(np.flatnonzero(linf < both), m)
+    saving = (da[i] + db[j]) - np.hypot(a[i, 0] - b[j, 0], a[i, 1] - b[j, 1])
     positive = saving > 0
-    rows, cols = np.flatnonzero(positive.any(axis=1)), np.flatnonzero(positive.any(axis=0))
-    sub = np.maximum(saving[np.ix_(rows, cols)], 0.0)
-    r, c = linear_sum_assignment(sub, maximize=True)
-    keep = sub[r, c] > 0
+    i, j, saving = i[positive], j[positive], saving[positive]
+    in_rows, in_cols = np.zeros(n, dtype=bool), np.zeros(m, dtype=bool)
+    in_rows[i], in_cols[j] = True, True
+    rows, cols = np.flatnonzero(in_rows), np.flatnonzero(in_cols)
+    # minus the savings (clipped at 0: pairs without a saving hold -0.0), written into `work`:
+    # exactly the matrix linear_sum_assignment(savings, maximize=True) would negate in a copy
+    cost = work.ravel()[: len(rows) * len(cols)].reshape(len(rows), len(cols))
+    cost.fill(-0.0)
+    cost.ravel()[(np.cumsum(in_rows)[i] - 1) * len(cols) + np.cumsum(in_cols)[j] - 1] = -saving
+    r, c = linear_sum_assignment(cost)
+    keep = cost[r, c] < 0
     i, j = rows[r[keep]], cols[c[keep]]
     free_a, free_b = np.ones(n, dtype=bool), np.ones(m, dtype=bool)
     free_a[i], free_b[j] = False, False
-    return float(dist[i, j].sum() + da[free_a].sum() + db[free_b].sum())
+    return float(np.hypot(a[i, 0] - b[j, 0], a[i, 1] - b[j, 1]).sum() + da[free_a].sum() + db[free_b].sum())
 
 
 def greedy_permutation(
