@@ -440,7 +440,9 @@ def _wasserstein(a: np.ndarray, b: np.ndarray, linf: np.ndarray | None = None,
     # the factor keeps the screen safe by a wide margin against a hypot rounded an ulp low
     both *= 1.0 + 2.0**-40
     i, j = np.divmod(np.flatnonzero(linf < both), m)
-    saving = (da[i] + db[j]) - np.hypot(a[i, 0] - b[j, 0], a[i, 1] - b[j, 1])
+    a0, a1, b0, b1 = (np.ascontiguousarray(v) for v in (a[:, 0], a[:, 1], b[:, 0], b[:, 1]))
+    saving = da.take(i) + db.take(j)
+    saving -= np.hypot(a0.take(i) - b0.take(j), a1.take(i) - b1.take(j))
     positive = saving > 0
     i, j, saving = i[positive], j[positive], saving[positive]
     in_rows, in_cols = np.zeros(n, dtype=bool), np.zeros(m, dtype=bool)
@@ -450,13 +452,14 @@ def _wasserstein(a: np.ndarray, b: np.ndarray, linf: np.ndarray | None = None,
     # exactly the matrix linear_sum_assignment(savings, maximize=True) would negate in a copy
     cost = work.ravel()[: len(rows) * len(cols)].reshape(len(rows), len(cols))
     cost.fill(-0.0)
-    cost.ravel()[(np.cumsum(in_rows)[i] - 1) * len(cols) + np.cumsum(in_cols)[j] - 1] = -saving
+    rank_r, rank_c = np.cumsum(in_rows) - 1, np.cumsum(in_cols) - 1
+    cost.ravel()[rank_r.take(i) * len(cols) + rank_c.take(j)] = -saving
     r, c = linear_sum_assignment(cost)
     keep = cost[r, c] < 0
     i, j = rows[r[keep]], cols[c[keep]]
     free_a, free_b = np.ones(n, dtype=bool), np.ones(m, dtype=bool)
     free_a[i], free_b[j] = False, False
-    return float(np.hypot(a[i, 0] - b[j, 0], a[i, 1] - b[j, 1]).sum() + da[free_a].sum() + db[free_b].sum())
+    return float(np.hypot(a0[i] - b0[j], a1[i] - b1[j]).sum() + da[free_a].sum() + db[free_b].sum())
 
 
 def greedy_permutation(
