@@ -398,14 +398,15 @@ def _point_metrics(probe_result: Any, model: torch.nn.Module, blocks: Sequence[A
         # one distance matrix per cloud, shared by topology, the intrinsic dimension and its
         # half-sample redraws; points with equal reservoirs (aliased points: a block's input is
         # the previous block's output; a linear projection's pre-activation and its output)
-        # share a cloud id, whose metrics are computed once
+        # share a cloud id, whose metrics are computed once. Topology alone does not need the
+        # whole matrix: its greedy subsample computes the rows it picks, equal to the matrix's
+        # bit for bit
         cloud_dm = None
         cloud_id = None
         if cloud is not None and {"topology", "dimension"} & fams:
             cloud_id = _cloud_id(cloud_ids, distinct_clouds, np.asarray(res.values))
         topo_key = (cloud_id, config.topology_maxdim, config.topology_points)
-        if finite and (("topology" in fams and topo_key not in topology_cache)
-                       or ("dimension" in fams and cloud_id not in dimension_cache)):
+        if finite and "dimension" in fams and cloud_id not in dimension_cache:
             from analysis.topology import DENSE_GREEDY_MAX, distance_matrix
 
             cloud_dm = distance_matrix(cloud) if n_res <= DENSE_GREEDY_MAX else None

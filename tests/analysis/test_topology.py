@@ -292,6 +292,55 @@ def test_greedy_permutation_rejects_more_points_than_the_cloud():
         greedy_permutation(np.zeros((3, 2)), 4)
 
 
+def _greedy_clouds() -> list[np.ndarray]:
+    rng = np.random.default_rng(31)
+    return [
+        rng.standard_normal((300, 50)) * np.linspace(0.1, 3.0, 50),
+        # duplicated points: exact ties in every row, the first maximiser must win
+        np.repeat(rng.standard_normal((60, 7)), 5, axis=0)[rng.permutation(300)],
+        # small integers: every distance exact, many equal ones
+        rng.integers(0, 3, (250, 4)).astype(np.float64),
+    ]
+
+
+@pytest.mark.parametrize("cloud", range(3))
+def test_greedy_rows_equal_the_whole_matrix_bit_for_bit(cloud):
+    # without a shared matrix only the picked rows' distances are computed (one Gram matrix,
+    # then the operations of distance_matrix per row); with one, they are read from it. Same
+    # points, same distances, same cover radius, to the last bit, also where points tie
+    from analysis.topology import distance_matrix
+
+    x = _greedy_clouds()[cloud]
+    dm = distance_matrix(x)
+    for n_perm in (1, 2, 40, 120):
+        rows = greedy_permutation(x, n_perm)
+        full = greedy_permutation(x, n_perm, distances=dm)
+        np.testing.assert_array_equal(rows[0], full[0])
+        np.testing.assert_array_equal(rows[1], full[1])
+        np.testing.assert_array_equal(rows[1], dm[full[0]])
+        assert rows[2] == full[2]
+    res = persistent_homology(x, n_perm=120)
+    shared = persistent_homology(x, n_perm=120, distances=dm)
+    for ours, theirs in zip(res.diagrams, shared.diagrams):
+        np.testing.assert_array_equal(ours, theirs)
+    assert res.metrics == shared.metrics and res.cover_radius == shared.cover_radius
+
+
+@pytest.mark.parametrize("dense_max", [0, 10_000])
+@pytest.mark.parametrize("shared", [False, True])
+def test_greedy_permutation_takes_the_first_maximiser_on_ties(monkeypatch, dense_max, shared):
+    # 0 first; 2 and -2 tie at distance 2 (index 3 first), then -2; 1 and -1 tie at 1
+    import analysis.topology as topo
+
+    monkeypatch.setattr(topo, "DENSE_GREEDY_MAX", dense_max)
+    x = np.array([[0.0], [1.0], [-1.0], [2.0], [-2.0]])
+    dm = topo.distance_matrix(x) if shared else None
+    idx, dperm2all, r_cover = topo.greedy_permutation(x, 4, distances=dm)
+    assert idx.tolist() == [0, 3, 4, 1]
+    assert r_cover == 1.0
+    np.testing.assert_array_equal(dperm2all, np.abs(x[idx] - x.T))
+
+
 def test_diagram_distances_agree_with_persim():
     from persim import bottleneck, wasserstein
 
@@ -447,6 +496,58 @@ def test_diagram_distances_equal_the_previous_implementations(grid):
             assert d["wasserstein"] == pytest.approx(_wasserstein_sparse_assignment(a, c), rel=1e-13)
         else:
             assert d["wasserstein"] == _wasserstein_sparse_assignment(a, c)
+
+
+def _wasserstein_dense_assignment(a: np.ndarray, b: np.ndarray) -> float:
+    # the previous route: the L2 cost and the saving of every pair, one assignment of the
+    # clipped savings (maximize=True); the present one computes the L2 cost only of pairs
+    # whose L_inf cost is below the summed diagonal costs and writes the negated savings itself
+    from scipy.optimize import linear_sum_assignment
+
+    n, m = len(a), len(b)
+    da = (a[:, 1] - a[:, 0]) / np.sqrt(2.0)
+    db = (b[:, 1] - b[:, 0]) / np.sqrt(2.0)
+    if n == 0 or m == 0:
+        return float(da.sum() + db.sum())
+    dist = np.hypot(a[:, None, 0] - b[None, :, 0], a[:, None, 1] - b[None, :, 1])
+    saving = da[:, None] + db[None, :] - dist
+    positive = saving > 0
+    rows, cols = np.flatnonzero(positive.any(axis=1)), np.flatnonzero(positive.any(axis=0))
+    sub = np.maximum(saving[np.ix_(rows, cols)], 0.0)
+    r, c = linear_sum_assignment(sub, maximize=True)
+    keep = sub[r, c] > 0
+    i, j = rows[r[keep]], cols[c[keep]]
+    free_a, free_b = np.ones(n, dtype=bool), np.ones(m, dtype=bool)
+    free_a[i], free_b[j] = False, False
+    return float(dist[i, j].sum() + da[free_a].sum() + db[free_b].sum())
+
+
+@pytest.mark.parametrize("kind", ["random", "grid", "rips"])
+def test_wasserstein_equals_the_dense_assignment_bit_for_bit(kind):
+    rng = np.random.default_rng(41)
+    if kind == "rips":
+        x = rng.standard_normal((150, 48))
+        pairs = [(persistent_homology(x).diagrams[1],
+                  persistent_homology(np.maximum(x @ rng.standard_normal((48, 96)), 0.0)).diagrams[1])]
+    else:
+        pairs = [(_random_diagram(rng, m, kind == "grid"), _random_diagram(rng, n, kind == "grid"))
+                 for m, n in [(1, 1), (5, 30), (80, 60), (200, 190), (250, 3)]]
+    for a, c in pairs:
+        a, c = a[a[:, 1] > a[:, 0]], c[c[:, 1] > c[:, 0]]
+        assert diagram_distances(a, c)["wasserstein"] == _wasserstein_dense_assignment(a, c)
+        assert diagram_distances(c, a)["wasserstein"] == _wasserstein_dense_assignment(c, a)
+
+
+def test_wasserstein_pair_whose_linf_cost_equals_the_diagonal_costs():
+    # c's point is 2 delta away in both coordinates: its L_inf cost equals the summed diagonal
+    # costs, its L2 cost is sqrt 2 times that, so matching it saves nothing
+    a = np.array([[0.0, 2.0], [5.0, 5.5]])
+    delta = 2.0 / np.sqrt(2.0)
+    c = np.array([[2 * delta, 2 * delta + 2.0], [5.1, 5.5]])
+    assert np.max(np.abs(a[0] - c[0])) == 2 * delta
+    d = diagram_distances(a, c)
+    assert d["wasserstein"] == _wasserstein_dense_assignment(a, c)
+    assert d["wasserstein"] == pytest.approx(2 * delta + np.hypot(0.1, 0.0))
 
 
 def test_bottleneck_beyond_the_lower_bound():
