@@ -207,6 +207,20 @@ def test_topology_and_dimension_run_once_per_distinct_reservoir(monkeypatch) -> 
         assert pre.value == out.value
 
 
+def test_topology_alone_equals_topology_beside_the_dimension() -> None:
+    # beside the dimension family the cloud's distance matrix is computed once and shared;
+    # topology alone computes only the rows its greedy subsample picks, equal bit for bit
+    base = {"n_images": 24, "reservoir_size": 120, "topology_points": 40, "moment_positions": 8}
+    alone = run_study(_zoo("digits-linear-s0"), StudyConfig(**base, families=("topology",)), progress=False).metrics
+    both = run_study(_zoo("digits-linear-s0"), StudyConfig(**base, families=("topology", "dimension")),
+                     progress=False).metrics
+    both = both[both.metric.isin(set(alone.metric))]
+    key = ["point", "metric"]
+    alone, both = alone.sort_values(key).reset_index(drop=True), both.sort_values(key).reset_index(drop=True)
+    assert len(alone) > 50 and alone[key].equals(both[key])
+    np.testing.assert_array_equal(alone["value"].to_numpy(float), both["value"].to_numpy(float))
+
+
 def test_metric_jobs_in_threads_give_the_in_order_table(relu6: StudyResult, monkeypatch) -> None:
     # compute_metrics(workers=2) computes the Lemma-2 test, the reconstruction and the quantisation
     # family (with its redraws) in a thread pool; with BLAS on one thread the table must be the
