@@ -393,8 +393,6 @@ def _bottleneck(a: np.ndarray, b: np.ndarray, linf: np.ndarray | None = None,
     best = max(da.max(), db.max())
     if low >= best:
         return float(best)
-    np.maximum.outer(da, db, out=work)
-    np.putmask(cost, cost >= work, np.inf)
 
     def feasible(r: float) -> bool:
         return _covers_rows(cost[da > r] <= r) and _covers_rows((cost[:, db > r] <= r).T)
@@ -402,6 +400,9 @@ def _bottleneck(a: np.ndarray, b: np.ndarray, linf: np.ndarray | None = None,
     if feasible(low):
         # low is one of the candidate costs (a diagonal cost or a pair cost), so it is the answer
         return float(low)
+    # the pairs not needed leave the graph (feasibility is the same without them) and the candidates
+    np.maximum.outer(da, db, out=work)
+    np.putmask(cost, cost >= work, np.inf)
     flat = cost.ravel()
     cand = np.concatenate([flat[(flat > low) & (flat < best)], da[(da > low) & (da < best)],
                            db[(db > low) & (db < best)]])
