@@ -6,10 +6,12 @@ distances):
 1. Optional greedy-permutation (farthest-point) subsample of ``n_perm`` points
    (:func:`greedy_permutation`): the first point is point 0, each next one is the point farthest
    from those already chosen, exactly as ripser's own ``n_perm`` option picks them, but
-   vectorised (the cloud's distance matrix, :func:`distance_matrix`, from one matrix product,
-   instead of one scikit-learn ``pairwise_distances`` call per chosen point; a caller that
-   already holds that matrix, e.g. for the intrinsic dimension of the same cloud, passes it
-   as ``distances``). It returns the covering radius
+   vectorised (the cloud's Gram matrix from one matrix product, then the distances of the
+   ``n_perm`` rows picked only, by the operations of :func:`distance_matrix` in its order, so
+   equal to that matrix's rows bit for bit; instead of one scikit-learn ``pairwise_distances``
+   call per chosen point; a caller that already holds the whole matrix, e.g. for the
+   intrinsic dimension of the same cloud, passes it as ``distances``, with the same result).
+   It returns the covering radius
    r_cover = max_x min_p ||x - p|| (the Hausdorff distance from the subsample to the cloud),
    which bounds the error: by Rips stability (Chazal, de Silva & Oudot 2014) the subsample's
    diagram is within bottleneck distance 2 r_cover of the full cloud's. Greedy subsamples cover
@@ -289,15 +291,19 @@ def diagram_distances(diagram: np.ndarray, reference: np.ndarray) -> dict[str, f
       costs, at least the largest over points of min(diagonal cost, nearest partner). That
       lower bound is tried first (on the study's diagrams it is usually the answer: one long
       bar sets the distance); only when its matching check fails is the smallest feasible
-      cost found by bisection over the candidates above it. Before a matching is run, Hall's
-      condition on the whole side is checked (no more points to cover than partners they
-      reach), which rejects many infeasible r at once.
+      cost found by bisection over the candidates above it, without the pairs that cost at
+      least both their diagonal costs (matching both to the diagonal costs no more, so they
+      are never needed: the graph and the candidates shrink, the answer does not change).
+      Before a matching is run, Hall's condition on the whole side is checked (no more points
+      to cover than partners they reach), which rejects many infeasible r at once.
     * wasserstein: matching p with q instead of sending both to the diagonal saves
       s(p, q) = delta(p) + delta(q) - ||p - q||_2 (delta: the diagonal cost), so the distance is
       sum delta minus the largest total saving of a partial matching, and only pairs with
       s > 0 are worth matching. One dense maximum-weight assignment
       (``scipy.optimize.linear_sum_assignment``, savings clipped at 0) on the points that have
       such a pair solves it; an assigned pair with s <= 0 is sent to the diagonal instead.
+      ||p - q||_2 is computed only for the pairs whose L_inf distance (shared with the
+      bottleneck) is below delta(p) + delta(q); the others cannot save anything.
 
     Both agree with hera's exact bottleneck (``gudhi.hera.bottleneck_distance(delta=0)``), with
     POT's optimal transport (``gudhi.wasserstein``) and with persim to float rounding (tested,
