@@ -338,9 +338,8 @@ def diagram_distances(diagram: np.ndarray, reference: np.ndarray) -> dict[str, f
 def _pair_costs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """L_inf distance ||a_i - b_j||_inf of every pair, and a work array of the same shape.
 
-    Both distances read the one L_inf matrix, and every n x m intermediate is written into
-    these two arrays: fresh arrays of this size (about a megabyte) cost more in page faults
-    than the arithmetic on them."""
+    Both distances read the one L_inf matrix, and their n x m intermediates are written into
+    these two arrays instead of fresh ones."""
     linf = np.subtract.outer(a[:, 0], b[:, 0])
     np.abs(linf, out=linf)
     work = np.subtract.outer(a[:, 1], b[:, 1])
