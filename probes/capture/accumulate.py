@@ -12,6 +12,7 @@ All state stays on the activations' device until it is read out as numpy sinks
 from __future__ import annotations
 
 import math
+import mmap
 from collections.abc import Callable
 from typing import Any
 
@@ -483,24 +484,49 @@ class _Full:
 
 
 class _ReservoirRows:
-    """Reservoir rows of one capture point, aligned row by row with its block group's ids."""
+    """Reservoir rows of one capture point, aligned row by row with its block group's ids.
+
+    Each batch's candidate rows are copied into one buffer of the group's capacity
+    (:attr:`probes.capture.sampling._Group.capacity`, 2k rows), which the group keeps from
+    overflowing by compacting first; so the memory held does not grow with the number of
+    batches. (Keeping one small tensor per batch instead left tens of thousands of small
+    allocations spread over the heap in a long stream, each pinning resident pages between the
+    forward passes' activations.) On the CPU the buffer is an anonymous memory map
+    (:func:`_fresh_rows`): only the rows written become resident, and its pages go back to the
+    system when it is dropped.
+    """
 
     def __init__(self, name: str, group: _Group, step: int) -> None:
         self.name, self.group, self.step = name, group, step
-        self.pending: list[torch.Tensor] = []
+        self.rows: torch.Tensor | None = None   # (capacity, C): the first ``n`` rows are held
+        self.n = 0
         group.members.append(self)
 
+    def add(self, piece: torch.Tensor) -> None:
+        """Append ``piece`` (m, C), the rows of this batch's candidates (a copy, in float32)."""
+        n, m = self.n, piece.shape[0]
+        if self.rows is None or n + m > self.rows.shape[0]:
+            buf = _fresh_rows(max(n + m, self.group.capacity), piece.shape[1], piece.device)
+            if n:
+                buf[:n].copy_(self.rows[:n])
+            self.rows = buf
+        self.rows[n:n + m].copy_(piece)
+        self.n = n + m
+
     def compact_rows(self, order: torch.Tensor, *, expected: int) -> None:
-        """Keep the reservoir rows at ``order``, after checking they match the group's ids."""
-        n = sum(r.shape[0] for r in self.pending)
-        if n != expected:
+        """Keep the reservoir rows at ``order``, after checking they match the group's ids.
+
+        The kept rows become a tensor of their own and the buffer is dropped (the next
+        :meth:`add` maps a fresh one): what a snapshot (:meth:`reservoir`) holds is never
+        written again, and the rows past the kept ones stop being resident."""
+        if self.n != expected:
             raise RuntimeError(
                 f"Capture point {self.name} missed a forward pass of its block; its reservoir "
                 "can no longer be paired with the other points of the block."
             )
-        if n:
-            rows = self.pending[0] if len(self.pending) == 1 else torch.cat(self.pending)
-            self.pending = [rows[order.to(rows.device)]]
+        if self.n:
+            self.rows = self.rows[:self.n].index_select(0, order.to(self.rows.device))
+            self.n = int(self.rows.shape[0])
 
     def reservoir(self, channels: int) -> Reservoir:
         g = self.group
@@ -509,9 +535,20 @@ class _ReservoirRows:
         if g.held:
             ids = g.ids.cpu().numpy().astype(np.int64)
             ids[:, 1:] *= self.step
-            res.values = self.pending[0].cpu().numpy().astype(np.float32, copy=False)
+            res.values = self.rows[:self.n].cpu().numpy().astype(np.float32, copy=False)
             res.ids, res.priority = ids, from_keys(g.priority)
         return res
+
+
+def _fresh_rows(n: int, channels: int, device: torch.device) -> torch.Tensor:
+    """An uninitialised float32 (n, channels) tensor on ``device``; on the CPU backed by an
+    anonymous memory map of its own, whatever its size. The heap could hand out memory that an
+    earlier forward pass made resident, and keep it pinned while the buffer lives; fresh mapped
+    pages are resident only once written, and are unmapped when the tensor is freed."""
+    if torch.device(device).type != "cpu" or not hasattr(mmap, "MAP_ANONYMOUS"):
+        return torch.empty(n, channels, dtype=torch.float32, device=device)
+    buf = mmap.mmap(-1, max(1, n * channels) * 4, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return torch.frombuffer(buf, dtype=torch.float32, count=n * channels).view(n, channels)
 
 
 class _Scratch:

@@ -243,13 +243,7 @@ class _Slot:
             for rr, k in feed.reservoirs:
                 a, b = spans[k]
                 if b > a:
-                    piece = res[a:b]
-                    if piece.dtype != torch.float32:
-                        piece = piece.float()
-                    elif piece.shape[0] != res.shape[0]:
-                        # A slice would keep the whole gather alive while the reservoir holds it.
-                        piece = piece.clone()
-                    rr.pending.append(piece)
+                    rr.add(res[a:b])   # copied into the point's buffer
 
 
 @dataclasses.dataclass

@@ -138,8 +138,13 @@ class _Group:
 
     def __init__(self, k: int, seed: int, out_hw: tuple[int, int], cap: int | None = None) -> None:
         self.k, self.seed, self.out_hw, self.cap = k, seed, out_hw, cap
-        self.ids: torch.Tensor | None = None        # (n, 3) block-frame ids of the rows held
-        self.priority: torch.Tensor | None = None   # (n,) int64 keys
+        #: Rows held at most: a batch adds at most k candidates, and the group compacts to the
+        #: k smallest priorities before a batch's would pass it. Members size their buffers so.
+        self.capacity = 2 * k
+        self.ids: torch.Tensor | None = None        # (held, 3) block-frame ids of the rows held
+        self.priority: torch.Tensor | None = None   # (held,) int64 keys
+        self._ids: torch.Tensor | None = None       # (capacity, 3) and (capacity,) buffers of
+        self._priority: torch.Tensor | None = None  # which ids and priority are the first rows
         self.held = 0
         self.n_seen = 0
         self.members: list[_ReservoirRows] = []
@@ -158,8 +163,14 @@ class _Group:
         order = torch.sort(self.priority, stable=True).indices[: self.k]
         for m in self.members:
             m.compact_rows(order, expected=self.held)
-        self.ids, self.priority = self.ids[order], self.priority[order]
-        self.held = int(order.shape[0])
+        n = int(order.shape[0])
+        self._ids[:n] = self.ids[order]
+        self._priority[:n] = self.priority[order]
+        self._hold(n)
+
+    def _hold(self, n: int) -> None:
+        self.held = n
+        self.ids, self.priority = self._ids[:n], self._priority[:n]
 
     def candidates(self, batch: _Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(b, y_out * W_out + x_out) of this batch's candidates (computed once per batch):
@@ -167,8 +178,6 @@ class _Group:
         return batch.cached(("group", id(self)), lambda: self._candidates(batch, device))
 
     def _candidates(self, batch: _Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.held > 2 * self.k:
-            self.compact()
         prio = batch.keys(self.seed, self.out_hw, Reservoir.SALT, device)
         self.n_seen += prio.shape[0]
         thr = self.threshold()
@@ -178,15 +187,20 @@ class _Group:
             sel = torch.nonzero(prio < thr).squeeze(1)
         if sel.shape[0] > self.k:
             sel = sel[torch.sort(prio[sel], stable=True).indices[: self.k]]
+        m = int(sel.shape[0])
+        if self.held + m > self.capacity:
+            # Compacting does not change the threshold (the k-th smallest stays), nor the
+            # order of ties: rows are kept in (priority, arrival) order.
+            self.compact()
         n_out = self.out_hw[0] * self.out_hw[1]
         b, pos = sel // n_out, sel % n_out
-        ids = torch.stack([b + batch.offset, pos // self.out_hw[1], pos % self.out_hw[1]], dim=1)
-        if self.ids is None:
-            self.ids, self.priority = ids, prio[sel]
-        else:
-            self.ids = torch.cat([self.ids, ids])
-            self.priority = torch.cat([self.priority, prio[sel]])
-        self.held += int(sel.shape[0])
+        if self._ids is None:
+            self._ids = torch.empty(self.capacity, 3, dtype=torch.int64, device=device)
+            self._priority = torch.empty(self.capacity, dtype=torch.int64, device=device)
+        h = self.held
+        self._ids[h:h + m] = torch.stack([b + batch.offset, pos // self.out_hw[1], pos % self.out_hw[1]], dim=1)
+        self._priority[h:h + m] = prio[sel]
+        self._hold(h + m)
         return b, pos
 
 

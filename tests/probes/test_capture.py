@@ -665,3 +665,39 @@ def test_channels_last_model_gives_extent_and_reservoir_of_its_tensors(model, im
         assert r.values.shape[0] > 0
         b, y, xx = r.ids[:, 0], r.ids[:, 1], r.ids[:, 2]
         np.testing.assert_array_equal(r.values, ref_t.numpy()[b, :, y, xx].astype(np.float32))
+
+
+def test_reservoir_state_stays_bounded_over_many_batches_and_stays_exact(model, images, points):
+    """The reservoir rows of a point go into one buffer of 2k rows, which the block group keeps
+    from overflowing by compacting in the stream: the state does not grow with the number of
+    batches, a snapshot taken mid-run is not overwritten by later batches, and the result is
+    the exact bottom-K of every position of the block's output frame."""
+    block, k = "blocks.3", 5    # output frame 8 x 8: up to k candidates per image
+    x = torch.cat([images] * 3)    # 36 images, one per forward pass: many compactions
+    held, rows = [], []
+    with capture(model, f"{block}.*", example_input=images[:1], reservoir_size=k, seed=3) as cap, \
+            torch.no_grad():
+        members = [ps.reservoir for ps in cap._sinks.values() if ps.reservoir is not None]
+        for i in range(x.shape[0]):
+            model(x[i:i + 1])
+            held.append(max(g.held for g in cap._groups))
+            rows.append(max(m.rows.shape[0] for m in members))
+            if i == 10:
+                snap = cap.result()
+                snap_values = {n: s.reservoir.values.copy() for n, s in snap.stats.items()}
+    assert max(held) == 2 * k and max(rows) == 2 * k      # filled up to the capacity, never past it
+    stats = cap.stats()
+
+    def bottom_k(n_images):
+        b, y, xx = np.meshgrid(np.arange(n_images), np.arange(8), np.arange(8), indexing="ij")
+        prio = position_hash(3, b, y, xx, salt=Reservoir.SALT).ravel()
+        return np.stack([b.ravel(), y.ravel(), xx.ravel()], 1)[np.argsort(prio, kind="stable")[:k]]
+
+    for n_images, st in ((36, stats), (11, snap.stats)):
+        for name, s in st.items():
+            r = s.reservoir
+            np.testing.assert_array_equal(r.block_ids(), bottom_k(n_images), err_msg=name)
+            t = _reference(model, points[name], x[:n_images])
+            np.testing.assert_array_equal(r.values, t[r.ids[:, 0], :, r.ids[:, 1], r.ids[:, 2]].float().numpy())
+    for name, s in snap.stats.items():
+        np.testing.assert_array_equal(s.reservoir.values, snap_values[name], err_msg=name)
