@@ -215,6 +215,10 @@ class _Slot:
         flat = t.reshape(shape[0], self.channels, -1)
         self._reduce_full(t, batch.scratch)
         index, n_sample, spans, mask = self._plan(batch, t.device)
+        exact = [acc.exact for feed in self.feeds.values() for acc in feed.sampled]
+        if n_sample is None and exact and all(exact):
+            self._take_positions(flat, index, spans)
+            return
         if n_sample is None:   # every position: all rows, the reservoir rows picked from them
             rows = flat.transpose(1, 2).reshape(-1, self.channels)
             if rows.untyped_storage().data_ptr() == t.untyped_storage().data_ptr():
@@ -239,17 +243,38 @@ class _Slot:
                     acc.push(sample, mask)
             if not feed.reservoirs:
                 continue
-            res = vr[index] if n_sample is None else vr
-            for rr, k in feed.reservoirs:
-                a, b = spans[k]
-                if b > a:
-                    piece = res[a:b]
-                    if piece.dtype != torch.float32:
-                        piece = piece.float()
-                    elif piece.shape[0] != res.shape[0]:
-                        # A slice would keep the whole gather alive while the reservoir holds it.
-                        piece = piece.clone()
-                    rr.pending.append(piece)
+            self._hold_reservoirs(feed, vr[index] if n_sample is None else vr, spans)
+
+    def _take_positions(self, flat: torch.Tensor, index: torch.Tensor,
+                        spans: list[tuple[int, int]]) -> None:
+        """Every position of ``flat`` (B, C, H*W) into exact-mode accumulators, which reduce the
+        channel-major view as it is (:meth:`_Sampled.push_positions`, before this hook returns:
+        no rows are built or kept), and the reservoir rows (row numbers ``index``) gathered
+        from it: the same values as the rows path gives."""
+        hw = flat.shape[2]
+        where = None
+        for feed in self.feeds.values():
+            vx = flat if feed.fn is None else feed.fn(flat)
+            for acc in feed.sampled:
+                acc.push_positions(vx)
+            if feed.reservoirs:
+                if where is None:
+                    where = (index // hw, index % hw)
+                self._hold_reservoirs(feed, vx[where[0], :, where[1]], spans)
+
+    @staticmethod
+    def _hold_reservoirs(feed: _Feed, res: torch.Tensor, spans: list[tuple[int, int]]) -> None:
+        """Hand each reservoir of ``feed`` its span of the gathered rows ``res``."""
+        for rr, k in feed.reservoirs:
+            a, b = spans[k]
+            if b > a:
+                piece = res[a:b]
+                if piece.dtype != torch.float32:
+                    piece = piece.float()
+                elif piece.shape[0] != res.shape[0]:
+                    # A slice would keep the whole gather alive while the reservoir holds it.
+                    piece = piece.clone()
+                rr.pending.append(piece)
 
 
 @dataclasses.dataclass
