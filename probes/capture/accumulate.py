@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -98,9 +99,10 @@ class _Workspace:
         """``n`` float64 entries (the chunk of rows of a Gram update)."""
         return self._get("f64", n, torch.float64, device)
 
-    def gram(self, n: int, device: torch.device) -> torch.Tensor:
-        """``n`` float64 entries (a chunk's own Gram matrix)."""
-        return self._get("gram", n, torch.float64, device)
+    def gram(self, n: int, device: torch.device, k: int = 0) -> torch.Tensor:
+        """``n`` float64 entries (a chunk's own Gram matrix; ``k``: that of the ``k``-th thread
+        of a split update)."""
+        return self._get("gram" if k == 0 else f"gram.{k}", n, torch.float64, device)
 
     def f32(self, k: int, n: int, device: torch.device) -> torch.Tensor:
         """``n`` float32 entries of buffer ``k`` (0 or 1)."""
@@ -143,8 +145,8 @@ class _Gram:
     thread pool (see :class:`_Sampled`).
     """
 
-    def __init__(self, channels: int, syrk: bool) -> None:
-        self.channels, self.syrk = channels, syrk
+    def __init__(self, channels: int, syrk: bool, workers: int = 1) -> None:
+        self.channels, self.syrk, self.workers = channels, syrk, max(1, workers)
         self.shift: torch.Tensor | None = None
         self.g: Any = None          # the running Gram matrix, numpy (syrk) or a tensor
         self.n = 0                  # rows in ``g``
@@ -196,7 +198,9 @@ class _Gram:
         if self.g is None:
             self.g = (np.zeros((c + 1, c + 1), order="F") if syrk
                       else torch.zeros(c + 1, c + 1, dtype=torch.float64, device=device))
-            self.upper = syrk
+            # dsyrk fills the upper triangle only, and a torch product of the channel-major chunk
+            # (``zt zt^T``) need not be symmetric bit for bit: the upper one is mirrored at readout.
+            self.upper = True
         for part in parts:
             g = self._chunk(part, workspace, syrk)
             m = part.shape[0] if part.ndim == 2 else part.shape[0] * part.shape[2]
@@ -241,12 +245,26 @@ class _Gram:
         body.sub_(self.shift.view(c, 1, 1))
         zt[c] = 1.0
         g = workspace.gram((c + 1) * (c + 1), part.device)
-        if syrk:
-            gn = g.numpy().reshape((c + 1, c + 1), order="F")
-            gn.fill(0.0)
+        if not syrk:
+            return torch.mm(zt, zt.T, out=g.view(c + 1, c + 1))
+        gn = g.numpy().reshape((c + 1, c + 1), order="F")
+        ztn = zt.numpy()
+        w = min(self.workers, m * (c + 1) * (c + 1) // _SPLIT_MADDS + 1)
+        if w == 1:
             # zt (C+1, m) row-major is z (m, C+1) in column-major order: z^T z is dsyrk trans=1.
-            return blas.dsyrk(1.0, zt.numpy().T, beta=0.0, c=gn, trans=1, lower=0, overwrite_c=1)
-        return torch.mm(zt, zt.T, out=g.view(c + 1, c + 1))
+            return _syrk_t(ztn, gn)
+        # Split over the positions: each thread's dsyrk of its columns into a Gram of its own
+        # (BLAS releases the GIL), summed here.
+        edges = [m * i // w for i in range(w + 1)]
+        others = [workspace.gram((c + 1) * (c + 1), part.device, k).numpy().reshape((c + 1, c + 1), order="F")
+                  for k in range(1, w)]
+        futures = [_pool(w - 1).submit(_syrk_t, ztn[:, edges[k]:edges[k + 1]], others[k - 1])
+                   for k in range(1, w)]
+        _syrk_t(ztn[:, :edges[1]], gn)
+        for f, o in zip(futures, others):
+            f.result()
+            gn += o
+        return gn
 
     def fold(self) -> None:
         """Fold the Gram matrix into (count, mean, M2) with Chan's update, and restart it."""
@@ -270,6 +288,25 @@ class _Gram:
         else:
             g.zero_()
         self.n = 0
+
+
+def _syrk_t(zt: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """``g = zt zt^T`` (upper triangle) of the row-major ``zt``, by dsyrk ``trans=1``."""
+    g.fill(0.0)
+    return blas.dsyrk(1.0, zt.T, beta=0.0, c=g, trans=1, lower=0, overwrite_c=1)
+
+
+#: Multiply-adds from which a Gram chunk is split between threads (:attr:`_Gram.workers`).
+_SPLIT_MADDS = 1 << 24
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool(n: int) -> ThreadPoolExecutor:
+    """A pool of at least ``n`` threads for the split Gram updates, shared by every capture."""
+    global _POOL
+    if _POOL is None or _POOL._max_workers < n:
+        _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="bnprobe-gram")
+    return _POOL
 
 
 def _passes(g: Any, n: int, other: Any = None, n_other: int = 0) -> bool:
@@ -296,12 +333,15 @@ class _Sampled:
 
     def __init__(self, channels: int, *, moments: bool, activity_kind: str | None, pre: bool,
                  syrk: bool, hist: bool, exact: bool = False,
-                 workspace: "_Workspace | None" = None) -> None:
+                 workspace: "_Workspace | None" = None, gram_threads: int | None = None) -> None:
         self.channels, self.want_moments, self.syrk, self.want_hist = channels, moments, syrk, hist
         self.activity_kind, self.pre = activity_kind, pre
         self.workspace = workspace if workspace is not None else _Workspace()
         # Exact mode: the moments are a running Gram matrix of [x - shift, 1] (see _Gram).
-        self.gram = _Gram(channels, syrk) if exact and moments else None
+        self.gram = None
+        if exact and moments:
+            self.gram = (_Gram(channels, syrk) if gram_threads is None
+                         else _Gram(channels, True, workers=gram_threads))
         self.exact = exact
         self.chunks: list[torch.Tensor] = []
         self.masks: list[torch.Tensor] = []
