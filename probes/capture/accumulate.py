@@ -108,6 +108,11 @@ class _Workspace:
         """``n`` float32 entries of buffer ``k`` (0 or 1)."""
         return self._get(f"f32.{k}", n, torch.float32, device)
 
+    def values(self, n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """``n`` entries of ``dtype`` for a whole activation (exact mode: a post-activation value
+        derived from its ``.pre`` tensor, reduced before the next one is made)."""
+        return self._get(f"values.{dtype}", n, dtype, device)
+
     def ones(self, n: int, device: torch.device) -> torch.Tensor:
         """A float32 vector of ``n`` ones (kept between calls)."""
         key = ("ones", torch.device(device))
