@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from probes.blocks import capture_points
-from probes.capture import ProbeResult, capture, probe, select_points
+from probes.capture import ProbeResult, accumulate, capture, probe, select_points
 from probes.capture.sampling import _MOMENT_SALT
 from probes.datasets import ImageDataset
 from probes.sinks import Reservoir, position_hash
@@ -91,12 +91,20 @@ def test_hooks_removed_after_error_inside_a_hook(model, images):
     assert _hook_count(model) == 0
 
 
-def test_exact_moments_equal_numpy_on_the_same_rows(model, images, points):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_exact_moments_equal_numpy_on_the_same_rows(model, images, points, threads, monkeypatch):
+    # threads=2: the Gram chunks are split between two threads (every chunk, whatever its size).
+    monkeypatch.setattr(accumulate, "_SPLIT_MADDS", 1)
     names = ["blocks.1.expand.pre", "blocks.1.expand", "blocks.3.depthwise", "blocks.3.input"]
-    with capture(model, names, example_input=images[:1], moments="exact") as cap, torch.no_grad():
-        model(images[:5])
-        model(images[5:])
-    stats = cap.stats()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with capture(model, names, example_input=images[:1], moments="exact") as cap, torch.no_grad():
+            model(images[:5])
+            model(images[5:])
+        stats = cap.stats()
+    finally:
+        torch.set_num_threads(before)
     assert cap.n_images == 12
     for name in names:
         ref = _rows(_reference(model, points[name], images))
@@ -104,6 +112,11 @@ def test_exact_moments_equal_numpy_on_the_same_rows(model, images, points):
         assert m.count == len(ref)
         np.testing.assert_allclose(m.mean, ref.mean(0), rtol=1e-9, atol=1e-9)
         np.testing.assert_allclose(m.covariance(), np.cov(ref, rowvar=False), rtol=1e-7, atol=1e-9)
+        r64 = ref.astype(np.float64)
+        xc = r64 - r64.mean(0)
+        m2 = xc.T @ xc
+        scale = np.sqrt(np.outer(np.diag(m2), np.diag(m2)))
+        assert np.all(np.abs(m.m2 - m2) <= 1e-12 * scale)
 
 
 def test_sampled_moments_use_the_documented_hash_rule(model, images, points):
