@@ -109,8 +109,8 @@ class _Workspace:
         return self._get(f"f32.{k}", n, torch.float32, device)
 
     def values(self, n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-        """``n`` entries of ``dtype`` for a whole activation (exact mode: a post-activation value
-        derived from its ``.pre`` tensor, reduced before the next one is made)."""
+        """``n`` entries of ``dtype`` (exact mode: a run of images of a post-activation value
+        derived from its ``.pre`` tensor, reduced before the next run is made)."""
         return self._get(f"values.{dtype}", n, dtype, device)
 
     def ones(self, n: int, device: torch.device) -> torch.Tensor:

@@ -678,3 +678,33 @@ def test_channels_last_model_gives_extent_and_reservoir_of_its_tensors(model, im
         assert r.values.shape[0] > 0
         b, y, xx = r.ids[:, 0], r.ids[:, 1], r.ids[:, 2]
         np.testing.assert_array_equal(r.values, ref_t.numpy()[b, :, y, xx].astype(np.float32))
+
+
+def test_exact_derived_values_in_runs_of_images_equal_one_run(model, images, monkeypatch):
+    # A post-activation value derived from its .pre tensor is made and reduced run by run of
+    # images: runs of 1 image (entries and shift rows patched small) give the same sinks.
+    from probes.capture import hooks
+
+    def run():
+        with capture(model, "blocks.1.*", example_input=images[:1], moments="exact",
+                     reservoir_size=20) as cap, torch.no_grad():
+            model(images[:5])
+            model(images[5:])
+        return cap.stats()
+
+    whole = run()
+    monkeypatch.setattr(hooks, "_DERIVE_ENTRIES", 1)
+    monkeypatch.setattr(hooks, "_SHIFT_ROWS", 1)
+    runs = run()
+    assert any(n.endswith("expand") for n in whole)
+    for name, a in whole.items():
+        b = runs[name]
+        assert a.moments.count == b.moments.count
+        scale = np.sqrt(np.outer(np.diag(a.moments.m2), np.diag(a.moments.m2)))
+        assert np.all(np.abs(a.moments.m2 - b.moments.m2) <= 1e-13 * scale)
+        np.testing.assert_array_equal(a.reservoir.values, b.reservoir.values)
+        if a.activity is not None:
+            for f, v in vars(a.activity).items():
+                np.testing.assert_array_equal(v, vars(b.activity)[f])
+        for f, v in vars(a.extent).items():
+            np.testing.assert_array_equal(v, vars(b.extent)[f])
