@@ -145,9 +145,11 @@ class _Gram:
     16 eps times ``sqrt(M2_ii M2_jj)``. (A ratio of sums is at most the larger ratio of its
     parts, so checking the sum is enough.)
 
-    ``syrk``: CPU rows with torch on one thread are reduced by BLAS dsyrk (upper triangle only,
-    half the multiply-adds); otherwise by torch's matrix product on the rows' device, in torch's
-    thread pool (see :class:`_Sampled`).
+    ``syrk``: CPU rows are reduced by BLAS dsyrk (upper triangle only, half the multiply-adds);
+    otherwise by torch's matrix product on the rows' device. ``workers``: threads a large
+    channel-major chunk's dsyrk is split between, over its positions (a capture passes torch's
+    thread count, and holds BLAS itself to one thread). A capture in exact mode uses dsyrk on the
+    CPU at every thread count (torch's product took 2-3x as long on two threads).
     """
 
     def __init__(self, channels: int, syrk: bool, workers: int = 1) -> None:
