@@ -305,15 +305,15 @@ def _syrk_t(zt: np.ndarray, g: np.ndarray) -> np.ndarray:
 
 #: Multiply-adds from which a Gram chunk is split between threads (:attr:`_Gram.workers`).
 _SPLIT_MADDS = 1 << 24
-_POOL: ThreadPoolExecutor | None = None
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
 
 
 def _pool(n: int) -> ThreadPoolExecutor:
     """A pool of at least ``n`` threads for the split Gram updates, shared by every capture."""
     global _POOL
-    if _POOL is None or _POOL._max_workers < n:
-        _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="bnprobe-gram")
-    return _POOL
+    if _POOL is None or _POOL[0] < n:
+        _POOL = (n, ThreadPoolExecutor(max_workers=n, thread_name_prefix="bnprobe-gram"))
+    return _POOL[1]
 
 
 def _passes(g: Any, n: int, other: Any = None, n_other: int = 0) -> bool:
