@@ -3,6 +3,7 @@
     python benchmarks/capture.py                  # all rows below
     python benchmarks/capture.py --model digits --repeats 5 --threads 1
     python benchmarks/capture.py --model mobilenet_v2 --threads 1 2 --images 64
+    python benchmarks/capture.py --model mobilenet_v2 --rows exact   # bare forward and exact only
 
 Models: ``digits`` (digits-linear-s0 over the 1,797 digits, 32 px), ``mobilenet_v2``
 (torchvision's, random weights, ``--images`` random images at 224 px in batches of
