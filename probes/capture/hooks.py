@@ -222,7 +222,14 @@ class _Slot:
         index, n_sample, spans, mask = self._plan(batch, t.device)
         exact = [acc.exact for feed in self.feeds.values() for acc in feed.sampled]
         if n_sample is None and exact and all(exact):
-            self._take_positions(flat, index, spans)
+            threads = torch.get_num_threads()
+            if threads > 1:
+                torch.set_num_threads(1)
+            try:
+                self._take_positions(flat, index, spans)
+            finally:
+                if threads > 1:
+                    torch.set_num_threads(threads)
             return
         if n_sample is None:   # every position: all rows, the reservoir rows picked from them
             rows = flat.transpose(1, 2).reshape(-1, self.channels)
