@@ -3,6 +3,7 @@
     python benchmarks/capture.py                  # all rows below
     python benchmarks/capture.py --model digits --repeats 5 --threads 1
     python benchmarks/capture.py --model mobilenet_v2 --threads 1 2 --images 64
+    python benchmarks/capture.py --model mobilenet_v2 --rows exact   # bare forward and exact only
 
 Models: ``digits`` (digits-linear-s0 over the 1,797 digits, 32 px), ``mobilenet_v2``
 (torchvision's, random weights, ``--images`` random images at 224 px in batches of
@@ -136,9 +137,13 @@ def _rss(mode: str, repeat: int, batch_size: int, threads: int | None) -> dict[s
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def _rows(model: torch.nn.Module, x: torch.Tensor, bs: int, device: str, repeats: int
-          ) -> dict[str, tuple[float, float, float]]:
-    """Timed rows (bare forward, probe default / exact / no sinks) of ``model`` on ``x``."""
+ROWS = ("default", "exact", "no extent", "no sinks")
+
+
+def _rows(model: torch.nn.Module, x: torch.Tensor, bs: int, device: str, repeats: int,
+          only: tuple[str, ...] = ROWS) -> dict[str, tuple[float, float, float]]:
+    """Timed rows (bare forward, probe default / exact / no sinks) of ``model`` on ``x``; ``only``:
+    the probe rows to run (the bare forward always runs)."""
     from probes.capture import probe
 
     model = model.to(device).eval()
@@ -154,11 +159,13 @@ def _rows(model: torch.nn.Module, x: torch.Tensor, bs: int, device: str, repeats
     def run(**kw: object) -> Callable[[], object]:
         return lambda: probe(model, xd, batch_size=bs, device=device, progress=False, **kw)
 
+    rows = {"probe default": run(), "probe exact": run(moments="exact"),
+            "probe no extent": run(sinks=("moments", "activity", "reservoir")),
+            "probe no sinks": run(sinks=())}
     bare()
-    run()()  # warm-up: first-touch allocations and kernels
-    return _time({"bare forward": bare, "probe default": run(), "probe exact": run(moments="exact"),
-                  "probe no extent": run(sinks=("moments", "activity", "reservoir")),
-                  "probe no sinks": run(sinks=())}, repeats)
+    run(**({} if "default" in only else {"moments": "exact"}))()  # warm-up: first-touch allocations and kernels
+    return _time({"bare forward": bare, **{k: v for k, v in rows.items() if k[len("probe "):] in only}},
+                 repeats)
 
 
 def _table(times: dict[str, tuple[float, float, float]], rss: dict | None = None) -> None:
@@ -197,7 +204,7 @@ def _digits(args: argparse.Namespace) -> None:
     print(f"probe default: moments sampled ({cfg['moment_positions']:g} positions/image), activity "
           f"{cfg['activity_positions']:g} positions/image, reservoir K={cfg['reservoir_size']}, "
           "extent over every position")
-    times = _rows(model, x, bs, "cpu", args.repeats)
+    times = _rows(model, x, bs, "cpu", args.repeats, tuple(args.rows))
     rss = {}
     if not args.no_rss:
         for mode in ("default", "exact"):
@@ -221,7 +228,7 @@ def _mobilenet(args: argparse.Namespace, device: str) -> None:
         torch.set_num_threads(n)
         print(f"== torchvision mobilenet_v2 (random weights) on {device}: {args.images} images 3x224x224, "
               f"batches of {args.mobilenet_batch}; torch threads {n}; fastest of {args.repeats} runs ==")
-        _table(_rows(model, x, args.mobilenet_batch, device, args.repeats))
+        _table(_rows(model, x, args.mobilenet_batch, device, args.repeats, tuple(args.rows)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,6 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, nargs="+", default=None,
                         help="torch threads: digits uses the first, mobilenet_v2 each (default: torch's "
                              "choice for digits, 1 and 2 for mobilenet_v2)")
+    parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS),
+                        help="probe rows to time beside the bare forward (default all)")
     parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS subprocesses")
     parser.add_argument("--rss-child", nargs=2, metavar=("MODE", "REPEAT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

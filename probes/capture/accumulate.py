@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import mmap
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -99,13 +100,19 @@ class _Workspace:
         """``n`` float64 entries (the chunk of rows of a Gram update)."""
         return self._get("f64", n, torch.float64, device)
 
-    def gram(self, n: int, device: torch.device) -> torch.Tensor:
-        """``n`` float64 entries (a chunk's own Gram matrix)."""
-        return self._get("gram", n, torch.float64, device)
+    def gram(self, n: int, device: torch.device, k: int = 0) -> torch.Tensor:
+        """``n`` float64 entries (a chunk's own Gram matrix; ``k``: that of the ``k``-th thread
+        of a split update)."""
+        return self._get("gram" if k == 0 else f"gram.{k}", n, torch.float64, device)
 
     def f32(self, k: int, n: int, device: torch.device) -> torch.Tensor:
         """``n`` float32 entries of buffer ``k`` (0 or 1)."""
         return self._get(f"f32.{k}", n, torch.float32, device)
+
+    def values(self, n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """``n`` entries of ``dtype`` (exact mode: a run of images of a post-activation value
+        derived from its ``.pre`` tensor, reduced before the next run is made)."""
+        return self._get(f"values.{dtype}", n, dtype, device)
 
     def ones(self, n: int, device: torch.device) -> torch.Tensor:
         """A float32 vector of ``n`` ones (kept between calls)."""
@@ -139,13 +146,15 @@ class _Gram:
     16 eps times ``sqrt(M2_ii M2_jj)``. (A ratio of sums is at most the larger ratio of its
     parts, so checking the sum is enough.)
 
-    ``syrk``: CPU rows with torch on one thread are reduced by BLAS dsyrk (upper triangle only,
-    half the multiply-adds); otherwise by torch's matrix product on the rows' device, in torch's
-    thread pool (see :class:`_Sampled`).
+    ``syrk``: CPU rows are reduced by BLAS dsyrk (upper triangle only, half the multiply-adds);
+    otherwise by torch's matrix product on the rows' device. ``workers``: threads a large
+    channel-major chunk's dsyrk is split between, over its positions (a capture passes torch's
+    thread count, and holds BLAS itself to one thread). A capture in exact mode uses dsyrk on the
+    CPU at every thread count (torch's product took 2-3x as long on two threads).
     """
 
-    def __init__(self, channels: int, syrk: bool) -> None:
-        self.channels, self.syrk = channels, syrk
+    def __init__(self, channels: int, syrk: bool, workers: int = 1) -> None:
+        self.channels, self.syrk, self.workers = channels, syrk, max(1, workers)
         self.shift: torch.Tensor | None = None
         self.g: Any = None          # the running Gram matrix, numpy (syrk) or a tensor
         self.n = 0                  # rows in ``g``
@@ -158,31 +167,66 @@ class _Gram:
         n, c = rows.shape
         if n == 0:
             return
-        syrk = self.syrk and rows.device.type == "cpu"
+        step = max(1, _GRAM_ENTRIES // (c + 1))
+        self._add_parts((rows[start:start + step] for start in range(0, n, step)), workspace, rows)
+
+    def add_positions(self, x: torch.Tensor, workspace: _Workspace) -> None:
+        """Fold every position of ``x`` (B, C, P), channel-major (a (B, C, H*W) view of a
+        contiguous activation), into the Gram matrix: the same sums as :meth:`add` of its rows
+        ``x.transpose(1, 2).reshape(-1, C)``, without that transposed copy.
+
+        Chunks are runs of whole images (or of positions of one image, when an image alone has
+        over :data:`_GRAM_ENTRIES` entries); each is copied into the workspace as ``z^T``,
+        (C + 1) x (positions), and ``z^T z`` is one dsyrk with ``trans=1`` on it (or a torch
+        product), as fast as the row-major update without the transpose.
+        """
+        b, c, p = x.shape
+        if b * p == 0:
+            return
+        step = max(1, _GRAM_ENTRIES // (c + 1))
+        if p >= step:
+            parts = (x[i:i + 1, :, start:start + step] for i in range(b) for start in range(0, p, step))
+        else:
+            per = step // p
+            parts = (x[i:i + per] for i in range(0, b, per))
+        # The shift: the mean of the first rows in row order, as :meth:`add` takes it.
+        first = x[:-(-_SHIFT_ROWS // p)].transpose(1, 2).reshape(-1, c) if self.shift is None else x
+        self._add_parts(parts, workspace, first)
+
+    def _add_parts(self, parts: Any, workspace: _Workspace, first: torch.Tensor) -> None:
+        """Fold each chunk of ``parts`` ((m, C) rows or (b, C, P) positions) into the Gram matrix;
+        ``first``: (n, C) rows whose first :data:`_SHIFT_ROWS` give the shift if there is none
+        yet (otherwise any tensor on the rows' device)."""
+        c = self.channels
+        device = first.device
+        syrk = self.syrk and device.type == "cpu"
         if self.shift is None:
             # The mean of the first rows (a few thousand: a float64 column mean is slow in torch).
-            self.shift = rows[:_SHIFT_ROWS].double().mean(0).float().double()
+            self.shift = first[:_SHIFT_ROWS].double().mean(0).float().double()
         if self.g is None:
             self.g = (np.zeros((c + 1, c + 1), order="F") if syrk
-                      else torch.zeros(c + 1, c + 1, dtype=torch.float64, device=rows.device))
-            self.upper = syrk
-        step = max(1, _GRAM_ENTRIES // (c + 1))
-        for start in range(0, n, step):
-            part = rows[start:start + step]
+                      else torch.zeros(c + 1, c + 1, dtype=torch.float64, device=device))
+            # dsyrk fills the upper triangle only, and a torch product of the channel-major chunk
+            # (``zt zt^T``) need not be symmetric bit for bit: the upper one is mirrored at readout.
+            self.upper = True
+        for part in parts:
             g = self._chunk(part, workspace, syrk)
-            m = part.shape[0]
+            m = part.shape[0] if part.ndim == 2 else part.shape[0] * part.shape[2]
             if self.n and _passes(g, m, self.g, self.n):
                 self.fold()
             if not self.n and _passes(g, m):
                 # The chunk is far from the shift: recomputed about its own mean, the new shift.
-                offset = torch.as_tensor(g[:c, c] / m, device=rows.device)
+                offset = torch.as_tensor(g[:c, c] / m, device=device)
                 self.shift = (self.shift + offset).float().double()
                 g = self._chunk(part, workspace, syrk)
             self.g += g
             self.n += m
 
     def _chunk(self, part: torch.Tensor, workspace: _Workspace, syrk: bool) -> Any:
-        """The Gram matrix of ``[part - shift, 1]`` (a view of workspace memory)."""
+        """The Gram matrix of ``[part - shift, 1]`` (a view of workspace memory); ``part``: (m, C)
+        rows, or (b, C, P) positions (:meth:`add_positions`)."""
+        if part.ndim == 3:
+            return self._chunk_positions(part, workspace, syrk)
         m, c = part.shape
         z = workspace.f64(m * (c + 1), part.device).view(m, c + 1)
         # A cast copy, then a same-dtype subtraction: 1.3-3x faster than one mixed-dtype
@@ -197,6 +241,38 @@ class _Gram:
             # z^T z, upper triangle: z (m, C+1) row-major is z^T in column-major order.
             return blas.dsyrk(1.0, z.numpy().T, beta=0.0, c=gn, trans=0, lower=0, overwrite_c=1)
         return torch.mm(z.T, z, out=g.view(c + 1, c + 1))
+
+    def _chunk_positions(self, part: torch.Tensor, workspace: _Workspace, syrk: bool) -> Any:
+        """:meth:`_chunk` of (b, C, P) positions: ``zt = z^T`` (C + 1, b * P) row-major, filled
+        image by image (runs of P contiguous values), and ``zt zt^T``."""
+        b, c, p = part.shape
+        m = b * p
+        zt = workspace.f64((c + 1) * m, part.device).view(c + 1, m)
+        body = zt[:c].view(c, b, p)
+        body.copy_(part.transpose(0, 1))
+        body.sub_(self.shift.view(c, 1, 1))
+        zt[c] = 1.0
+        g = workspace.gram((c + 1) * (c + 1), part.device)
+        if not syrk:
+            return torch.mm(zt, zt.T, out=g.view(c + 1, c + 1))
+        gn = g.numpy().reshape((c + 1, c + 1), order="F")
+        ztn = zt.numpy()
+        w = min(self.workers, m * (c + 1) * (c + 1) // _SPLIT_MADDS + 1)
+        if w == 1:
+            # zt (C+1, m) row-major is z (m, C+1) in column-major order: z^T z is dsyrk trans=1.
+            return _syrk_t(ztn, gn)
+        # Split over the positions: each thread's dsyrk of its columns into a Gram of its own
+        # (BLAS releases the GIL), summed here.
+        edges = [m * i // w for i in range(w + 1)]
+        others = [workspace.gram((c + 1) * (c + 1), part.device, k).numpy().reshape((c + 1, c + 1), order="F")
+                  for k in range(1, w)]
+        futures = [_pool(w - 1).submit(_syrk_t, ztn[:, edges[k]:edges[k + 1]], others[k - 1])
+                   for k in range(1, w)]
+        _syrk_t(ztn[:, :edges[1]], gn)
+        for f, o in zip(futures, others):
+            f.result()
+            gn += o
+        return gn
 
     def fold(self) -> None:
         """Fold the Gram matrix into (count, mean, M2) with Chan's update, and restart it."""
@@ -220,6 +296,25 @@ class _Gram:
         else:
             g.zero_()
         self.n = 0
+
+
+def _syrk_t(zt: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """``g = zt zt^T`` (upper triangle) of the row-major ``zt``, by dsyrk ``trans=1``."""
+    g.fill(0.0)
+    return blas.dsyrk(1.0, zt.T, beta=0.0, c=g, trans=1, lower=0, overwrite_c=1)
+
+
+#: Multiply-adds from which a Gram chunk is split between threads (:attr:`_Gram.workers`).
+_SPLIT_MADDS = 1 << 24
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _pool(n: int) -> ThreadPoolExecutor:
+    """A pool of at least ``n`` threads for the split Gram updates, shared by every capture."""
+    global _POOL
+    if _POOL is None or _POOL[0] < n:
+        _POOL = (n, ThreadPoolExecutor(max_workers=n, thread_name_prefix="bnprobe-gram"))
+    return _POOL[1]
 
 
 def _passes(g: Any, n: int, other: Any = None, n_other: int = 0) -> bool:
@@ -246,12 +341,16 @@ class _Sampled:
 
     def __init__(self, channels: int, *, moments: bool, activity_kind: str | None, pre: bool,
                  syrk: bool, hist: bool, exact: bool = False,
-                 workspace: "_Workspace | None" = None) -> None:
+                 workspace: "_Workspace | None" = None, gram_threads: int | None = None) -> None:
         self.channels, self.want_moments, self.syrk, self.want_hist = channels, moments, syrk, hist
         self.activity_kind, self.pre = activity_kind, pre
         self.workspace = workspace if workspace is not None else _Workspace()
         # Exact mode: the moments are a running Gram matrix of [x - shift, 1] (see _Gram).
-        self.gram = _Gram(channels, syrk) if exact and moments else None
+        self.gram = None
+        if exact and moments:
+            self.gram = (_Gram(channels, syrk) if gram_threads is None
+                         else _Gram(channels, True, workers=gram_threads))
+        self.exact = exact
         self.chunks: list[torch.Tensor] = []
         self.masks: list[torch.Tensor] = []
         self.held = 0
@@ -281,11 +380,16 @@ class _Sampled:
         if not self.chunks:
             return
         sample = self.chunks[0] if len(self.chunks) == 1 else torch.cat(self.chunks)
+        mask = None
+        if self.masks:
+            mask = self.masks[0] if len(self.masks) == 1 else torch.cat(self.masks)
+        self.chunks, self.masks, self.held = [], [], 0
+        self._reduce(sample, mask)
+
+    def _reduce(self, sample: torch.Tensor, mask: torch.Tensor | None) -> None:
+        """Reduce the rows ``sample`` (the moments: those of ``mask``, if given)."""
         if self.want_moments:
-            if self.masks:
-                sample_m = sample[self.masks[0] if len(self.masks) == 1 else torch.cat(self.masks)]
-            else:
-                sample_m = sample
+            sample_m = sample if mask is None else sample[mask]
             if self.gram is not None:
                 self.gram.add(sample_m, self.workspace)
             else:
@@ -294,7 +398,26 @@ class _Sampled:
             self._add_activity(sample)
         if self.want_hist:
             self._add_hist(sample)
-        self.chunks, self.masks, self.held = [], [], 0
+
+    def push_positions(self, x: torch.Tensor) -> None:
+        """Reduce every position of ``x`` (B, C, P), channel-major, at once (exact mode only):
+        the same moments, activity counts and histogram as :meth:`push` of its rows
+        ``x.transpose(1, 2).reshape(-1, C)``, without building them. ``x`` may be a view of a
+        live tensor (it is reduced before this returns, nothing is kept). A view that is not
+        contiguous (a channels-last tensor, whose rows are the contiguous view) is reduced as
+        those rows."""
+        if not self.exact:
+            raise RuntimeError("push_positions is for exact-mode accumulators")
+        b, c, p = x.shape
+        if not x.is_contiguous():
+            self._reduce(x.transpose(1, 2).reshape(-1, c), None)
+            return
+        if self.want_moments:
+            self.gram.add_positions(x, self.workspace)
+        if self.activity_kind is not None:
+            self._add_activity_positions(x)
+        if self.want_hist:
+            self._add_hist_flat(x.reshape(-1), b * p)
 
     def _add_moments(self, rows: torch.Tensor) -> None:
         nb = rows.shape[0]
@@ -379,6 +502,62 @@ class _Sampled:
             h += torch.bincount(bits.view(-1), minlength=ABS_HIST_BINS)
         self.abs_hist = h if self.abs_hist is None else self.abs_hist.add_(h)
         self.hist_points += n
+
+    def _add_hist_flat(self, values: torch.Tensor, n: int) -> None:
+        """:meth:`_add_hist` of ``n`` positions whose values (any order) are the 1-D ``values``."""
+        h = torch.zeros(ABS_HIST_BINS, dtype=torch.int64, device=values.device)
+        for start in range(0, values.shape[0], _ACT_ENTRIES):
+            part = values[start:start + _ACT_ENTRIES]
+            if part.dtype != torch.float32:
+                part = part.float()
+            buf = self.workspace.f32(0, part.numel(), values.device)
+            torch.abs(part, out=buf)
+            bits = buf.view(torch.int32).bitwise_right_shift_(20)
+            h += torch.bincount(bits, minlength=ABS_HIST_BINS)
+        self.abs_hist = h if self.abs_hist is None else self.abs_hist.add_(h)
+        self.hist_points += n
+
+    def _add_activity_positions(self, x: torch.Tensor) -> None:
+        """:meth:`_add_activity` of the positions of ``x`` (B, C, P), channel-major: the same 0/1
+        terms in workspace buffers of the chunk's own shape (runs of whole images, or of one
+        image's positions), summed over the positions per channel and over the channels per
+        position (float32 sums of 0/1, exact: fewer than 2^24 terms per chunk)."""
+        b, c, p = x.shape
+        ws = self.workspace
+        if c * p <= _ACT_ENTRIES:
+            per = _ACT_ENTRIES // (c * p)
+            parts = (x[i:i + per] for i in range(0, b, per))
+        else:
+            step = max(1, _ACT_ENTRIES // c)
+            parts = (x[i:i + 1, :, start:start + step] for i in range(b) for start in range(0, p, step))
+        per_channel = torch.zeros(c, dtype=torch.int64, device=x.device)
+        saturated = torch.zeros(c, dtype=torch.int64, device=x.device)
+        hist = torch.zeros(c + 1, dtype=torch.int64, device=x.device)
+        for part in parts:
+            act = ws.f32(0, part.numel(), x.device).view(part.shape)
+            tmp = ws.f32(1, part.numel(), x.device).view(part.shape)
+            first = True
+            for sign, op, value in active_terms(self.activity_kind, pre=self.pre):
+                if first:
+                    _TORCH_OPS[op](part, value, out=act)
+                    first = False
+                    continue
+                _TORCH_OPS[op](part, value, out=tmp)
+                if sign < 0:
+                    act.sub_(tmp)
+                    if self.activity_kind == "relu6":
+                        saturated += tmp.sum(2).sum(0).to(torch.int64)
+                else:
+                    act.add_(tmp)
+            per_channel += act.sum(2).sum(0).to(torch.int64)
+            hist += torch.bincount(act.sum(1).view(-1).to(torch.int64), minlength=c + 1)
+        if self.active is None:
+            self.active, self.hist, self.saturated = per_channel, hist, saturated
+        else:
+            self.active += per_channel
+            self.hist += hist
+            self.saturated += saturated
+        self.n_points += b * p
 
     def moments(self) -> Moments:
         out = Moments(self.channels)

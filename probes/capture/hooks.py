@@ -23,6 +23,7 @@ from torch import nn
 
 from probes.blocks import CapturePoint
 from probes.capture.accumulate import (
+    _SHIFT_ROWS,
     _active_counts,
     _channel_extrema,
     _channel_view,
@@ -39,6 +40,10 @@ from probes.capture.sampling import _MOMENT_SALT, _Batch, _Group, rate_key
 #: ``.pre`` tensor they give the rows of the post-activation tensor bit for bit (they are
 #: clamps, no rounding). Checked on the example input before it is relied on.
 _DERIVABLE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"relu": F.relu, "relu6": F.relu6}
+
+
+#: Entries per run of images of a derived value in exact mode (:meth:`_Slot._take_positions`).
+_DERIVE_ENTRIES = 1 << 20
 
 
 @dataclasses.dataclass
@@ -215,6 +220,17 @@ class _Slot:
         flat = t.reshape(shape[0], self.channels, -1)
         self._reduce_full(t, batch.scratch)
         index, n_sample, spans, mask = self._plan(batch, t.device)
+        exact = [acc.exact for feed in self.feeds.values() for acc in feed.sampled]
+        if n_sample is None and exact and all(exact):
+            threads = torch.get_num_threads()
+            if threads > 1:
+                torch.set_num_threads(1)
+            try:
+                self._take_positions(flat, index, spans)
+            finally:
+                if threads > 1:
+                    torch.set_num_threads(threads)
+            return
         if n_sample is None:   # every position: all rows, the reservoir rows picked from them
             rows = flat.transpose(1, 2).reshape(-1, self.channels)
             if rows.untyped_storage().data_ptr() == t.untyped_storage().data_ptr():
@@ -239,11 +255,46 @@ class _Slot:
                     acc.push(sample, mask)
             if not feed.reservoirs:
                 continue
-            res = vr[index] if n_sample is None else vr
-            for rr, k in feed.reservoirs:
-                a, b = spans[k]
-                if b > a:
-                    rr.add(res[a:b])   # copied into the point's buffer
+            self._hold_reservoirs(feed, vr[index] if n_sample is None else vr, spans)
+
+    def _take_positions(self, flat: torch.Tensor, index: torch.Tensor,
+                        spans: list[tuple[int, int]]) -> None:
+        """Every position of ``flat`` (B, C, H*W) into exact-mode accumulators, which reduce the
+        channel-major view as it is (:meth:`_Sampled.push_positions`, before this hook returns:
+        no rows are built or kept), and the reservoir rows (row numbers ``index``) gathered
+        from it: the same values as the rows path gives."""
+        b, c, hw = flat.shape
+        raw = None
+        for feed in self.feeds.values():
+            if feed.sampled and (feed.fn is None or not flat.is_contiguous()):
+                vx = flat if feed.fn is None else feed.fn(flat)
+                for acc in feed.sampled:
+                    acc.push_positions(vx)
+            elif feed.sampled:
+                # A derived value (relu, relu6) made run by run of whole images, in place in a
+                # workspace buffer, and reduced while it is in the cache: the same values as
+                # ``fn(flat)``, without a new tensor of its size per call. A run holds at least
+                # the rows that fix a Gram matrix's shift (so it is the same as from all rows).
+                per = max(-(-_DERIVE_ENTRIES // (c * hw)), -(-_SHIFT_ROWS // hw))
+                ws = feed.sampled[0].workspace
+                for i in range(0, b, per):
+                    part = flat[i:i + per]
+                    buf = ws.values(part.numel(), part.dtype, part.device).view(part.shape)
+                    vx = feed.fn(buf.copy_(part), inplace=True)
+                    for acc in feed.sampled:
+                        acc.push_positions(vx)
+            if feed.reservoirs:
+                if raw is None:
+                    raw = flat[index // hw, :, index % hw]
+                self._hold_reservoirs(feed, raw if feed.fn is None else feed.fn(raw), spans)
+
+    @staticmethod
+    def _hold_reservoirs(feed: _Feed, res: torch.Tensor, spans: list[tuple[int, int]]) -> None:
+        """Hand each reservoir of ``feed`` its span of the gathered rows ``res``."""
+        for rr, k in feed.reservoirs:
+            a, b = spans[k]
+            if b > a:
+                rr.add(res[a:b])   # copied into the point's buffer
 
 
 @dataclasses.dataclass

@@ -322,7 +322,8 @@ def capture(
             if key not in shared:
                 shared[key] = _Sampled(ps.channels, moments=want_m, activity_kind=count_kind,
                                        pre=ps.point.pre, syrk=syrk, hist=want_e,
-                                       exact=moments == "exact", workspace=workspace)
+                                       exact=moments == "exact", workspace=workspace,
+                                       gram_threads=torch.get_num_threads() if moments == "exact" else None)
                 slot.feed(ps.feed).sampled.append(shared[key])
             ps.sampled = shared[key]
         if want_e:
@@ -376,8 +377,10 @@ def capture(
 
     handles: list[torch.utils.hooks.RemovableHandle] = []
     try:
-        # dsyrk (one torch thread) runs in numpy's BLAS; keep that BLAS off the other cores too.
-        with threadpool_limits(limits=1, user_api="blas") if syrk else contextlib.nullcontext():
+        # dsyrk (one torch thread; exact mode: one per torch thread, in threads of its own) runs in
+        # numpy's BLAS; keep that BLAS off the other cores too.
+        with (threadpool_limits(limits=1, user_api="blas") if syrk or moments == "exact"
+              else contextlib.nullcontext()):
             handles.append(model.register_forward_pre_hook(start))
             for slot in hooked:
                 handles.append(_register(model, slot.point, make_hook(slot),

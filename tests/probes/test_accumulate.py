@@ -192,3 +192,85 @@ def test_readout_midway_then_more_rows():
     acc.push(batches[2], None)
     _assert_moments_close(_read(acc), batches)
     assert np.array_equal(first.m2, m2_first)   # the sink handed out is not changed later
+
+
+def _positions(b, c, p, *, offset=0.0, seed=0):
+    """(B, C, P) channel-major positions with per-channel offsets and scales, and their rows."""
+    g = torch.Generator().manual_seed(seed)
+    scale = torch.linspace(0.5, 3.0, c).view(1, c, 1)
+    shift = (torch.linspace(-1.0, 1.0, c) * offset).view(1, c, 1)
+    x = (torch.randn(b, c, p, generator=g) * scale + shift).contiguous()
+    return x, x.transpose(1, 2).reshape(-1, c)
+
+
+@pytest.mark.parametrize("syrk", [True, False])
+@pytest.mark.parametrize("c", [1, 2, 7, 33])
+@pytest.mark.parametrize("gram_entries", [1 << 22, 8 * 5, 3])
+def test_positions_equal_the_rows_route_and_numpy(syrk, c, gram_entries, monkeypatch):
+    # gram_entries: whole batches per chunk, runs of images, and slices of one image's positions.
+    monkeypatch.setattr(accumulate, "_GRAM_ENTRIES", gram_entries)
+    monkeypatch.setattr(accumulate, "_ACT_ENTRIES", max(1, gram_entries // 2))
+    batches = [_positions(b, c, p, offset=1e3, seed=b) for b, p in ((3, 11), (1, 1), (5, 4))]
+    pos = _exact(c, syrk=syrk, kind="relu6", hist=True)
+    rows = _exact(c, syrk=syrk, kind="relu6", hist=True)
+    for x, r in batches:
+        pos.push_positions(x)
+        rows.push(r, None)
+    a, b = _read(pos), _read(rows)
+    _assert_moments_close(a, [r for _, r in batches], rtol=1e-13)
+    assert a.count == b.count == 3 * 11 + 1 + 5 * 4
+    for f in ("active", "saturated", "hist", "abs_hist", "n_points", "hist_points"):
+        assert torch.equal(torch.as_tensor(getattr(pos, f)), torch.as_tensor(getattr(rows, f))), f
+
+
+def test_positions_against_a_known_covariance():
+    # 200,000 positions drawn with a known covariance: the sample covariance of the rows (numpy,
+    # float64) to 1e-13, and both near the known one to sampling accuracy.
+    g = np.random.default_rng(3)
+    c = 5
+    a = g.normal(size=(c, c))
+    cov = a @ a.T + np.eye(c)
+    z = g.normal(size=(200_000, c)) @ np.linalg.cholesky(cov).T + 50.0
+    x = torch.from_numpy(z.astype(np.float32)).view(40, 5000, c).transpose(1, 2).contiguous()
+    acc = _exact(c, syrk=True)
+    acc.push_positions(x)
+    m = _read(acc)
+    rows = x.transpose(1, 2).reshape(-1, c)
+    _assert_moments_close(m, [rows], rtol=1e-13)
+    np.testing.assert_allclose(m.m2 / (m.count - 1), cov, rtol=0.05, atol=0.05 * np.abs(cov).max())
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_a_gram_chunk_split_between_threads_equals_one_call(workers, monkeypatch):
+    monkeypatch.setattr(accumulate, "_SPLIT_MADDS", 1)   # every chunk split
+    x, r = _positions(4, 13, 25, offset=10.0, seed=9)
+    one = _Sampled(13, moments=True, activity_kind=None, pre=False, syrk=True, hist=False,
+                   exact=True, gram_threads=1)
+    split = _Sampled(13, moments=True, activity_kind=None, pre=False, syrk=True, hist=False,
+                     exact=True, gram_threads=workers)
+    assert split.gram.workers == workers and split.gram.syrk
+    one.push_positions(x)
+    split.push_positions(x)
+    a, b = _read(one), _read(split)
+    _assert_moments_close(b, [r], rtol=1e-13)
+    np.testing.assert_allclose(b.m2, a.m2, rtol=1e-13, atol=1e-13 * np.abs(a.m2).max())
+
+
+def test_positions_of_a_non_contiguous_view_are_reduced_as_its_rows():
+    # A channels-last activation's (B, C, H*W) view is not contiguous: its rows are the view.
+    t = torch.randn(3, 6, 4, 5).to(memory_format=torch.channels_last)
+    flat = t.reshape(3, 6, -1)
+    assert not flat.is_contiguous()
+    acc, ref = _exact(6, syrk=True, kind="relu", hist=True), _exact(6, syrk=True, kind="relu", hist=True)
+    acc.push_positions(flat)
+    ref.push_positions(flat.contiguous())
+    a, b = _read(acc), _read(ref)
+    np.testing.assert_allclose(a.m2, b.m2, rtol=1e-13, atol=1e-13 * np.abs(b.m2).max())
+    for f in ("active", "hist", "abs_hist"):
+        assert torch.equal(getattr(acc, f), getattr(ref, f))
+
+
+def test_push_positions_is_for_exact_accumulators_only():
+    acc = _Sampled(3, moments=True, activity_kind=None, pre=False, syrk=True, hist=False)
+    with pytest.raises(RuntimeError, match="exact"):
+        acc.push_positions(torch.zeros(1, 3, 2))

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from probes.blocks import capture_points
-from probes.capture import ProbeResult, capture, probe, select_points
+from probes.capture import ProbeResult, accumulate, capture, probe, select_points
 from probes.capture.sampling import _MOMENT_SALT
 from probes.datasets import ImageDataset
 from probes.sinks import Reservoir, position_hash
@@ -91,12 +91,20 @@ def test_hooks_removed_after_error_inside_a_hook(model, images):
     assert _hook_count(model) == 0
 
 
-def test_exact_moments_equal_numpy_on_the_same_rows(model, images, points):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_exact_moments_equal_numpy_on_the_same_rows(model, images, points, threads, monkeypatch):
+    # threads=2: the Gram chunks are split between two threads (every chunk, whatever its size).
+    monkeypatch.setattr(accumulate, "_SPLIT_MADDS", 1)
     names = ["blocks.1.expand.pre", "blocks.1.expand", "blocks.3.depthwise", "blocks.3.input"]
-    with capture(model, names, example_input=images[:1], moments="exact") as cap, torch.no_grad():
-        model(images[:5])
-        model(images[5:])
-    stats = cap.stats()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with capture(model, names, example_input=images[:1], moments="exact") as cap, torch.no_grad():
+            model(images[:5])
+            model(images[5:])
+        stats = cap.stats()
+    finally:
+        torch.set_num_threads(before)
     assert cap.n_images == 12
     for name in names:
         ref = _rows(_reference(model, points[name], images))
@@ -104,6 +112,11 @@ def test_exact_moments_equal_numpy_on_the_same_rows(model, images, points):
         assert m.count == len(ref)
         np.testing.assert_allclose(m.mean, ref.mean(0), rtol=1e-9, atol=1e-9)
         np.testing.assert_allclose(m.covariance(), np.cov(ref, rowvar=False), rtol=1e-7, atol=1e-9)
+        r64 = ref.astype(np.float64)
+        xc = r64 - r64.mean(0)
+        m2 = xc.T @ xc
+        scale = np.sqrt(np.outer(np.diag(m2), np.diag(m2)))
+        assert np.all(np.abs(m.m2 - m2) <= 1e-12 * scale)
 
 
 def test_sampled_moments_use_the_documented_hash_rule(model, images, points):
@@ -701,3 +714,33 @@ def test_reservoir_state_stays_bounded_over_many_batches_and_stays_exact(model, 
             np.testing.assert_array_equal(r.values, t[r.ids[:, 0], :, r.ids[:, 1], r.ids[:, 2]].float().numpy())
     for name, s in snap.stats.items():
         np.testing.assert_array_equal(s.reservoir.values, snap_values[name], err_msg=name)
+
+
+def test_exact_derived_values_in_runs_of_images_equal_one_run(model, images, monkeypatch):
+    # A post-activation value derived from its .pre tensor is made and reduced run by run of
+    # images: runs of 1 image (entries and shift rows patched small) give the same sinks.
+    from probes.capture import hooks
+
+    def run():
+        with capture(model, "blocks.1.*", example_input=images[:1], moments="exact",
+                     reservoir_size=20) as cap, torch.no_grad():
+            model(images[:5])
+            model(images[5:])
+        return cap.stats()
+
+    whole = run()
+    monkeypatch.setattr(hooks, "_DERIVE_ENTRIES", 1)
+    monkeypatch.setattr(hooks, "_SHIFT_ROWS", 1)
+    runs = run()
+    assert any(n.endswith("expand") for n in whole)
+    for name, a in whole.items():
+        b = runs[name]
+        assert a.moments.count == b.moments.count
+        scale = np.sqrt(np.outer(np.diag(a.moments.m2), np.diag(a.moments.m2)))
+        assert np.all(np.abs(a.moments.m2 - b.moments.m2) <= 1e-13 * scale)
+        np.testing.assert_array_equal(a.reservoir.values, b.reservoir.values)
+        if a.activity is not None:
+            for f, v in vars(a.activity).items():
+                np.testing.assert_array_equal(v, vars(b.activity)[f])
+        for f, v in vars(a.extent).items():
+            np.testing.assert_array_equal(v, vars(b.extent)[f])
