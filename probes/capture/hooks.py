@@ -23,14 +23,14 @@ from torch import nn
 
 from probes.blocks import CapturePoint
 from probes.capture.accumulate import (
-    _active_counts,
-    _channel_extrema,
     _channel_view,
     _extent_pieces,
     _Full,
+    _partial_extrema,
     _ReservoirRows,
     _Sampled,
     _Scratch,
+    _term_counts,
     _use_pieces,
 )
 from probes.capture.sampling import _MOMENT_SALT, _Batch, _Group, rate_key
@@ -71,6 +71,8 @@ class _Slot:
         self.feeds: dict[str | None, _Feed] = {}
         self.frames: list[tuple[_Group, int]] = []   # (group, step) of each reservoir span
         self._key: tuple[Any, ...] | None = None
+        self._fulls: list[_Full] | None = None
+        self._terms: tuple[Any, ...] = ()
 
     def feed(self, kind: str | None) -> _Feed:
         if kind not in self.feeds:
@@ -161,30 +163,29 @@ class _Slot:
         return batch.cached(("flat", self._key), lambda: index[0] * n_pix + index[1])
 
     def _reduce_full(self, t: torch.Tensor, scratch: _Scratch) -> None:
-        """Feed every :class:`_Full` the per-channel min, max and active counts of ``t``
-        (B, C, H, W), each reduction computed once for all the points that need it."""
-        if not any(feed.full for feed in self.feeds.values()):
+        """Feed every :class:`_Full` the per-channel min, max and comparison counts of ``t``
+        (B, C, H, W), each reduction computed once for all the points that need it and left
+        partial (:func:`_partial_extrema`): the fulls fold it with their other held passes."""
+        if self._fulls is None:   # the feeds are fixed once the capture starts
+            self._fulls = [full for feed in self.feeds.values() for full in feed.full]
+            # relu / relu6: the same units are active before and after the activation, so a
+            # .pre point and its post point read the same comparisons.
+            self._terms = tuple(sorted({term for full in self._fulls for term in full.terms}))
+        if not self._fulls:
             return
         flat = _channel_view(t)
         n = t.shape[0] * t.shape[2] * t.shape[3]
-        counts: dict[tuple[str, bool], tuple[torch.Tensor, torch.Tensor]] = {}
+        counts: dict[Any, Any] | None = None
         if _use_pieces(flat):   # a large map on one thread: one pass over memory for all of it
-            kinds = list(dict.fromkeys((full.kind, full.pre and full.kind == "hswish")
-                                       for feed in self.feeds.values() for full in feed.full
-                                       if full.kind is not None))
-            ch_min, ch_max, counts = _extent_pieces(flat, kinds, scratch)
+            lo, hi, sums = _extent_pieces(flat, self._terms, scratch)
+            fold = None
+            counts = {term: (v, None) for term, v in sums.items()}
         else:
-            ch_min, ch_max = _channel_extrema(flat)
-        for feed in self.feeds.values():
-            for full in feed.full:
-                c = None
-                if full.kind is not None:
-                    # relu / relu6: the same units are active before and after the activation.
-                    key = (full.kind, full.pre and full.kind == "hswish")
-                    if key not in counts:
-                        counts[key] = _active_counts(flat, full.kind, key[1], scratch, (ch_min, ch_max))
-                    c = counts[key]
-                full.add(n, ch_min, ch_max, c)
+            lo, hi, fold = _partial_extrema(flat)
+            if self._terms:
+                counts = _term_counts(flat, self._terms, scratch, (lo, hi, fold))
+        for full in self._fulls:
+            full.add(n, lo, hi, counts, fold)
 
     def take(self, value: Any, batch: _Batch) -> None:
         """Reduce one hooked tensor into every point this slot feeds."""
