@@ -533,23 +533,22 @@ class _Scratch:
 
     def __init__(self) -> None:
         self.buffers: dict[torch.device, torch.Tensor] = {}
-        self.unit: dict[torch.device, torch.Tensor] = {}
+        # Views of the buffer by shape: the same few shapes come back at every pass.
+        self.views: dict[tuple[torch.Size, torch.device], torch.Tensor] = {}
 
     def get(self, shape: torch.Size, device: torch.device) -> torch.Tensor:
+        view = self.views.get((shape, device))
+        if view is not None:
+            return view
         n = shape.numel()
         buf = self.buffers.get(device)
         if buf is None or buf.numel() < n:
             del buf   # freed before the larger one is allocated
             self.buffers.pop(device, None)
+            self.views = {key: v for key, v in self.views.items() if key[1] != device}
             buf = self.buffers[device] = torch.empty(n, dtype=torch.float32, device=device)
-        return buf[:n].view(shape)
-
-    def ones(self, n: int, device: torch.device) -> torch.Tensor:
-        """A float32 vector of ``n`` ones (kept between calls)."""
-        v = self.unit.get(device)
-        if v is None or v.shape[0] < n:
-            v = self.unit[device] = torch.ones(n, dtype=torch.float32, device=device)
-        return v[:n]
+        view = self.views[shape, device] = buf[:n].view(shape)
+        return view
 
 
 def _channel_view(t: torch.Tensor) -> torch.Tensor:
@@ -589,8 +588,9 @@ def _wide_rows(x: torch.Tensor) -> tuple[torch.Tensor, int, torch.Tensor | None]
     if k == 1 or r < k:
         return x, 1, None
     main = r - r % k
-    rest = x[main:] if main < r else None
-    return x[:main].view(main // k, k * c), k, rest
+    if main == r:
+        return x.view(main // k, k * c), k, None
+    return x[:main].view(main // k, k * c), k, x[main:]
 
 
 def _finish(v: torch.Tensor, fold: Any, op: Callable[..., torch.Tensor]) -> torch.Tensor:
@@ -611,7 +611,7 @@ def _fold_columns(v: torch.Tensor, k: int, c: int, op: Callable[..., torch.Tenso
     return v if k == 1 else op(v.view(k, c), 0)
 
 
-def _partial_extrema(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Any]:
+def _partial_extrema(x: torch.Tensor, wide: Any = None) -> tuple[torch.Tensor, torch.Tensor, Any]:
     """Per-channel (min, max) of a :func:`_channel_view` before their last fold: ``(lo, hi,
     fold)``, finished by :func:`_finish` (the fold is left to whoever stacks several passes, so
     it runs once for all of them).
@@ -620,10 +620,10 @@ def _partial_extrema(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, Any]:
     results; leftover rows are folded in at once, giving (C,)); a contiguous (B, C, H*W) view
     with fewer than :data:`_SHORT_ROWS` positions over the images first ((C, H*W) results);
     longer rows to (C,). Min and max are exact, so the order of the reduction does not change
-    them.
+    them. ``wide``: :func:`_wide_rows` of a channels-last ``x``, if already taken.
     """
     if x.ndim == 2:
-        wide, k, rest = _wide_rows(x)
+        wide, k, rest = wide or _wide_rows(x)
         lo, hi = wide.amin(0), wide.amax(0)
         if rest is None:
             return lo, hi, (("cols", k) if k > 1 else None)
@@ -642,35 +642,34 @@ def _channel_extrema(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return _finish(lo, fold, torch.amin), _finish(hi, fold, torch.amax)
 
 
-def _partial_count(x: torch.Tensor, op: Callable[..., torch.Tensor], value: float, scratch: _Scratch
-                   ) -> tuple[torch.Tensor, Any]:
+def _partial_count(x: torch.Tensor, op: Callable[..., torch.Tensor], value: float, scratch: _Scratch,
+                   wide: Any = None) -> tuple[torch.Tensor, Any]:
     """Per-channel number of entries of a :func:`_channel_view` with ``op(x, value)``, before
     the last fold: ``(n, fold)``, finished by ``_finish(n.to(torch.int64), fold, torch.sum)``.
 
     The comparison writes 0/1 into a float32 scratch buffer of the same layout; the sums run in
     float32, which is exact below 2^24 ones: down the wide rows (:func:`_wide_rows`) of a
-    channels-last view as a BLAS matrix-vector product with ones (torch's column sums with a
-    float64 accumulator are ten times slower), in slices of fewer than 2^24 rows ((k*C,),
-    float32, or int64 over several slices); over the images of a contiguous view of fewer than
+    channels-last view (a column sum over rows of a multiple of 128 bytes: twice as fast as a
+    BLAS matrix-vector product with ones), in slices of at most 2^23 rows ((k*C,), float32, or
+    int64 over several slices); over the images of a contiguous view of fewer than
     :data:`_SHORT_ROWS` positions ((C, H*W), float32, when the whole count stays below 2^24);
-    otherwise along each image's positions, then in int64 over the batch ((C,)).
+    otherwise along each image's positions, then in int64 over the batch ((C,)). ``wide``:
+    :func:`_wide_rows` of a channels-last ``x``, if already taken.
     """
     if x.ndim == 3:
         buf = op(x, value, out=scratch.get(x.shape, x.device))
         if x.shape[2] < _SHORT_ROWS and x.shape[0] * x.shape[2] < _EXACT_ROWS:
             return buf.sum(0), ("rows", x.shape[2])   # short rows: over the images first
         return buf.sum(dim=2).to(torch.int64).sum(0), None
-    wide, k, rest = _wide_rows(x)
+    wide, k, rest = wide or _wide_rows(x)
     buf = op(wide, value, out=scratch.get(wide.shape, x.device))
     rows = buf.shape[0]
     if rows <= _EXACT_ROWS:
-        n = scratch.ones(rows, buf.device) @ buf
+        n = buf.sum(0)
     else:
-        ones = scratch.ones(_EXACT_ROWS, buf.device)
         n = None
         for start in range(0, rows, _EXACT_ROWS):
-            part = buf[start:start + _EXACT_ROWS]
-            s = (ones[: part.shape[0]] @ part).to(torch.int64)
+            s = buf[start:start + _EXACT_ROWS].sum(0).to(torch.int64)
             n = s if n is None else n + s
     fold = ("cols", k) if k > 1 else None
     if rest is None:
@@ -699,7 +698,8 @@ def _terms(kind: str, pre: bool) -> tuple[Term, ...]:
 
 
 def _term_counts(flat: torch.Tensor, terms: Any, scratch: _Scratch,
-                 partial: tuple[torch.Tensor, torch.Tensor, Any] | None = None) -> dict[Term, Any]:
+                 partial: tuple[torch.Tensor, torch.Tensor, Any] | None = None, wide: Any = None
+                 ) -> dict[Term, Any]:
     """Per-channel counts of each comparison of ``terms`` over every entry of ``flat`` (a
     :func:`_channel_view`): an int where every channel counts that many (the tensor's range
     decides the comparison: all or none of its entries), else a partial count ``(n, fold)``
@@ -710,7 +710,8 @@ def _term_counts(flat: torch.Tensor, terms: Any, scratch: _Scratch,
     threshold (a relu6 tensor whose maximum is below 6 has no ``x >= 6``), every channel counts
     all or none of its entries (any size); otherwise, in tensors of at least
     :data:`_SETTLE_MIN` entries, wherever a channel lies wholly on one side, and only the other
-    channels are compared (:func:`_count_mixed`). The counts are the same, exactly.
+    channels are compared (:func:`_count_mixed`). The counts are the same, exactly. ``wide``:
+    :func:`_wide_rows` of a channels-last ``flat``, if already taken.
     """
     out: dict[Term, Any] = {}
     settle = partial is not None and flat.device.type == "cpu"
@@ -730,7 +731,7 @@ def _term_counts(flat: torch.Tensor, terms: Any, scratch: _Scratch,
                     extrema = _finish(lo, fold, torch.amin), _finish(hi, fold, torch.amax)
                 out[op, value] = (_count_mixed(flat, op, value, scratch, extrema), None)
                 continue
-        out[op, value] = _partial_count(flat, _TORCH_OPS[op], value, scratch)
+        out[op, value] = _partial_count(flat, _TORCH_OPS[op], value, scratch, wide)
     return out
 
 

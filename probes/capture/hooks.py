@@ -32,6 +32,7 @@ from probes.capture.accumulate import (
     _Scratch,
     _term_counts,
     _use_pieces,
+    _wide_rows,
 )
 from probes.capture.sampling import _MOMENT_SALT, _Batch, _Group, rate_key
 
@@ -73,6 +74,7 @@ class _Slot:
         self._key: tuple[Any, ...] | None = None
         self._fulls: list[_Full] | None = None
         self._terms: tuple[Any, ...] = ()
+        self._gathers = False
 
     def feed(self, kind: str | None) -> _Feed:
         if kind not in self.feeds:
@@ -86,16 +88,8 @@ class _Slot:
             self.frames.append(key)
         return self.frames.index(key)
 
-    def _plan(self, batch: _Batch, device: torch.device) -> tuple[Any, ...]:
-        """(index, n_sample, spans, moment_mask) of this batch, shared by slots that agree.
-
-        ``index`` selects the rows: ``(b, y*W + x)`` tensors for the gather of sampled mode, or
-        a tensor of row numbers into all positions (``b*H*W + y*W + x``) when every position is
-        sampled (rate 1; then ``n_sample`` is None). Position (image, y, x) is sampled when
-        ``u < sample_rate`` with ``u = hash / 2^64``; the moment rows are those with
-        ``u < moment_rate`` among them (mask None: all of them). ``spans`` are the [start, stop)
-        rows of each reservoir frame, after the sampled rows.
-        """
+    def _plan(self, batch: _Batch, device: torch.device) -> "_Plan":
+        """This batch's :class:`_Plan`, shared by the slots that agree on frame, rates and groups."""
         if self._key is None:   # the rates and frames are fixed once the capture starts
             self._key = ("plan", self.hw, self.sample_rate, self.moment_rate,
                          tuple((id(g), s) for g, s in self.frames))
@@ -104,39 +98,22 @@ class _Slot:
             plan = batch.cache[self._key] = self._make_plan(batch, device)
         return plan
 
-    def _make_plan(self, batch: _Batch, device: torch.device) -> tuple[Any, ...]:
-        n_pix = self.hw[0] * self.hw[1]
-        every = self.sample_rate >= 1.0
-        b_parts: list[torch.Tensor] = []
-        p_parts: list[torch.Tensor] = []
-        n_sample: int | None = 0
-        mask = None
+    def _make_plan(self, batch: _Batch, device: torch.device) -> "_Plan":
+        plan = _Plan(self.hw[0] * self.hw[1])
         if self.sample_rate > 0.0:
-            b, pos, mask = batch.cached(("sample", self.hw, self.sample_rate, self.moment_rate, device),
-                                        lambda: self._sample(batch, device))
-            if every:
-                n_sample = None
+            b, pos, plan.mask = batch.cached(("sample", self.hw, self.sample_rate, self.moment_rate, device),
+                                             lambda: self._sample(batch, device))
+            if self.sample_rate >= 1.0:
+                plan.every = True
             else:
-                b_parts.append(b)
-                p_parts.append(pos)
-                n_sample = int(b.shape[0])
-        spans = []
-        start = n_sample or 0
+                plan.sample, plan.n_sample = (b, pos), int(b.shape[0])
         for group, step in self.frames:
             b, pos = group.candidates(batch, device)
-            w_out = group.out_hw[1]
-            b_parts.append(b)
-            p_parts.append((pos // w_out) * (step * self.hw[1]) + (pos % w_out) * step)
-            spans.append((start, start + int(b.shape[0])))
-            start += int(b.shape[0])
-        if every:
-            index: Any = (torch.cat(b_parts) * n_pix + torch.cat(p_parts) if b_parts
-                          else torch.zeros(0, dtype=torch.int64, device=device))
-        elif b_parts:
-            index = (torch.cat(b_parts), torch.cat(p_parts))
-        else:
-            index = None
-        return index, n_sample, spans, mask
+            if step > 1:   # (y_out, x_out) -> (step * y_out, step * x_out) in this frame
+                w_out = group.out_hw[1]
+                pos = (pos // w_out) * (step * self.hw[1]) + (pos % w_out) * step
+            plan.frames.append((b, pos))
+        return plan
 
     def _sample(self, batch: _Batch, device: torch.device) -> tuple[Any, Any, Any]:
         """(b, y*W + x, moment_mask) of the sampled positions (all of them at rate 1)."""
@@ -156,24 +133,11 @@ class _Slot:
             mask = drawn < rate_key(self.moment_rate)
         return b, pos, mask
 
-    def _flat_index(self, batch: _Batch, index: tuple[torch.Tensor, torch.Tensor], n_pix: int
-                    ) -> torch.Tensor:
-        """The ``(b, y*W + x)`` gather index of this batch's plan as row numbers ``b*H*W + y*W + x``
-        (computed once per batch for the slots that share the plan)."""
-        return batch.cached(("flat", self._key), lambda: index[0] * n_pix + index[1])
-
-    def _reduce_full(self, t: torch.Tensor, scratch: _Scratch) -> None:
+    def _reduce_full(self, t: torch.Tensor, flat: torch.Tensor, scratch: _Scratch) -> None:
         """Feed every :class:`_Full` the per-channel min, max and comparison counts of ``t``
-        (B, C, H, W), each reduction computed once for all the points that need it and left
-        partial (:func:`_partial_extrema`): the fulls fold it with their other held passes."""
-        if self._fulls is None:   # the feeds are fixed once the capture starts
-            self._fulls = [full for feed in self.feeds.values() for full in feed.full]
-            # relu / relu6: the same units are active before and after the activation, so a
-            # .pre point and its post point read the same comparisons.
-            self._terms = tuple(sorted({term for full in self._fulls for term in full.terms}))
-        if not self._fulls:
-            return
-        flat = _channel_view(t)
+        (B, C, H, W; ``flat`` its :func:`_channel_view`), each reduction computed once for all
+        the points that need it and left partial (:func:`_partial_extrema`): the fulls fold it
+        with their other held passes."""
         n = t.shape[0] * t.shape[2] * t.shape[3]
         counts: dict[Any, Any] | None = None
         if _use_pieces(flat):   # a large map on one thread: one pass over memory for all of it
@@ -181,11 +145,20 @@ class _Slot:
             fold = None
             counts = {term: (v, None) for term, v in sums.items()}
         else:
-            lo, hi, fold = _partial_extrema(flat)
+            wide = _wide_rows(flat) if flat.ndim == 2 else None
+            lo, hi, fold = _partial_extrema(flat, wide)
             if self._terms:
-                counts = _term_counts(flat, self._terms, scratch, (lo, hi, fold))
+                counts = _term_counts(flat, self._terms, scratch, (lo, hi, fold), wide)
         for full in self._fulls:
             full.add(n, lo, hi, counts, fold)
+
+    def _start(self) -> None:
+        """What every pass needs of the feeds, fixed once the capture starts."""
+        self._fulls = [full for feed in self.feeds.values() for full in feed.full]
+        # relu / relu6: the same units are active before and after the activation, so a .pre
+        # point and its post point read the same comparisons.
+        self._terms = tuple(sorted({term for full in self._fulls for term in full.terms}))
+        self._gathers = any(feed.sampled or feed.reservoirs for feed in self.feeds.values())
 
     def take(self, value: Any, batch: _Batch) -> None:
         """Reduce one hooked tensor into every point this slot feeds."""
@@ -194,7 +167,7 @@ class _Slot:
                 f"Capture point {self.point.name} expected a tensor from {self.point.module_path!r} "
                 f"({self.point.hook}). Got {type(value).__name__} instead."
             )
-        t = value.detach()
+        t = value.detach() if value.requires_grad else value
         if t.ndim == 2:
             t = t[:, :, None, None]
         shape = t.shape
@@ -211,46 +184,86 @@ class _Slot:
                 f"Capture point {self.point.name} saw a batch of {shape[0]} images in a forward "
                 f"pass of {batch.size}."
             )
+        if self._fulls is None:
+            self._start()
+        if not (self._fulls or self._gathers):
+            return
+        hooked = t
         if self.image:
             t = t.mean((2, 3), keepdim=True, dtype=torch.float64)
-        flat = t.reshape(shape[0], self.channels, -1)
-        self._reduce_full(t, batch.scratch)
-        index, n_sample, spans, mask = self._plan(batch, t.device)
-        if n_sample is None:   # every position: all rows, the reservoir rows picked from them
-            rows = flat.transpose(1, 2).reshape(-1, self.channels)
-            if rows.untyped_storage().data_ptr() == t.untyped_storage().data_ptr():
+        flat = _channel_view(t)
+        if self._fulls:
+            self._reduce_full(t, flat, batch.scratch)
+        if not self._gathers:
+            return
+        plan = self._plan(batch, t.device)
+        sample: torch.Tensor | None
+        if plan.every:   # every position: all rows, the reservoir rows picked from them
+            sample = t.reshape(shape[0], self.channels, -1).transpose(1, 2).reshape(-1, self.channels)
+            if sample.untyped_storage().data_ptr() == hooked.untyped_storage().data_ptr():
                 # A channels-last tensor reshapes to a view, which an in-place activation after
                 # this hook would overwrite while the rows wait in the buffer.
-                rows = rows.clone()
-        elif index is None:
-            return
-        elif not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
-            # Channels-last: each position's C values are one contiguous row, gathered whole
-            # (an element-wise gather across the (B, C, H*W) view is several times slower).
-            rows = t.permute(0, 2, 3, 1).reshape(-1, self.channels).index_select(
-                0, self._flat_index(batch, index, shape[2] * shape[3]))
+                sample = sample.clone()
+            frames = [sample.index_select(0, idx) for idx in plan.flat_frames()]
+        elif flat.ndim == 2:
+            # Channels-last (B*H*W, C): each position's C values are one contiguous row, gathered
+            # whole by row number (an element-wise gather across (B, C, H*W) is several times
+            # slower). One gather for the sampled rows and one per reservoir frame, each a
+            # tensor of its own, so that no buffer keeps another's rows alive.
+            sample = flat.index_select(0, plan.flat_sample()) if plan.n_sample else None
+            frames = [flat.index_select(0, idx) for idx in plan.flat_frames()]
         else:
-            rows = flat[index[0], :, index[1]]
-        n_rows = rows.shape[0] if n_sample is None else n_sample
+            sample = flat[plan.sample[0], :, plan.sample[1]] if plan.n_sample else None
+            frames = [flat[b, :, pos] for b, pos in plan.frames]
         for feed in self.feeds.values():
-            vr = rows if feed.fn is None else feed.fn(rows)
-            if n_rows and feed.sampled:
-                sample = vr if n_sample is None else vr[:n_rows]
+            fn = feed.fn
+            if sample is not None and feed.sampled:
+                vs = sample if fn is None else fn(sample)
                 for acc in feed.sampled:
-                    acc.push(sample, mask)
-            if not feed.reservoirs:
-                continue
-            res = vr[index] if n_sample is None else vr
+                    acc.push(vs, plan.mask)
             for rr, k in feed.reservoirs:
-                a, b = spans[k]
-                if b > a:
-                    piece = res[a:b]
+                piece = frames[k]
+                if piece.shape[0]:
+                    if fn is not None:
+                        piece = fn(piece)
                     if piece.dtype != torch.float32:
                         piece = piece.float()
-                    elif piece.shape[0] != res.shape[0]:
-                        # A slice would keep the whole gather alive while the reservoir holds it.
-                        piece = piece.clone()
                     rr.pending.append(piece)
+
+
+class _Plan:
+    """The rows one batch gathers from a tensor of ``n_pix`` positions per image, shared by the
+    slots that agree on frame, rates and groups.
+
+    ``sample``: ``(b, y*W + x)`` of the sampled positions (moments and activity; ``n_sample``
+    of them), or ``every``: all positions (rate 1). Position (image, y, x) is sampled when
+    ``u < sample_rate`` with ``u = hash / 2^64``; the moment rows are those with
+    ``u < moment_rate`` among them (``mask``; None: all of them). ``frames``: ``(b, y*W + x)``
+    of the reservoir candidates of each block frame, in this tensor's frame. Row numbers
+    ``b*H*W + y*W + x`` (for channels-last gathers and for picking from all rows) are computed
+    once per batch for all the slots that share the plan.
+    """
+
+    def __init__(self, n_pix: int) -> None:
+        self.n_pix = n_pix
+        self.every = False
+        self.sample: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.n_sample = 0
+        self.mask: torch.Tensor | None = None
+        self.frames: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._flat_sample: torch.Tensor | None = None
+        self._flat_frames: list[torch.Tensor] | None = None
+
+    def flat_sample(self) -> torch.Tensor:
+        if self._flat_sample is None:
+            b, pos = self.sample
+            self._flat_sample = b * self.n_pix + pos
+        return self._flat_sample
+
+    def flat_frames(self) -> list[torch.Tensor]:
+        if self._flat_frames is None:
+            self._flat_frames = [b * self.n_pix + pos for b, pos in self.frames]
+        return self._flat_frames
 
 
 @dataclasses.dataclass

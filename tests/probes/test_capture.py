@@ -638,9 +638,9 @@ def test_counts_settled_by_the_tensor_range_skip_the_comparison(shift, monkeypat
     compared = []
     real = accumulate._partial_count
 
-    def spy(x, op, value, scratch):
+    def spy(x, op, value, scratch, wide=None):
         compared.append(value)
-        return real(x, op, value, scratch)
+        return real(x, op, value, scratch, wide)
 
     monkeypatch.setattr(accumulate, "_partial_count", spy)
     got = _active_counts(flat, "relu6", False, _Scratch(), _channel_extrema(flat))
