@@ -258,6 +258,8 @@ class _Sampled:
         self.count = 0
         self.mean: Any = None
         self.m2: Any = None
+        self._spare: np.ndarray | None = None   # a C x C buffer for the next flush's m2
+        self._lent: Any = None                  # the m2 that moments() handed out
         self.upper = False
         self.n_points = 0
         self.active: torch.Tensor | None = None
@@ -299,21 +301,56 @@ class _Sampled:
         nb = rows.shape[0]
         if nb == 0:
             return
+        c = self.channels
         if self.syrk and rows.device.type == "cpu":
-            # A copy (the rows may be shared with another point's buffer), in float64.
-            r = rows.to(torch.float64, copy=True).numpy()
+            # A float64 copy (the rows may be shared with another point's buffer), in workspace
+            # memory: a fresh array per flush costs page faults.
+            r = self.workspace._get("rows64", nb * c, torch.float64, rows.device).view(nb, c)
+            r.copy_(rows)
+            r = r.numpy()
             mb = r.mean(0)
             r -= mb
-            m2b = np.zeros((self.channels, self.channels), order="F")
+            m2b = self._spare
+            if m2b is None:
+                m2b = np.zeros((c, c), order="F")
+            else:
+                m2b.fill(0.0)
             _syrk(r, m2b)
             # Only the upper triangle is filled: the lower one is rebuilt once, in moments().
             self.upper = True
+            outer = self.workspace._get("outer", c * c, torch.float64, rows.device).numpy().reshape(c, c)
         else:
             r = rows.to(torch.float64)
             mb = r.mean(0)
             r = r - mb
             m2b = r.T @ r
-        self.count, self.mean, self.m2 = chan_update(self.count, self.mean, self.m2, nb, mb, m2b)
+            outer = None
+        self._chan_update(nb, mb, m2b, outer)
+
+    def _chan_update(self, nb: int, mb: Any, m2b: Any, outer: Any) -> None:
+        """Fold the statistics ``(nb, mb, m2b)`` of a buffer into the running ones: the update of
+        :func:`probes.sinks.chan_update`, the same operations on the same operands (so the same
+        bits), computed in place in ``m2b`` (this accumulator's own) with ``outer`` (numpy, or
+        None: a new tensor) for ``delta delta^T``. The previous ``m2`` becomes the buffer of the
+        next flush unless :meth:`moments` has handed it out."""
+        na = self.count
+        if na == 0:
+            self.count, self.mean, self.m2 = nb, mb, m2b
+            return
+        n = na + nb
+        delta = mb - self.mean
+        if outer is None:
+            outer = delta[:, None] * delta[None, :]
+        else:
+            np.multiply(delta[:, None], delta[None, :], out=outer)
+        outer *= na * nb / n
+        # m2 = (m2_a + m2_b) + outer (m2_a + m2_b == m2_b + m2_a exactly).
+        m2b += self.m2
+        m2b += outer
+        spare = self.m2 if (isinstance(self.m2, np.ndarray) and self.m2 is not self._lent
+                            and self.m2.flags.f_contiguous) else None
+        self.count, self.mean, self.m2 = n, self.mean + delta * (nb / n), m2b
+        self._spare = spare
 
     def _add_activity(self, rows: torch.Tensor) -> None:
         """Active counts per channel, saturated counts (relu6) and the histogram of active
@@ -391,6 +428,7 @@ class _Sampled:
             if self.upper:
                 _mirror_upper(m2)
                 self.upper = False
+            self._lent, self._spare = self.m2, None   # not reused by later flushes
             # Arrays of this accumulator's own: handed over without a copy.
             out.count, out.mean, out.m2 = self.count, np.asarray(_host(self.mean), np.float64), m2
         return out
