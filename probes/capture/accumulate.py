@@ -358,62 +358,60 @@ class _Sampled:
 
         Each term of :func:`probes.sinks.active_terms` writes 0/1 into a float32 buffer (the
         ``+1`` terms are disjoint and the ``-1`` terms lie inside them, so their signed sum is
-        the active mask); column and row sums are float32 matrix-vector products with ones,
-        exact because a chunk has fewer than 2^24 rows and channels. Integer counts: the same
-        numbers as any other way of counting them.
+        the active mask); column sums (torch's) and row sums (a matrix-vector product with
+        ones) run in float32, exact because a chunk has fewer than 2^24 rows and channels.
+        Integer counts: the same numbers as any other way of counting them.
         """
         n, c = rows.shape
         if n == 0:
             return
         ws = self.workspace
         step = max(1, _ACT_ENTRIES // c)
-        per_channel = torch.zeros(c, dtype=torch.int64, device=rows.device)
-        saturated = torch.zeros(c, dtype=torch.int64, device=rows.device)
-        hist = torch.zeros(c + 1, dtype=torch.int64, device=rows.device)
+        terms = active_terms(self.activity_kind, pre=self.pre)
         ones_c = ws.ones(c, rows.device)
         for start in range(0, n, step):
-            part = rows[start:start + step]
+            part = rows if n <= step else rows[start:start + step]
             m = part.shape[0]
             act = ws.f32(0, m * c, rows.device).view(m, c)
-            tmp = ws.f32(1, m * c, rows.device).view(m, c)
-            first = True
-            for sign, op, value in active_terms(self.activity_kind, pre=self.pre):
-                if first:
+            saturated = None
+            for i, (sign, op, value) in enumerate(terms):
+                if i == 0:
                     _TORCH_OPS[op](part, value, out=act)
-                    first = False
                     continue
-                _TORCH_OPS[op](part, value, out=tmp)
+                tmp = _TORCH_OPS[op](part, value, out=ws.f32(1, m * c, rows.device).view(m, c))
                 if sign < 0:
                     act.sub_(tmp)
                     if self.activity_kind == "relu6":
-                        saturated += (ws.ones(m, rows.device) @ tmp).to(torch.int64)
+                        saturated = tmp.sum(0).to(torch.int64)
                 else:
                     act.add_(tmp)
-            per_channel += (ws.ones(m, rows.device) @ act).to(torch.int64)
-            hist += torch.bincount((act @ ones_c).to(torch.int64), minlength=c + 1)
-        if self.active is None:
-            self.active, self.hist, self.saturated = per_channel, hist, saturated
-        else:
-            self.active += per_channel
-            self.hist += hist
-            self.saturated += saturated
+            per_channel = act.sum(0).to(torch.int64)
+            hist = torch.bincount((act @ ones_c).to(torch.int64), minlength=c + 1)
+            if self.active is None:
+                self.active, self.hist = per_channel, hist
+                self.saturated = (saturated if saturated is not None
+                                  else torch.zeros(c, dtype=torch.int64, device=rows.device))
+            else:
+                self.active += per_channel
+                self.hist += hist
+                if saturated is not None:
+                    self.saturated += saturated
         self.n_points += n
 
     def _add_hist(self, rows: torch.Tensor) -> None:
         """The |x| histogram (:func:`probes.sinks.abs_hist_bins`) of ``rows``, chunk by chunk:
         ``|x|`` as float32 in a workspace buffer, its bits shifted in place, one bincount each."""
         n, c = rows.shape
-        h = torch.zeros(ABS_HIST_BINS, dtype=torch.int64, device=rows.device)
         step = max(1, _ACT_ENTRIES // c)
         for start in range(0, n, step):
-            part = rows[start:start + step]
+            part = rows if n <= step else rows[start:start + step]
             if part.dtype != torch.float32:
                 part = part.float()
             buf = self.workspace.f32(0, part.numel(), rows.device).view(part.shape)
             torch.abs(part, out=buf)
             bits = buf.view(torch.int32).bitwise_right_shift_(20)
-            h += torch.bincount(bits.view(-1), minlength=ABS_HIST_BINS)
-        self.abs_hist = h if self.abs_hist is None else self.abs_hist.add_(h)
+            h = torch.bincount(bits.view(-1), minlength=ABS_HIST_BINS)
+            self.abs_hist = h if self.abs_hist is None else self.abs_hist.add_(h)
         self.hist_points += n
 
     def moments(self) -> Moments:
