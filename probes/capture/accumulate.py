@@ -565,12 +565,15 @@ class _ReservoirRows:
 class _Scratch:
     """One float32 buffer per device, reused by every hook, for the 0/1 masks of the activity
     counts: a fresh mask per tensor would be a new allocation the size of the tensor, whose
-    page faults cost more than the comparison itself."""
+    page faults cost more than the comparison itself. Also the capture's small constants
+    (:attr:`memo`), kept between passes."""
 
     def __init__(self) -> None:
         self.buffers: dict[torch.device, torch.Tensor] = {}
         # Views of the buffer by shape: the same few shapes come back at every pass.
         self.views: dict[tuple[torch.Size, torch.device], torch.Tensor] = {}
+        # Small constants of the capture, computed once (e.g. the position part of the hash).
+        self.memo: dict[Any, Any] = {}
 
     def get(self, shape: torch.Size, device: torch.device) -> torch.Tensor:
         view = self.views.get((shape, device))
