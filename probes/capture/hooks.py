@@ -101,37 +101,36 @@ class _Slot:
     def _make_plan(self, batch: _Batch, device: torch.device) -> "_Plan":
         plan = _Plan(self.hw[0] * self.hw[1])
         if self.sample_rate > 0.0:
-            b, pos, plan.mask = batch.cached(("sample", self.hw, self.sample_rate, self.moment_rate, device),
-                                             lambda: self._sample(batch, device))
+            rows, plan.mask = batch.cached(("sample", self.hw, self.sample_rate, self.moment_rate, device),
+                                           lambda: self._sample(batch, device))
             if self.sample_rate >= 1.0:
                 plan.every = True
             else:
-                plan.sample, plan.n_sample = (b, pos), int(b.shape[0])
+                plan.sample, plan.n_sample = rows, int(rows.shape[0])
         for group, step in self.frames:
-            b, pos = group.candidates(batch, device)
+            b, pos, rows = group.candidates(batch, device)
             if step > 1:   # (y_out, x_out) -> (step * y_out, step * x_out) in this frame
                 w_out = group.out_hw[1]
-                pos = (pos // w_out) * (step * self.hw[1]) + (pos % w_out) * step
-            plan.frames.append((b, pos))
+                rows = b * plan.n_pix + (pos // w_out) * (step * self.hw[1]) + (pos % w_out) * step
+            plan.frames.append(rows)   # step 1: this frame is the block's output frame
         return plan
 
-    def _sample(self, batch: _Batch, device: torch.device) -> tuple[Any, Any, Any]:
-        """(b, y*W + x, moment_mask) of the sampled positions (all of them at rate 1)."""
+    def _sample(self, batch: _Batch, device: torch.device) -> tuple[Any, Any]:
+        """(row numbers ``b*H*W + y*W + x`` of the sampled positions (None: all of them, at
+        rate 1), moment mask among them)."""
         every = self.sample_rate >= 1.0
         u = None
         if not every or self.moment_rate < self.sample_rate:
             u = batch.keys(self.seed, self.hw, _MOMENT_SALT, device)
-        b = pos = None
+        keep = None
         drawn = u
         if not every:
             keep = torch.nonzero(u < rate_key(self.sample_rate)).squeeze(1)
-            n_pix = self.hw[0] * self.hw[1]
-            b, pos = keep // n_pix, keep % n_pix
             drawn = u[keep]
         mask = None
         if 0.0 < self.moment_rate < self.sample_rate:
             mask = drawn < rate_key(self.moment_rate)
-        return b, pos, mask
+        return keep, mask
 
     def _reduce_full(self, t: torch.Tensor, flat: torch.Tensor, scratch: _Scratch) -> None:
         """Feed every :class:`_Full` the per-channel min, max and comparison counts of ``t``
@@ -204,17 +203,23 @@ class _Slot:
                 # A channels-last tensor reshapes to a view, which an in-place activation after
                 # this hook would overwrite while the rows wait in the buffer.
                 sample = sample.clone()
-            frames = [sample.index_select(0, idx) for idx in plan.flat_frames()]
+            frames = [sample.index_select(0, rows) for rows in plan.frames]
         elif flat.ndim == 2:
             # Channels-last (B*H*W, C): each position's C values are one contiguous row, gathered
             # whole by row number (an element-wise gather across (B, C, H*W) is several times
             # slower). One gather for the sampled rows and one per reservoir frame, each a
             # tensor of its own, so that no buffer keeps another's rows alive.
-            sample = flat.index_select(0, plan.flat_sample()) if plan.n_sample else None
-            frames = [flat.index_select(0, idx) for idx in plan.flat_frames()]
+            sample = flat.index_select(0, plan.sample) if plan.n_sample else None
+            frames = [flat.index_select(0, rows) for rows in plan.frames]
         else:
-            sample = flat[plan.sample[0], :, plan.sample[1]] if plan.n_sample else None
-            frames = [flat[b, :, pos] for b, pos in plan.frames]
+            sample = None
+            if plan.n_sample:
+                b, pos = plan.pairs(-1)
+                sample = flat[b, :, pos]
+            frames = []
+            for i in range(len(plan.frames)):
+                b, pos = plan.pairs(i)
+                frames.append(flat[b, :, pos])
         for feed in self.feeds.values():
             fn = feed.fn
             if sample is not None and feed.sampled:
@@ -233,37 +238,31 @@ class _Slot:
 
 class _Plan:
     """The rows one batch gathers from a tensor of ``n_pix`` positions per image, shared by the
-    slots that agree on frame, rates and groups.
+    slots that agree on frame, rates and groups, as row numbers ``b*H*W + y*W + x``.
 
-    ``sample``: ``(b, y*W + x)`` of the sampled positions (moments and activity; ``n_sample``
-    of them), or ``every``: all positions (rate 1). Position (image, y, x) is sampled when
+    ``sample``: the sampled positions (moments and activity; ``n_sample`` of them), or
+    ``every``: all positions (rate 1). Position (image, y, x) is sampled when
     ``u < sample_rate`` with ``u = hash / 2^64``; the moment rows are those with
-    ``u < moment_rate`` among them (``mask``; None: all of them). ``frames``: ``(b, y*W + x)``
-    of the reservoir candidates of each block frame, in this tensor's frame. Row numbers
-    ``b*H*W + y*W + x`` (for channels-last gathers and for picking from all rows) are computed
-    once per batch for all the slots that share the plan.
+    ``u < moment_rate`` among them (``mask``; None: all of them). ``frames``: the reservoir
+    candidates of each block frame, in this tensor's frame. :meth:`pairs` gives them as
+    ``(b, y*W + x)`` for the gather of a contiguous (B, C, H*W) view, once per batch.
     """
 
     def __init__(self, n_pix: int) -> None:
         self.n_pix = n_pix
         self.every = False
-        self.sample: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.sample: torch.Tensor | None = None
         self.n_sample = 0
         self.mask: torch.Tensor | None = None
-        self.frames: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self._flat_sample: torch.Tensor | None = None
-        self._flat_frames: list[torch.Tensor] | None = None
+        self.frames: list[torch.Tensor] = []
+        self._pairs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def flat_sample(self) -> torch.Tensor:
-        if self._flat_sample is None:
-            b, pos = self.sample
-            self._flat_sample = b * self.n_pix + pos
-        return self._flat_sample
-
-    def flat_frames(self) -> list[torch.Tensor]:
-        if self._flat_frames is None:
-            self._flat_frames = [b * self.n_pix + pos for b, pos in self.frames]
-        return self._flat_frames
+    def pairs(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(b, y*W + x)`` of frame ``i`` (-1: the sampled rows)."""
+        if i not in self._pairs:
+            rows = self.sample if i < 0 else self.frames[i]
+            self._pairs[i] = (rows // self.n_pix, rows % self.n_pix)
+        return self._pairs[i]
 
 
 @dataclasses.dataclass

@@ -194,12 +194,15 @@ class _Group:
         self.ids, self.priority = self.ids[order], self.priority[order]
         self.held = int(order.shape[0])
 
-    def candidates(self, batch: _Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(b, y_out * W_out + x_out) of this batch's candidates (computed once per batch):
-        the positions whose priority is below :meth:`threshold`, at most k of them."""
+    def candidates(self, batch: _Batch, device: torch.device
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(b, y_out * W_out + x_out, b * H_out * W_out + y_out * W_out + x_out) of this batch's
+        candidates (computed once per batch): the positions whose priority is below
+        :meth:`threshold`, at most k of them."""
         return batch.cached(("group", id(self)), lambda: self._candidates(batch, device))
 
-    def _candidates(self, batch: _Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _candidates(self, batch: _Batch, device: torch.device
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.held > 2 * self.k:
             self.compact()
         prio = batch.keys(self.seed, self.out_hw, Reservoir.SALT, device)
@@ -220,7 +223,7 @@ class _Group:
             self.ids = torch.cat([self.ids, ids])
             self.priority = torch.cat([self.priority, prio[sel]])
         self.held += int(sel.shape[0])
-        return b, pos
+        return b, pos, sel
 
 
 def _frame_step(point: CapturePoint, hw: tuple[int, int], out_hw: tuple[int, int]) -> int:
