@@ -1,4 +1,4 @@
-"""Forward hooks of a capture: one per distinct tensor, one gather of its rows per pass.
+"""Forward hooks of a capture: one per distinct tensor, one gather of its rows per pass and set.
 
 A hook is registered per distinct *tensor*, not per point, and gathers that tensor's rows once
 per forward pass for every point that reads it: aliases (a linear ``project`` is its
@@ -57,10 +57,11 @@ class _Slot:
 
     The points fed are those whose tensor is this very tensor (the output of block i is the
     input of block i+1) and, through an exact activation (:data:`_DERIVABLE`), the
-    post-activation point of a ``.pre`` tensor. Each forward pass gathers, in one indexing op,
-    the rows of this batch's *plan*: first the sampled positions (moments and activity), then
-    the reservoir candidates of each block frame that a fed point belongs to. Plans depend only
-    on the frame, the rates and the groups, so slots that agree on those share them.
+    post-activation point of a ``.pre`` tensor. Each forward pass reduces the whole tensor once
+    for the extent of every fed point, and gathers the rows of this batch's *plan*
+    (:class:`_Plan`): the sampled positions (moments and activity) in one indexing op, and the
+    reservoir candidates of each block frame that a fed point belongs to in one each. Plans
+    depend only on the frame, the rates and the groups, so slots that agree on those share them.
     """
 
     def __init__(self, point: CapturePoint, *, channels: int, in_hw: tuple[int, int],
