@@ -358,6 +358,8 @@ class _Sampled:
         self.count = 0
         self.mean: Any = None
         self.m2: Any = None
+        self._spare: np.ndarray | None = None   # a C x C buffer for the next flush's m2
+        self._lent: Any = None                  # the m2 that moments() handed out
         self.upper = False
         self.n_points = 0
         self.active: torch.Tensor | None = None
@@ -423,21 +425,56 @@ class _Sampled:
         nb = rows.shape[0]
         if nb == 0:
             return
+        c = self.channels
         if self.syrk and rows.device.type == "cpu":
-            # A copy (the rows may be shared with another point's buffer), in float64.
-            r = rows.to(torch.float64, copy=True).numpy()
+            # A float64 copy (the rows may be shared with another point's buffer), in workspace
+            # memory: a fresh array per flush costs page faults.
+            r = self.workspace._get("rows64", nb * c, torch.float64, rows.device).view(nb, c)
+            r.copy_(rows)
+            r = r.numpy()
             mb = r.mean(0)
             r -= mb
-            m2b = np.zeros((self.channels, self.channels), order="F")
+            m2b = self._spare
+            if m2b is None:
+                m2b = np.zeros((c, c), order="F")
+            else:
+                m2b.fill(0.0)
             _syrk(r, m2b)
             # Only the upper triangle is filled: the lower one is rebuilt once, in moments().
             self.upper = True
+            outer = self.workspace._get("outer", c * c, torch.float64, rows.device).numpy().reshape(c, c)
         else:
             r = rows.to(torch.float64)
             mb = r.mean(0)
             r = r - mb
             m2b = r.T @ r
-        self.count, self.mean, self.m2 = chan_update(self.count, self.mean, self.m2, nb, mb, m2b)
+            outer = None
+        self._chan_update(nb, mb, m2b, outer)
+
+    def _chan_update(self, nb: int, mb: Any, m2b: Any, outer: Any) -> None:
+        """Fold the statistics ``(nb, mb, m2b)`` of a buffer into the running ones: the update of
+        :func:`probes.sinks.chan_update`, the same operations on the same operands (so the same
+        bits), computed in place in ``m2b`` (this accumulator's own) with ``outer`` (numpy, or
+        None: a new tensor) for ``delta delta^T``. The previous ``m2`` becomes the buffer of the
+        next flush unless :meth:`moments` has handed it out."""
+        na = self.count
+        if na == 0:
+            self.count, self.mean, self.m2 = nb, mb, m2b
+            return
+        n = na + nb
+        delta = mb - self.mean
+        if outer is None:
+            outer = delta[:, None] * delta[None, :]
+        else:
+            np.multiply(delta[:, None], delta[None, :], out=outer)
+        outer *= na * nb / n
+        # m2 = (m2_a + m2_b) + outer (m2_a + m2_b == m2_b + m2_a exactly).
+        m2b += self.m2
+        m2b += outer
+        spare = self.m2 if (isinstance(self.m2, np.ndarray) and self.m2 is not self._lent
+                            and self.m2.flags.f_contiguous) else None
+        self.count, self.mean, self.m2 = n, self.mean + delta * (nb / n), m2b
+        self._spare = spare
 
     def _add_activity(self, rows: torch.Tensor) -> None:
         """Active counts per channel, saturated counts (relu6) and the histogram of active
@@ -445,62 +482,60 @@ class _Sampled:
 
         Each term of :func:`probes.sinks.active_terms` writes 0/1 into a float32 buffer (the
         ``+1`` terms are disjoint and the ``-1`` terms lie inside them, so their signed sum is
-        the active mask); column and row sums are float32 matrix-vector products with ones,
-        exact because a chunk has fewer than 2^24 rows and channels. Integer counts: the same
-        numbers as any other way of counting them.
+        the active mask); column sums (torch's) and row sums (a matrix-vector product with
+        ones) run in float32, exact because a chunk has fewer than 2^24 rows and channels.
+        Integer counts: the same numbers as any other way of counting them.
         """
         n, c = rows.shape
         if n == 0:
             return
         ws = self.workspace
         step = max(1, _ACT_ENTRIES // c)
-        per_channel = torch.zeros(c, dtype=torch.int64, device=rows.device)
-        saturated = torch.zeros(c, dtype=torch.int64, device=rows.device)
-        hist = torch.zeros(c + 1, dtype=torch.int64, device=rows.device)
+        terms = active_terms(self.activity_kind, pre=self.pre)
         ones_c = ws.ones(c, rows.device)
         for start in range(0, n, step):
-            part = rows[start:start + step]
+            part = rows if n <= step else rows[start:start + step]
             m = part.shape[0]
             act = ws.f32(0, m * c, rows.device).view(m, c)
-            tmp = ws.f32(1, m * c, rows.device).view(m, c)
-            first = True
-            for sign, op, value in active_terms(self.activity_kind, pre=self.pre):
-                if first:
+            saturated = None
+            for i, (sign, op, value) in enumerate(terms):
+                if i == 0:
                     _TORCH_OPS[op](part, value, out=act)
-                    first = False
                     continue
-                _TORCH_OPS[op](part, value, out=tmp)
+                tmp = _TORCH_OPS[op](part, value, out=ws.f32(1, m * c, rows.device).view(m, c))
                 if sign < 0:
                     act.sub_(tmp)
                     if self.activity_kind == "relu6":
-                        saturated += (ws.ones(m, rows.device) @ tmp).to(torch.int64)
+                        saturated = tmp.sum(0).to(torch.int64)
                 else:
                     act.add_(tmp)
-            per_channel += (ws.ones(m, rows.device) @ act).to(torch.int64)
-            hist += torch.bincount((act @ ones_c).to(torch.int64), minlength=c + 1)
-        if self.active is None:
-            self.active, self.hist, self.saturated = per_channel, hist, saturated
-        else:
-            self.active += per_channel
-            self.hist += hist
-            self.saturated += saturated
+            per_channel = act.sum(0).to(torch.int64)
+            hist = torch.bincount((act @ ones_c).to(torch.int64), minlength=c + 1)
+            if self.active is None:
+                self.active, self.hist = per_channel, hist
+                self.saturated = (saturated if saturated is not None
+                                  else torch.zeros(c, dtype=torch.int64, device=rows.device))
+            else:
+                self.active += per_channel
+                self.hist += hist
+                if saturated is not None:
+                    self.saturated += saturated
         self.n_points += n
 
     def _add_hist(self, rows: torch.Tensor) -> None:
         """The |x| histogram (:func:`probes.sinks.abs_hist_bins`) of ``rows``, chunk by chunk:
         ``|x|`` as float32 in a workspace buffer, its bits shifted in place, one bincount each."""
         n, c = rows.shape
-        h = torch.zeros(ABS_HIST_BINS, dtype=torch.int64, device=rows.device)
         step = max(1, _ACT_ENTRIES // c)
         for start in range(0, n, step):
-            part = rows[start:start + step]
+            part = rows if n <= step else rows[start:start + step]
             if part.dtype != torch.float32:
                 part = part.float()
             buf = self.workspace.f32(0, part.numel(), rows.device).view(part.shape)
             torch.abs(part, out=buf)
             bits = buf.view(torch.int32).bitwise_right_shift_(20)
-            h += torch.bincount(bits.view(-1), minlength=ABS_HIST_BINS)
-        self.abs_hist = h if self.abs_hist is None else self.abs_hist.add_(h)
+            h = torch.bincount(bits.view(-1), minlength=ABS_HIST_BINS)
+            self.abs_hist = h if self.abs_hist is None else self.abs_hist.add_(h)
         self.hist_points += n
 
     def _add_hist_flat(self, values: torch.Tensor, n: int) -> None:
@@ -571,6 +606,7 @@ class _Sampled:
             if self.upper:
                 _mirror_upper(m2)
                 self.upper = False
+            self._lent, self._spare = self.m2, None   # not reused by later flushes
             # Arrays of this accumulator's own: handed over without a copy.
             out.count, out.mean, out.m2 = self.count, np.asarray(_host(self.mean), np.float64), m2
         return out
@@ -595,30 +631,34 @@ _FOLD_PASSES = 32
 class _Full:
     """Per-channel min, max and active counts of one tensor value over every position.
 
-    Fed per forward pass with the reductions of the whole tensor (:meth:`_Slot.take`), kept on
-    the tensor's device: each pass's (C,) results are held as they are and folded into the
-    running float64 min / max and int64 counts every :data:`_FOLD_PASSES` passes and at
-    readout (min, max and integer sums are exact, so when they are folded does not matter).
-    A post-activation point read off its ``.pre`` tensor applies the activation (monotone) to
-    the ``.pre`` minimum and maximum, and its active counts are those of the ``.pre`` values
-    (for relu and relu6 the active region is the same on both sides).
+    Fed per forward pass with the partial reductions of the whole tensor (:meth:`_Slot.take`:
+    :func:`_partial_extrema` and the comparison counts of :func:`_term_counts`), kept on the
+    tensor's device: each pass's results are held as they are and folded into the running
+    float64 min / max and int64 counts every :data:`_FOLD_PASSES` passes and at readout, in one
+    stacked reduction per quantity, which also does the last fold of the partial results to
+    (C,) (min, max and integer sums are exact, so when and in which order they are folded does
+    not matter). A post-activation point read off its ``.pre`` tensor applies the activation
+    (monotone) to the ``.pre`` minimum and maximum, and its active counts are those of the
+    ``.pre`` values (for relu and relu6 the active region is the same on both sides).
     """
 
     def __init__(self, channels: int, kind: str | None, pre: bool,
                  fn: Callable[[torch.Tensor], torch.Tensor] | None) -> None:
         self.channels, self.kind, self.pre, self.fn = channels, kind, pre, fn
+        self.terms: tuple[Term, ...] = _terms(kind, pre) if kind is not None else ()
         self.n_points = 0
         self.ch_min: torch.Tensor | None = None
         self.ch_max: torch.Tensor | None = None
         self.active: torch.Tensor | None = None
         self.saturated: torch.Tensor | None = None
-        self.pending: list[tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]] = []
+        self.pending: list[tuple[torch.Tensor, torch.Tensor, Any, dict[Term, Any] | None]] = []
 
-    def add(self, n: int, ch_min: torch.Tensor, ch_max: torch.Tensor,
-            counts: tuple[torch.Tensor, torch.Tensor] | None) -> None:
-        """Hold one pass's per-channel (min, max, counts) of ``n`` positions (the tensors are
-        not modified later, so they are kept without a copy)."""
-        self.pending.append((ch_min, ch_max, counts))
+    def add(self, n: int, lo: torch.Tensor, hi: torch.Tensor, counts: dict[Term, Any] | None,
+            fold: Any = None) -> None:
+        """Hold one pass's partial per-channel min and max (see :func:`_finish` for ``fold``)
+        and comparison counts (:func:`_term_counts`, at least this point's :attr:`terms`) of
+        ``n`` positions (the tensors are not modified later, so they are kept without a copy)."""
+        self.pending.append((lo, hi, fold, counts))
         self.n_points += n
         if len(self.pending) >= _FOLD_PASSES:
             self.fold()
@@ -628,15 +668,12 @@ class _Full:
         if not self.pending:
             return
         held, self.pending = self.pending, []
-        if len(held) == 1:
-            ch_min, ch_max, counts = held[0]
-        else:
-            ch_min = torch.stack([h[0] for h in held]).amin(0)
-            ch_max = torch.stack([h[1] for h in held]).amax(0)
-            counts = None
-            if held[0][2] is not None:
-                counts = (torch.stack([h[2][0] for h in held]).sum(0),
-                          torch.stack([h[2][1] for h in held]).sum(0))
+        ch_min = _stacked(held, 0, torch.amin)
+        ch_max = _stacked(held, 1, torch.amax)
+        counts = None
+        if self.terms:
+            totals = {term: _sum_counts([h[3][term] for h in held]) for term in self.terms}
+            counts = _combine(self.kind, self.pre, totals, self.channels, ch_min.device)
         if self.fn is not None:
             ch_min, ch_max = self.fn(ch_min), self.fn(ch_max)
         if self.ch_min is None:
@@ -660,6 +697,17 @@ class _Full:
         if sampled is not None and sampled.abs_hist is not None:
             out.add_hist(_host(sampled.abs_hist), sampled.hist_points)
         return out
+
+
+def _stacked(held: list[tuple[Any, ...]], i: int, op: Callable[..., torch.Tensor]) -> torch.Tensor:
+    """Item ``i`` (a partial min or max, with its fold at ``[2]``) of several held passes reduced
+    to (C,) with ``op``: one stacked reduction and one fold when the passes agree in layout."""
+    first, fold = held[0][i], held[0][2]
+    if len(held) == 1:
+        return _finish(first, fold, op)
+    if all(h[2] == fold and h[i].shape == first.shape for h in held):
+        return _finish(op(torch.stack([h[i] for h in held]), 0), fold, op)
+    return op(torch.stack([_finish(h[i], h[2], op) for h in held]), 0)
 
 
 class _ReservoirRows:
@@ -733,27 +781,29 @@ def _fresh_rows(n: int, channels: int, device: torch.device) -> torch.Tensor:
 class _Scratch:
     """One float32 buffer per device, reused by every hook, for the 0/1 masks of the activity
     counts: a fresh mask per tensor would be a new allocation the size of the tensor, whose
-    page faults cost more than the comparison itself."""
+    page faults cost more than the comparison itself. Also the capture's small constants
+    (:attr:`memo`), kept between passes."""
 
     def __init__(self) -> None:
         self.buffers: dict[torch.device, torch.Tensor] = {}
-        self.unit: dict[torch.device, torch.Tensor] = {}
+        # Views of the buffer by shape: the same few shapes come back at every pass.
+        self.views: dict[tuple[torch.Size, torch.device], torch.Tensor] = {}
+        # Small constants of the capture, computed once (e.g. the position part of the hash).
+        self.memo: dict[Any, Any] = {}
 
     def get(self, shape: torch.Size, device: torch.device) -> torch.Tensor:
+        view = self.views.get((shape, device))
+        if view is not None:
+            return view
         n = shape.numel()
         buf = self.buffers.get(device)
         if buf is None or buf.numel() < n:
             del buf   # freed before the larger one is allocated
             self.buffers.pop(device, None)
+            self.views = {key: v for key, v in self.views.items() if key[1] != device}
             buf = self.buffers[device] = torch.empty(n, dtype=torch.float32, device=device)
-        return buf[:n].view(shape)
-
-    def ones(self, n: int, device: torch.device) -> torch.Tensor:
-        """A float32 vector of ``n`` ones (kept between calls)."""
-        v = self.unit.get(device)
-        if v is None or v.shape[0] < n:
-            v = self.unit[device] = torch.ones(n, dtype=torch.float32, device=device)
-        return v[:n]
+        view = self.views[shape, device] = buf[:n].view(shape)
+        return view
 
 
 def _channel_view(t: torch.Tensor) -> torch.Tensor:
@@ -793,62 +843,186 @@ def _wide_rows(x: torch.Tensor) -> tuple[torch.Tensor, int, torch.Tensor | None]
     if k == 1 or r < k:
         return x, 1, None
     main = r - r % k
-    rest = x[main:] if main < r else None
-    return x[:main].view(main // k, k * c), k, rest
+    if main == r:
+        return x.view(main // k, k * c), k, None
+    return x[:main].view(main // k, k * c), k, x[main:]
 
 
-def _fold_columns(v: torch.Tensor, k: int, c: int, op: Callable[..., torch.Tensor]) -> torch.Tensor:
-    """Reduce a (k * C,) result of a wide view back to (C,) with ``op`` (amin, amax or sum)."""
-    return v if k == 1 else op(v.view(k, c), 0)
+def _finish(v: torch.Tensor, fold: Any, op: Callable[..., torch.Tensor]) -> torch.Tensor:
+    """A partial per-channel reduction ``v`` reduced to (C,) with ``op`` (amin, amax or sum).
+
+    ``fold`` says how ``v`` holds the channels: None, it already is (C,); ``("cols", k)``, (k*C,)
+    with channel ``j % C`` (the ``k`` rows side by side of :func:`_wide_rows`); ``("rows", m)``,
+    (C, m) with channel ``j // m``.
+    """
+    if fold is None:
+        return v
+    how, m = fold
+    return op(v.view(m, -1), 0) if how == "cols" else op(v.reshape(-1, m), 1)
+
+
+def _partial_extrema(x: torch.Tensor, wide: Any = None) -> tuple[torch.Tensor, torch.Tensor, Any]:
+    """Per-channel (min, max) of a :func:`_channel_view` before their last fold: ``(lo, hi,
+    fold)``, finished by :func:`_finish` (the fold is left to whoever stacks several passes, so
+    it runs once for all of them).
+
+    A channels-last (R, C) view is reduced as the wide rows of :func:`_wide_rows` ((k*C,)
+    results; leftover rows are folded in at once, giving (C,)); a contiguous (B, C, H*W) view
+    with fewer than :data:`_SHORT_ROWS` positions over the images first ((C, H*W) results);
+    longer rows to (C,). Min and max are exact, so the order of the reduction does not change
+    them. ``wide``: :func:`_wide_rows` of a channels-last ``x``, if already taken.
+    """
+    if x.ndim == 2:
+        wide, k, rest = wide or _wide_rows(x)
+        lo, hi = wide.amin(0), wide.amax(0)
+        if rest is None:
+            return lo, hi, (("cols", k) if k > 1 else None)
+        lo = torch.minimum(_finish(lo, ("cols", k), torch.amin), rest.amin(0))
+        hi = torch.maximum(_finish(hi, ("cols", k), torch.amax), rest.amax(0))
+        return lo, hi, None
+    if x.shape[2] < _SHORT_ROWS:
+        return x.amin(0), x.amax(0), ("rows", x.shape[2])
+    return x.amin(dim=2).amin(0), x.amax(dim=2).amax(0), None
 
 
 def _channel_extrema(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel (min, max) of a :func:`_channel_view`, each of shape (C,).
+    """Per-channel (min, max) of a :func:`_channel_view`, each of shape (C,)
+    (:func:`_partial_extrema`, finished)."""
+    lo, hi, fold = _partial_extrema(x)
+    return _finish(lo, fold, torch.amin), _finish(hi, fold, torch.amax)
 
-    A channels-last (R, C) view is reduced as the wide rows of :func:`_wide_rows` (min and max
-    are exact, so the order of the reduction does not change them).
+
+def _partial_count(x: torch.Tensor, op: Callable[..., torch.Tensor], value: float, scratch: _Scratch,
+                   wide: Any = None) -> tuple[torch.Tensor, Any]:
+    """Per-channel number of entries of a :func:`_channel_view` with ``op(x, value)``, before
+    the last fold: ``(n, fold)``, finished by ``_finish(n.to(torch.int64), fold, torch.sum)``.
+
+    The comparison writes 0/1 into a float32 scratch buffer of the same layout; the sums run in
+    float32, which is exact below 2^24 ones: down the wide rows (:func:`_wide_rows`) of a
+    channels-last view (a column sum over rows of a multiple of 128 bytes: twice as fast as a
+    BLAS matrix-vector product with ones), in slices of at most 2^23 rows ((k*C,), float32, or
+    int64 over several slices); over the images of a contiguous view of fewer than
+    :data:`_SHORT_ROWS` positions ((C, H*W), float32, when the whole count stays below 2^24);
+    otherwise along each image's positions, then in int64 over the batch ((C,)). ``wide``:
+    :func:`_wide_rows` of a channels-last ``x``, if already taken.
     """
-    if x.ndim == 2:
-        c = x.shape[1]
-        wide, k, rest = _wide_rows(x)
-        lo = _fold_columns(wide.amin(0), k, c, torch.amin)
-        hi = _fold_columns(wide.amax(0), k, c, torch.amax)
-        if rest is not None:
-            lo, hi = torch.minimum(lo, rest.amin(0)), torch.maximum(hi, rest.amax(0))
-        return lo, hi
-    if x.shape[2] < _SHORT_ROWS:
-        return x.amin(0).amin(1), x.amax(0).amax(1)
-    return x.amin(dim=2).amin(0), x.amax(dim=2).amax(0)
+    if x.ndim == 3:
+        buf = op(x, value, out=scratch.get(x.shape, x.device))
+        if x.shape[2] < _SHORT_ROWS and x.shape[0] * x.shape[2] < _EXACT_ROWS:
+            return buf.sum(0), ("rows", x.shape[2])   # short rows: over the images first
+        return buf.sum(dim=2).to(torch.int64).sum(0), None
+    wide, k, rest = wide or _wide_rows(x)
+    buf = op(wide, value, out=scratch.get(wide.shape, x.device))
+    rows = buf.shape[0]
+    if rows <= _EXACT_ROWS:
+        n = buf.sum(0)
+    else:
+        n = None
+        for start in range(0, rows, _EXACT_ROWS):
+            s = buf[start:start + _EXACT_ROWS].sum(0).to(torch.int64)
+            n = s if n is None else n + s
+    fold = ("cols", k) if k > 1 else None
+    if rest is None:
+        return n, fold
+    return _finish(n.to(torch.int64), fold, torch.sum) + op(rest, value).sum(0), None
 
 
 def _count(x: torch.Tensor, op: Callable[..., torch.Tensor], value: float, scratch: _Scratch
            ) -> torch.Tensor:
-    """Per-channel number of entries of a :func:`_channel_view` with ``op(x, value)``, int64 (C,).
-
-    The comparison writes 0/1 into a float32 scratch buffer of the same layout; the sums run in
-    float32, which is exact below 2^24 ones: along the contiguous axis over one image's
-    positions, then in int64 over the batch; down the rows of a channels-last view as a BLAS
-    matrix-vector product with ones (torch's column sums with a float64 accumulator are ten
-    times slower), in slices of fewer than 2^24 rows. Maps of fewer than :data:`_SHORT_ROWS`
-    positions are summed over the images first, in float32 too when the whole count stays
-    below 2^24.
-    """
-    buf = op(x, value, out=scratch.get(x.shape, x.device))
-    if x.ndim == 3:
-        if x.shape[2] < _SHORT_ROWS and x.shape[0] * x.shape[2] < _EXACT_ROWS:
-            return buf.sum(0).sum(1).to(torch.int64)   # short rows: over the images first
-        return buf.sum(dim=2).to(torch.int64).sum(0)
-    ones = scratch.ones(min(buf.shape[0], _EXACT_ROWS), buf.device)
-    total = None
-    for start in range(0, buf.shape[0], _EXACT_ROWS):
-        part = buf[start:start + _EXACT_ROWS]
-        n = (ones[: part.shape[0]] @ part).to(torch.int64)
-        total = n if total is None else total + n
-    return total
+    """Per-channel number of entries of a :func:`_channel_view` with ``op(x, value)``, int64 (C,)
+    (:func:`_partial_count`, finished)."""
+    n, fold = _partial_count(x, op, value, scratch)
+    return _finish(n.to(torch.int64), fold, torch.sum)
 
 
 #: Rows per float32 column sum: integers below 2^24 are exact in float32.
 _EXACT_ROWS = 1 << 23
+
+#: One comparison ``x op value`` of :func:`probes.sinks.active_terms`, as ``(op, value)``.
+Term = tuple[str, float]
+
+
+def _terms(kind: str, pre: bool) -> tuple[Term, ...]:
+    """The comparisons that the active counts of ``kind`` (before or after it) are made of."""
+    return tuple((op, value) for _, op, value in active_terms(kind, pre=pre))
+
+
+def _term_counts(flat: torch.Tensor, terms: Any, scratch: _Scratch,
+                 partial: tuple[torch.Tensor, torch.Tensor, Any] | None = None, wide: Any = None
+                 ) -> dict[Term, Any]:
+    """Per-channel counts of each comparison of ``terms`` over every entry of ``flat`` (a
+    :func:`_channel_view`): an int where every channel counts that many (the tensor's range
+    decides the comparison: all or none of its entries), else a partial count ``(n, fold)``
+    (:func:`_partial_count`, or :func:`_count_mixed` with fold None).
+
+    ``partial``: the :func:`_partial_extrema` of ``flat``. On the CPU they settle a comparison
+    without looking at the values: when the range of the whole tensor lies on one side of the
+    threshold (a relu6 tensor whose maximum is below 6 has no ``x >= 6``), every channel counts
+    all or none of its entries (any size); otherwise, in tensors of at least
+    :data:`_SETTLE_MIN` entries, wherever a channel lies wholly on one side, and only the other
+    channels are compared (:func:`_count_mixed`). The counts are the same, exactly. ``wide``:
+    :func:`_wide_rows` of a channels-last ``flat``, if already taken.
+    """
+    out: dict[Term, Any] = {}
+    settle = partial is not None and flat.device.type == "cpu"
+    bounds = extrema = None
+    for op, value in terms:
+        if settle:
+            lo, hi, fold = partial
+            if bounds is None:
+                # Two host floats for the whole tensor (NaN decides nothing: every comparison fails).
+                bounds = float(lo.min()), float(hi.max())
+            every, none = _decided(op, value, *bounds)
+            if every or none:
+                out[op, value] = flat.numel() // flat.shape[1] if every else 0
+                continue
+            if flat.numel() >= _SETTLE_MIN:
+                if extrema is None:
+                    extrema = _finish(lo, fold, torch.amin), _finish(hi, fold, torch.amax)
+                out[op, value] = (_count_mixed(flat, op, value, scratch, extrema), None)
+                continue
+        out[op, value] = _partial_count(flat, _TORCH_OPS[op], value, scratch, wide)
+    return out
+
+
+def _sum_counts(values: list[Any]) -> Any:
+    """The total of several passes' counts of one comparison (ints and partial counts, see
+    :func:`_term_counts`): an int64 (C,) tensor, or an int when every pass was settled."""
+    total = sum(v for v in values if isinstance(v, int))
+    parts = [v for v in values if not isinstance(v, int)]
+    if not parts:
+        return total
+    first, fold = parts[0]
+    if all(f == fold and n.shape == first.shape and n.dtype == first.dtype for n, f in parts):
+        n = (first.to(torch.int64) if len(parts) == 1
+             else torch.stack([n for n, _ in parts]).to(torch.int64).sum(0))
+        n = _finish(n, fold, torch.sum)
+    else:
+        n = sum(_finish(n.to(torch.int64), f, torch.sum) for n, f in parts)
+    return n + total if total else n
+
+
+def _combine(kind: str, pre: bool, totals: dict[Term, Any], channels: int, device: torch.device
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(active, saturated) int64 (C,) from the totals of each comparison: the signed sum of
+    :func:`probes.sinks.active_terms`; saturated is #(x >= 6) for relu6 (the term it
+    subtracts), else 0."""
+    active: Any = None
+    saturated: Any = 0
+    for sign, op, value in active_terms(kind, pre=pre):
+        n = totals[op, value]
+        if active is None:
+            active = n if sign > 0 else -n
+        else:
+            active = active + n if sign > 0 else active - n
+        if kind == "relu6" and sign < 0:
+            saturated = n
+
+    def tensor(v: Any) -> torch.Tensor:
+        return (torch.full((channels,), v, dtype=torch.int64, device=device) if isinstance(v, int)
+                else v)
+
+    return tensor(active), tensor(saturated)
 
 
 def _active_counts(flat: torch.Tensor, kind: str, pre: bool, scratch: _Scratch,
@@ -858,30 +1032,13 @@ def _active_counts(flat: torch.Tensor, kind: str, pre: bool, scratch: _Scratch,
     :func:`_channel_view`): the signed comparison counts of :func:`probes.sinks.active_terms`;
     saturated is #(x >= 6) for relu6 (the term it subtracts), else 0.
 
-    ``extrema``: the per-channel (min, max) of ``flat``. On the CPU they settle a comparison
-    without looking at the values: when the range of the whole tensor lies on one side of the
-    threshold (a relu6 tensor whose maximum is below 6 has no ``x >= 6``), every channel counts
-    all or none of its entries (:func:`_settled`, any size); otherwise, in tensors of at least
-    :data:`_SETTLE_MIN` entries, wherever a channel lies wholly on one side, and only the other
-    channels are compared (:func:`_count_mixed`). The counts are the same, exactly.
+    ``extrema``: the per-channel (min, max) of ``flat``, which settle comparisons on the CPU
+    (see :func:`_term_counts`). The counts are the same, exactly.
     """
-    active = saturated = None
-    settle = extrema is not None and flat.device.type == "cpu"
-    if settle:
-        # Two host floats for the whole tensor (NaN decides nothing: every comparison fails).
-        lo_all, hi_all = float(extrema[0].min()), float(extrema[1].max())
-    for sign, op, value in active_terms(kind, pre=pre):
-        n = None
-        if settle:
-            n = _settled(flat, op, value, lo_all, hi_all)
-            if n is None and flat.numel() >= _SETTLE_MIN:
-                n = _count_mixed(flat, op, value, scratch, extrema)
-        if n is None:
-            n = _count(flat, _TORCH_OPS[op], value, scratch)
-        active = sign * n if active is None else active + sign * n
-        if kind == "relu6" and sign < 0:
-            saturated = n
-    return active, saturated if saturated is not None else torch.zeros_like(active)
+    partial = None if extrema is None else (extrema[0], extrema[1], None)
+    counts = _term_counts(flat, _terms(kind, pre), scratch, partial)
+    totals = {term: _sum_counts([v]) for term, v in counts.items()}
+    return _combine(kind, pre, totals, flat.shape[1], flat.device)
 
 
 def _decided(op: str, value: float, lo: Any, hi: Any) -> tuple[Any, Any]:
@@ -892,17 +1049,6 @@ def _decided(op: str, value: float, lo: Any, hi: Any) -> tuple[Any, Any]:
     if op == "ge":
         return lo >= value, hi < value
     return hi < value, lo >= value   # "lt"
-
-
-def _settled(flat: torch.Tensor, op: str, value: float, lo: float, hi: float) -> torch.Tensor | None:
-    """Per-channel counts of ``op(flat, value)`` when the tensor's range [``lo``, ``hi``]
-    decides it for every entry (all true: each channel counts all its entries; all false:
-    none), else None."""
-    every, none = _decided(op, value, lo, hi)
-    if not (every or none):
-        return None
-    c = flat.shape[1]
-    return torch.full((c,), flat.numel() // c if every else 0, dtype=torch.int64, device=flat.device)
 
 
 #: Entries of a tensor from which :func:`_count_mixed` pays for its few small ops.
@@ -948,10 +1094,10 @@ def _use_pieces(flat: torch.Tensor) -> bool:
             and flat.numel() * flat.element_size() >= 4 * _PIECE_BYTES)
 
 
-def _extent_pieces(flat: torch.Tensor, kinds: list[tuple[str, bool]], scratch: _Scratch
-                   ) -> tuple[torch.Tensor, torch.Tensor, dict[tuple[str, bool], tuple[torch.Tensor, torch.Tensor]]]:
-    """:func:`_channel_extrema` and :func:`_active_counts` of a contiguous (B, C, H*W) view in one
-    pass over memory, for each ``(kind, pre)`` in ``kinds``.
+def _extent_pieces(flat: torch.Tensor, terms: Any, scratch: _Scratch
+                   ) -> tuple[torch.Tensor, torch.Tensor, dict[Term, torch.Tensor]]:
+    """:func:`_channel_extrema` and the per-channel counts of each comparison of ``terms`` of a
+    contiguous (B, C, H*W) view in one pass over memory: ``(min, max, {term: int64 (C,)})``.
 
     The view is read as B*C rows (one per image and channel) in pieces of about
     :data:`_PIECE_BYTES`; each piece's row minima, row maxima and comparison counts are taken
@@ -966,7 +1112,7 @@ def _extent_pieces(flat: torch.Tensor, kinds: list[tuple[str, bool]], scratch: _
     step = max(1, _PIECE_BYTES // (hw * flat.element_size()))
     lo_rows = torch.empty(b * c, dtype=flat.dtype, device=flat.device)
     hi_rows = torch.empty(b * c, dtype=flat.dtype, device=flat.device)
-    terms = sorted({(op, value) for kind, pre in kinds for _, op, value in active_terms(kind, pre=pre)})
+    terms = sorted(set(terms))
     sums = {term: torch.empty(b * c, dtype=torch.float32, device=flat.device) for term in terms}
     for start in range(0, b * c, step):
         stop = min(start + step, b * c)
@@ -978,26 +1124,11 @@ def _extent_pieces(flat: torch.Tensor, kinds: list[tuple[str, bool]], scratch: _
             continue
         lo, hi = float(lo_p.min()), float(hi_p.max())
         for (op, value), out in sums.items():
-            if op == "gt":
-                every, none = lo > value, hi <= value
-            elif op == "ge":
-                every, none = lo >= value, hi < value
-            else:   # "lt"
-                every, none = hi < value, lo >= value
+            every, none = _decided(op, value, lo, hi)
             if every or none:
                 out[start:stop].fill_(hw if every else 0)
             else:
                 buf = _TORCH_OPS[op](piece, value, out=scratch.get(piece.shape, flat.device))
                 torch.sum(buf, 1, out=out[start:stop])
     ch_min, ch_max = lo_rows.view(b, c).amin(0), hi_rows.view(b, c).amax(0)
-    per_term = {term: out.view(b, c).to(torch.int64).sum(0) for term, out in sums.items()}
-    counts = {}
-    for kind, pre in kinds:
-        active = saturated = None
-        for sign, op, value in active_terms(kind, pre=pre):
-            n = per_term[op, value]
-            active = sign * n if active is None else active + sign * n
-            if kind == "relu6" and sign < 0:
-                saturated = n
-        counts[kind, pre] = (active, saturated if saturated is not None else torch.zeros_like(active))
-    return ch_min, ch_max, counts
+    return ch_min, ch_max, {term: out.view(b, c).to(torch.int64).sum(0) for term, out in sums.items()}

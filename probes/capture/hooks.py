@@ -1,4 +1,4 @@
-"""Forward hooks of a capture: one per distinct tensor, one gather of its rows per pass.
+"""Forward hooks of a capture: one per distinct tensor, one gather of its rows per pass and set.
 
 A hook is registered per distinct *tensor*, not per point, and gathers that tensor's rows once
 per forward pass for every point that reads it: aliases (a linear ``project`` is its
@@ -24,15 +24,16 @@ from torch import nn
 from probes.blocks import CapturePoint
 from probes.capture.accumulate import (
     _SHIFT_ROWS,
-    _active_counts,
-    _channel_extrema,
     _channel_view,
     _extent_pieces,
     _Full,
+    _partial_extrema,
     _ReservoirRows,
     _Sampled,
     _Scratch,
+    _term_counts,
     _use_pieces,
+    _wide_rows,
 )
 from probes.capture.sampling import _MOMENT_SALT, _Batch, _Group, rate_key
 
@@ -61,10 +62,11 @@ class _Slot:
 
     The points fed are those whose tensor is this very tensor (the output of block i is the
     input of block i+1) and, through an exact activation (:data:`_DERIVABLE`), the
-    post-activation point of a ``.pre`` tensor. Each forward pass gathers, in one indexing op,
-    the rows of this batch's *plan*: first the sampled positions (moments and activity), then
-    the reservoir candidates of each block frame that a fed point belongs to. Plans depend only
-    on the frame, the rates and the groups, so slots that agree on those share them.
+    post-activation point of a ``.pre`` tensor. Each forward pass reduces the whole tensor once
+    for the extent of every fed point, and gathers the rows of this batch's *plan*
+    (:class:`_Plan`): the sampled positions (moments and activity) in one indexing op, and the
+    reservoir candidates of each block frame that a fed point belongs to in one each. Plans
+    depend only on the frame, the rates and the groups, so slots that agree on those share them.
     """
 
     def __init__(self, point: CapturePoint, *, channels: int, in_hw: tuple[int, int],
@@ -76,6 +78,9 @@ class _Slot:
         self.feeds: dict[str | None, _Feed] = {}
         self.frames: list[tuple[_Group, int]] = []   # (group, step) of each reservoir span
         self._key: tuple[Any, ...] | None = None
+        self._fulls: list[_Full] | None = None
+        self._terms: tuple[Any, ...] = ()
+        self._gathers = False
 
     def feed(self, kind: str | None) -> _Feed:
         if kind not in self.feeds:
@@ -89,16 +94,8 @@ class _Slot:
             self.frames.append(key)
         return self.frames.index(key)
 
-    def _plan(self, batch: _Batch, device: torch.device) -> tuple[Any, ...]:
-        """(index, n_sample, spans, moment_mask) of this batch, shared by slots that agree.
-
-        ``index`` selects the rows: ``(b, y*W + x)`` tensors for the gather of sampled mode, or
-        a tensor of row numbers into all positions (``b*H*W + y*W + x``) when every position is
-        sampled (rate 1; then ``n_sample`` is None). Position (image, y, x) is sampled when
-        ``u < sample_rate`` with ``u = hash / 2^64``; the moment rows are those with
-        ``u < moment_rate`` among them (mask None: all of them). ``spans`` are the [start, stop)
-        rows of each reservoir frame, after the sampled rows.
-        """
+    def _plan(self, batch: _Batch, device: torch.device) -> "_Plan":
+        """This batch's :class:`_Plan`, shared by the slots that agree on frame, rates and groups."""
         if self._key is None:   # the rates and frames are fixed once the capture starts
             self._key = ("plan", self.hw, self.sample_rate, self.moment_rate,
                          tuple((id(g), s) for g, s in self.frames))
@@ -107,89 +104,66 @@ class _Slot:
             plan = batch.cache[self._key] = self._make_plan(batch, device)
         return plan
 
-    def _make_plan(self, batch: _Batch, device: torch.device) -> tuple[Any, ...]:
-        n_pix = self.hw[0] * self.hw[1]
-        every = self.sample_rate >= 1.0
-        b_parts: list[torch.Tensor] = []
-        p_parts: list[torch.Tensor] = []
-        n_sample: int | None = 0
-        mask = None
+    def _make_plan(self, batch: _Batch, device: torch.device) -> "_Plan":
+        plan = _Plan(self.hw[0] * self.hw[1])
         if self.sample_rate > 0.0:
-            b, pos, mask = batch.cached(("sample", self.hw, self.sample_rate, self.moment_rate, device),
-                                        lambda: self._sample(batch, device))
-            if every:
-                n_sample = None
+            rows, plan.mask = batch.cached(("sample", self.hw, self.sample_rate, self.moment_rate, device),
+                                           lambda: self._sample(batch, device))
+            if self.sample_rate >= 1.0:
+                plan.every = True
             else:
-                b_parts.append(b)
-                p_parts.append(pos)
-                n_sample = int(b.shape[0])
-        spans = []
-        start = n_sample or 0
+                plan.sample, plan.n_sample = rows, int(rows.shape[0])
         for group, step in self.frames:
-            b, pos = group.candidates(batch, device)
-            w_out = group.out_hw[1]
-            b_parts.append(b)
-            p_parts.append((pos // w_out) * (step * self.hw[1]) + (pos % w_out) * step)
-            spans.append((start, start + int(b.shape[0])))
-            start += int(b.shape[0])
-        if every:
-            index: Any = (torch.cat(b_parts) * n_pix + torch.cat(p_parts) if b_parts
-                          else torch.zeros(0, dtype=torch.int64, device=device))
-        elif b_parts:
-            index = (torch.cat(b_parts), torch.cat(p_parts))
-        else:
-            index = None
-        return index, n_sample, spans, mask
+            b, pos, rows = group.candidates(batch, device)
+            if step > 1:   # (y_out, x_out) -> (step * y_out, step * x_out) in this frame
+                w_out = group.out_hw[1]
+                rows = b * plan.n_pix + (pos // w_out) * (step * self.hw[1]) + (pos % w_out) * step
+            plan.frames.append(rows)   # step 1: this frame is the block's output frame
+        return plan
 
-    def _sample(self, batch: _Batch, device: torch.device) -> tuple[Any, Any, Any]:
-        """(b, y*W + x, moment_mask) of the sampled positions (all of them at rate 1)."""
+    def _sample(self, batch: _Batch, device: torch.device) -> tuple[Any, Any]:
+        """(row numbers ``b*H*W + y*W + x`` of the sampled positions (None: all of them, at
+        rate 1), moment mask among them)."""
         every = self.sample_rate >= 1.0
         u = None
         if not every or self.moment_rate < self.sample_rate:
             u = batch.keys(self.seed, self.hw, _MOMENT_SALT, device)
-        b = pos = None
+        keep = None
         drawn = u
         if not every:
             keep = torch.nonzero(u < rate_key(self.sample_rate)).squeeze(1)
-            n_pix = self.hw[0] * self.hw[1]
-            b, pos = keep // n_pix, keep % n_pix
             drawn = u[keep]
         mask = None
         if 0.0 < self.moment_rate < self.sample_rate:
             mask = drawn < rate_key(self.moment_rate)
-        return b, pos, mask
+        return keep, mask
 
-    def _flat_index(self, batch: _Batch, index: tuple[torch.Tensor, torch.Tensor], n_pix: int
-                    ) -> torch.Tensor:
-        """The ``(b, y*W + x)`` gather index of this batch's plan as row numbers ``b*H*W + y*W + x``
-        (computed once per batch for the slots that share the plan)."""
-        return batch.cached(("flat", self._key), lambda: index[0] * n_pix + index[1])
-
-    def _reduce_full(self, t: torch.Tensor, scratch: _Scratch) -> None:
-        """Feed every :class:`_Full` the per-channel min, max and active counts of ``t``
-        (B, C, H, W), each reduction computed once for all the points that need it."""
-        if not any(feed.full for feed in self.feeds.values()):
-            return
-        flat = _channel_view(t)
+    def _reduce_full(self, t: torch.Tensor, flat: torch.Tensor, scratch: _Scratch) -> None:
+        """Feed every :class:`_Full` the per-channel min, max and comparison counts of ``t``
+        (B, C, H, W; ``flat`` its :func:`_channel_view`), each reduction computed once for all
+        the points that need it and left partial (:func:`_partial_extrema`): the fulls fold it
+        with their other held passes."""
         n = t.shape[0] * t.shape[2] * t.shape[3]
-        counts: dict[tuple[str, bool], tuple[torch.Tensor, torch.Tensor]] = {}
+        counts: dict[Any, Any] | None = None
         if _use_pieces(flat):   # a large map on one thread: one pass over memory for all of it
-            kinds = list(dict.fromkeys((full.kind, full.pre and full.kind == "hswish")
-                                       for feed in self.feeds.values() for full in feed.full
-                                       if full.kind is not None))
-            ch_min, ch_max, counts = _extent_pieces(flat, kinds, scratch)
+            lo, hi, sums = _extent_pieces(flat, self._terms, scratch)
+            fold = None
+            counts = {term: (v, None) for term, v in sums.items()}
         else:
-            ch_min, ch_max = _channel_extrema(flat)
-        for feed in self.feeds.values():
-            for full in feed.full:
-                c = None
-                if full.kind is not None:
-                    # relu / relu6: the same units are active before and after the activation.
-                    key = (full.kind, full.pre and full.kind == "hswish")
-                    if key not in counts:
-                        counts[key] = _active_counts(flat, full.kind, key[1], scratch, (ch_min, ch_max))
-                    c = counts[key]
-                full.add(n, ch_min, ch_max, c)
+            wide = _wide_rows(flat) if flat.ndim == 2 else None
+            lo, hi, fold = _partial_extrema(flat, wide)
+            if self._terms:
+                counts = _term_counts(flat, self._terms, scratch, (lo, hi, fold), wide)
+        for full in self._fulls:
+            full.add(n, lo, hi, counts, fold)
+
+    def _start(self) -> None:
+        """What every pass needs of the feeds, fixed once the capture starts."""
+        self._fulls = [full for feed in self.feeds.values() for full in feed.full]
+        # relu / relu6: the same units are active before and after the activation, so a .pre
+        # point and its post point read the same comparisons.
+        self._terms = tuple(sorted({term for full in self._fulls for term in full.terms}))
+        self._gathers = any(feed.sampled or feed.reservoirs for feed in self.feeds.values())
 
     def take(self, value: Any, batch: _Batch) -> None:
         """Reduce one hooked tensor into every point this slot feeds."""
@@ -198,7 +172,7 @@ class _Slot:
                 f"Capture point {self.point.name} expected a tensor from {self.point.module_path!r} "
                 f"({self.point.hook}). Got {type(value).__name__} instead."
             )
-        t = value.detach()
+        t = value.detach() if value.requires_grad else value
         if t.ndim == 2:
             t = t[:, :, None, None]
         shape = t.shape
@@ -215,56 +189,69 @@ class _Slot:
                 f"Capture point {self.point.name} saw a batch of {shape[0]} images in a forward "
                 f"pass of {batch.size}."
             )
+        if self._fulls is None:
+            self._start()
+        if not (self._fulls or self._gathers):
+            return
+        hooked = t
         if self.image:
             t = t.mean((2, 3), keepdim=True, dtype=torch.float64)
-        flat = t.reshape(shape[0], self.channels, -1)
-        self._reduce_full(t, batch.scratch)
-        index, n_sample, spans, mask = self._plan(batch, t.device)
+        flat = _channel_view(t)
+        if self._fulls:
+            self._reduce_full(t, flat, batch.scratch)
+        if not self._gathers:
+            return
+        plan = self._plan(batch, t.device)
         exact = [acc.exact for feed in self.feeds.values() for acc in feed.sampled]
-        if n_sample is None and exact and all(exact):
+        if plan.every and exact and all(exact):
             threads = torch.get_num_threads()
             if threads > 1:
                 torch.set_num_threads(1)
             try:
-                self._take_positions(flat, index, spans)
+                self._take_positions(t.reshape(shape[0], self.channels, -1), plan.frames)
             finally:
                 if threads > 1:
                     torch.set_num_threads(threads)
             return
-        if n_sample is None:   # every position: all rows, the reservoir rows picked from them
-            rows = flat.transpose(1, 2).reshape(-1, self.channels)
-            if rows.untyped_storage().data_ptr() == t.untyped_storage().data_ptr():
+        sample: torch.Tensor | None
+        if plan.every:   # every position: all rows, the reservoir rows picked from them
+            sample = t.reshape(shape[0], self.channels, -1).transpose(1, 2).reshape(-1, self.channels)
+            if sample.untyped_storage().data_ptr() == hooked.untyped_storage().data_ptr():
                 # A channels-last tensor reshapes to a view, which an in-place activation after
                 # this hook would overwrite while the rows wait in the buffer.
-                rows = rows.clone()
-        elif index is None:
-            return
-        elif not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
-            # Channels-last: each position's C values are one contiguous row, gathered whole
-            # (an element-wise gather across the (B, C, H*W) view is several times slower).
-            rows = t.permute(0, 2, 3, 1).reshape(-1, self.channels).index_select(
-                0, self._flat_index(batch, index, shape[2] * shape[3]))
+                sample = sample.clone()
+            frames = [sample.index_select(0, rows) for rows in plan.frames]
+        elif flat.ndim == 2:
+            # Channels-last (B*H*W, C): each position's C values are one contiguous row, gathered
+            # whole by row number (an element-wise gather across (B, C, H*W) is several times
+            # slower). One gather for the sampled rows and one per reservoir frame, each a
+            # tensor of its own, so that no buffer keeps another's rows alive.
+            sample = flat.index_select(0, plan.sample) if plan.n_sample else None
+            frames = [flat.index_select(0, rows) for rows in plan.frames]
         else:
-            rows = flat[index[0], :, index[1]]
-        n_rows = rows.shape[0] if n_sample is None else n_sample
+            sample = None
+            if plan.n_sample:
+                b, pos = plan.pairs(-1)
+                sample = flat[b, :, pos]
+            frames = []
+            for i in range(len(plan.frames)):
+                b, pos = plan.pairs(i)
+                frames.append(flat[b, :, pos])
         for feed in self.feeds.values():
-            vr = rows if feed.fn is None else feed.fn(rows)
-            if n_rows and feed.sampled:
-                sample = vr if n_sample is None else vr[:n_rows]
+            fn = feed.fn
+            if sample is not None and feed.sampled:
+                vs = sample if fn is None else fn(sample)
                 for acc in feed.sampled:
-                    acc.push(sample, mask)
-            if not feed.reservoirs:
-                continue
-            self._hold_reservoirs(feed, vr[index] if n_sample is None else vr, spans)
+                    acc.push(vs, plan.mask)
+            self._hold_reservoirs(feed, frames)
 
-    def _take_positions(self, flat: torch.Tensor, index: torch.Tensor,
-                        spans: list[tuple[int, int]]) -> None:
+    def _take_positions(self, flat: torch.Tensor, frames: list[torch.Tensor]) -> None:
         """Every position of ``flat`` (B, C, H*W) into exact-mode accumulators, which reduce the
         channel-major view as it is (:meth:`_Sampled.push_positions`, before this hook returns:
-        no rows are built or kept), and the reservoir rows (row numbers ``index``) gathered
-        from it: the same values as the rows path gives."""
+        no rows are built or kept), and the reservoir rows (row numbers ``frames``, one tensor
+        per block frame) gathered from it: the same values as the rows path gives."""
         b, c, hw = flat.shape
-        raw = None
+        raw: list[torch.Tensor] | None = None
         for feed in self.feeds.values():
             if feed.sampled and (feed.fn is None or not flat.is_contiguous()):
                 vx = flat if feed.fn is None else feed.fn(flat)
@@ -285,16 +272,46 @@ class _Slot:
                         acc.push_positions(vx)
             if feed.reservoirs:
                 if raw is None:
-                    raw = flat[index // hw, :, index % hw]
-                self._hold_reservoirs(feed, raw if feed.fn is None else feed.fn(raw), spans)
+                    raw = [flat[rows // hw, :, rows % hw] for rows in frames]
+                self._hold_reservoirs(feed, raw)
 
     @staticmethod
-    def _hold_reservoirs(feed: _Feed, res: torch.Tensor, spans: list[tuple[int, int]]) -> None:
-        """Hand each reservoir of ``feed`` its span of the gathered rows ``res``."""
+    def _hold_reservoirs(feed: _Feed, frames: list[torch.Tensor]) -> None:
+        """Hand each reservoir of ``feed`` the rows of its block frame (``frames[k]``), after
+        the feed's activation; the reservoir copies them into its buffer."""
         for rr, k in feed.reservoirs:
-            a, b = spans[k]
-            if b > a:
-                rr.add(res[a:b])   # copied into the point's buffer
+            piece = frames[k]
+            if piece.shape[0]:
+                rr.add(piece if feed.fn is None else feed.fn(piece))
+
+
+class _Plan:
+    """The rows one batch gathers from a tensor of ``n_pix`` positions per image, shared by the
+    slots that agree on frame, rates and groups, as row numbers ``b*H*W + y*W + x``.
+
+    ``sample``: the sampled positions (moments and activity; ``n_sample`` of them), or
+    ``every``: all positions (rate 1). Position (image, y, x) is sampled when
+    ``u < sample_rate`` with ``u = hash / 2^64``; the moment rows are those with
+    ``u < moment_rate`` among them (``mask``; None: all of them). ``frames``: the reservoir
+    candidates of each block frame, in this tensor's frame. :meth:`pairs` gives them as
+    ``(b, y*W + x)`` for the gather of a contiguous (B, C, H*W) view, once per batch.
+    """
+
+    def __init__(self, n_pix: int) -> None:
+        self.n_pix = n_pix
+        self.every = False
+        self.sample: torch.Tensor | None = None
+        self.n_sample = 0
+        self.mask: torch.Tensor | None = None
+        self.frames: list[torch.Tensor] = []
+        self._pairs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def pairs(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(b, y*W + x)`` of frame ``i`` (-1: the sampled rows)."""
+        if i not in self._pairs:
+            rows = self.sample if i < 0 else self.frames[i]
+            self._pairs[i] = (rows // self.n_pix, rows % self.n_pix)
+        return self._pairs[i]
 
 
 @dataclasses.dataclass

@@ -22,6 +22,7 @@ replacement.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,7 @@ from probes.sinks import _splitmix64 as _mix_np
 if TYPE_CHECKING:
     from probes.capture.accumulate import _ReservoirRows
 
-__all__ = ["from_keys", "grid_keys", "rate_key", "to_keys"]
+__all__ = ["from_keys", "grid_keys", "image_keys", "position_bits", "rate_key", "to_keys"]
 
 #: Salt of the moment / activity sampling hash (the reservoir uses ``Reservoir.SALT``).
 _MOMENT_SALT = 0x40E7
@@ -67,9 +68,38 @@ def _splitmix64(z: torch.Tensor) -> torch.Tensor:
     return z ^ _lsr(z, 31)
 
 
+@functools.lru_cache(maxsize=64)
+def _head(seed: int, salt: int) -> int:
+    """The hash chain up to the image, which depends on (salt, seed) only (int64 bits)."""
+    with np.errstate(over="ignore"):
+        head = _mix_np(np.asarray(salt & _M64, dtype=np.uint64))
+        return _signed(int(_mix_np(head ^ np.uint64(seed & _M64))))
+
+
+def image_keys(seed: int, first_image: int, n_images: int, salt: int, device: torch.device | str
+               ) -> torch.Tensor:
+    """The hash chain up to (salt, seed, image) of ``n_images`` images from ``first_image``
+    (int64 bits, shape (n_images,)): the part of :func:`grid_keys` shared by every frame."""
+    img = torch.arange(first_image, first_image + n_images, dtype=torch.int64, device=device)
+    return _splitmix64(img ^ _head(seed, salt))
+
+
+def position_bits(hw: tuple[int, int], device: torch.device | str) -> torch.Tensor:
+    """``(y << 32) ^ x`` of every position (y, x) of an ``hw`` frame, flat (int64, (H*W,)):
+    what the hash chain mixes in after the image."""
+    h, w = hw
+    y = torch.arange(h, dtype=torch.int64, device=device)
+    x = torch.arange(w, dtype=torch.int64, device=device)
+    return ((y << 32)[:, None] ^ (x & 0xFFFFFFFF)[None, :]).reshape(-1)
+
+
 def grid_keys(seed: int, first_image: int, n_images: int, hw: tuple[int, int], salt: int,
-              device: torch.device | str) -> torch.Tensor:
+              device: torch.device | str, *, images: torch.Tensor | None = None,
+              positions: torch.Tensor | None = None) -> torch.Tensor:
     """Keys of every position (image, y, x) of ``n_images`` images from ``first_image``.
+
+    ``images`` / ``positions``: :func:`image_keys` and :func:`position_bits` of the same
+    arguments, if already computed (they are shared by frames and by batches).
 
     Returns
     -------
@@ -77,16 +107,8 @@ def grid_keys(seed: int, first_image: int, n_images: int, hw: tuple[int, int], s
     ``position_hash(seed, image, y, x, salt=salt) ^ 2^63`` read as int64 (see the module
     docstring).
     """
-    h, w = hw
-    # The chain up to the image only depends on (salt, seed): computed once on the host.
-    with np.errstate(over="ignore"):
-        head = _mix_np(np.asarray(salt & _M64, dtype=np.uint64))
-        head = int(_mix_np(head ^ np.uint64(seed & _M64)))
-    img = torch.arange(first_image, first_image + n_images, dtype=torch.int64, device=device)
-    hi = _splitmix64(img ^ _signed(head))
-    y = torch.arange(h, dtype=torch.int64, device=device)
-    x = torch.arange(w, dtype=torch.int64, device=device)
-    yx = ((y << 32)[:, None] ^ (x & 0xFFFFFFFF)[None, :]).reshape(-1)
+    hi = image_keys(seed, first_image, n_images, salt, device) if images is None else images
+    yx = position_bits(hw, device) if positions is None else positions
     return _splitmix64(hi[:, None] ^ yx[None, :]).reshape(-1) ^ (-_TOP)
 
 
@@ -121,9 +143,20 @@ class _Batch:
         return self.cache[key]
 
     def keys(self, seed: int, hw: tuple[int, int], salt: int, device: torch.device) -> torch.Tensor:
-        """Hash keys of every position of this batch in frame ``hw`` (see :mod:`probes.sampling`)."""
-        return self.cached(("keys", hw, salt, device),
-                           lambda: grid_keys(seed, self.offset, self.size, hw, salt, device))
+        """Hash keys of every position of this batch in frame ``hw`` (see :mod:`probes.sampling`):
+        the image part computed once per batch and salt, the position part once per capture."""
+        key = ("keys", hw, salt, device)
+        keys = self.cache.get(key)
+        if keys is None:
+            images = self.cached(("images", seed, salt, device),
+                                 lambda: image_keys(seed, self.offset, self.size, salt, device))
+            memo = self.scratch.memo
+            positions = memo.get(("positions", hw, device))
+            if positions is None:
+                positions = memo["positions", hw, device] = position_bits(hw, device)
+            keys = self.cache[key] = grid_keys(seed, self.offset, self.size, hw, salt, device,
+                                               images=images, positions=positions)
+        return keys
 
 
 class _Group:
@@ -172,12 +205,15 @@ class _Group:
         self.held = n
         self.ids, self.priority = self._ids[:n], self._priority[:n]
 
-    def candidates(self, batch: _Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(b, y_out * W_out + x_out) of this batch's candidates (computed once per batch):
-        the positions whose priority is below :meth:`threshold`, at most k of them."""
+    def candidates(self, batch: _Batch, device: torch.device
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(b, y_out * W_out + x_out, b * H_out * W_out + y_out * W_out + x_out) of this batch's
+        candidates (computed once per batch): the positions whose priority is below
+        :meth:`threshold`, at most k of them."""
         return batch.cached(("group", id(self)), lambda: self._candidates(batch, device))
 
-    def _candidates(self, batch: _Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _candidates(self, batch: _Batch, device: torch.device
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         prio = batch.keys(self.seed, self.out_hw, Reservoir.SALT, device)
         self.n_seen += prio.shape[0]
         thr = self.threshold()
@@ -201,7 +237,7 @@ class _Group:
         self._ids[h:h + m] = torch.stack([b + batch.offset, pos // self.out_hw[1], pos % self.out_hw[1]], dim=1)
         self._priority[h:h + m] = prio[sel]
         self._hold(h + m)
-        return b, pos
+        return b, pos, sel
 
 
 def _frame_step(point: CapturePoint, hw: tuple[int, int], out_hw: tuple[int, int]) -> int:

@@ -274,3 +274,58 @@ def test_push_positions_is_for_exact_accumulators_only():
     acc = _Sampled(3, moments=True, activity_kind=None, pre=False, syrk=True, hist=False)
     with pytest.raises(RuntimeError, match="exact"):
         acc.push_positions(torch.zeros(1, 3, 2))
+
+
+def _sampled_reference(chunks, *, syrk):
+    """Sampled-mode moments the plain way: per buffer, mean, centred Gram (dsyrk upper triangle
+    into fresh zeros, or torch's product), then probes.sinks.chan_update into new arrays."""
+    from probes.sinks import chan_update
+
+    count, mean, m2 = 0, None, None
+    for rows in chunks:
+        if syrk:
+            r = rows.to(torch.float64, copy=True).numpy()
+            mb = r.mean(0)
+            r -= mb
+            m2b = np.zeros((r.shape[1], r.shape[1]), order="F")
+            accumulate._syrk(r, m2b)
+        else:
+            r = rows.to(torch.float64)
+            mb = r.mean(0)
+            r = r - mb
+            m2b = r.T @ r
+        count, mean, m2 = chan_update(count, mean, m2, rows.shape[0], mb, m2b)
+    return count, mean, m2
+
+
+@pytest.mark.parametrize("syrk", [True, False])
+def test_sampled_moments_updated_in_place_equal_chan_update_bit_for_bit(syrk, monkeypatch):
+    # Buffers of 7 rows (flushed at 7), drifting means: the in-place update (workspace rows, the
+    # previous m2 reused as the next buffer, delta delta^T in a workspace array) gives the bits
+    # of the plain route, also when a snapshot is read midway (its m2 is not reused or changed).
+    monkeypatch.setattr(accumulate, "_FLUSH_ROWS", 7)
+    monkeypatch.setattr(accumulate, "_FLUSH_ELEMENTS", 0)
+    chunks = [_rows(7, 5, offset=3.0 * i, scale=1 + i, seed=i) for i in range(9)]
+    acc = _Sampled(5, moments=True, activity_kind=None, pre=False, syrk=syrk, hist=False)
+    for i, rows in enumerate(chunks):
+        acc.push(rows, None)
+        if i == 4:
+            snap = acc.moments()
+            snap_m2 = snap.m2.copy()
+            count, mean, m2 = _sampled_reference(chunks[:5], syrk=syrk)
+            m2 = np.asarray(m2)
+            if syrk:
+                m2 = np.triu(m2) + np.triu(m2, 1).T
+            assert snap.count == count == 35
+            assert snap.mean.tobytes() == np.asarray(mean).tobytes()
+            assert snap.m2.tobytes() == np.ascontiguousarray(m2).tobytes()
+    got = acc.moments()
+    count, mean, m2 = _sampled_reference(chunks, syrk=syrk)
+    m2 = np.asarray(m2)
+    if syrk:   # dsyrk fills the upper triangle; the readout mirrors it
+        m2 = np.triu(m2) + np.triu(m2, 1).T
+    assert got.count == count == 63
+    assert got.mean.tobytes() == np.asarray(mean).tobytes()
+    assert got.m2.tobytes() == np.ascontiguousarray(m2).tobytes()
+    assert snap.m2.tobytes() == snap_m2.tobytes()   # the snapshot was not reused by later flushes
+    assert got.m2 is not snap.m2

@@ -553,26 +553,77 @@ def test_channels_last_extrema_read_as_wide_rows_equal_numpy(channels, rows):
     np.testing.assert_array_equal(hi.numpy(), x.numpy().max(0))
 
 
-def test_extent_folded_every_few_passes_equals_numpy_over_all_positions(monkeypatch):
+@pytest.mark.parametrize("exact_rows", [3, 1 << 23])
+@pytest.mark.parametrize("channels", [3, 8, 24, 48])
+@pytest.mark.parametrize("rows", [1, 7, 64, 100])
+def test_channels_last_counts_read_as_wide_rows_equal_numpy(channels, rows, exact_rows, monkeypatch):
+    # Counts down the wide rows, left partial ((k*C,) float32, or int64 over several float32
+    # slices when the rows pass _EXACT_ROWS), leftover rows added at once: equal numpy's.
+    from probes.capture import accumulate
+    from probes.capture.accumulate import _finish, _partial_count, _Scratch, _wide_rows
+
+    monkeypatch.setattr(accumulate, "_EXACT_ROWS", exact_rows)
+    g = torch.Generator().manual_seed(channels * 100 + rows)
+    x = torch.randint(-2, 3, (rows, channels), generator=g).float()   # hits the threshold 0
+    _, k, rest = _wide_rows(x)
+    n, fold = _partial_count(x, torch.ge, 0.0, _Scratch())
+    if rest is None and k > 1:
+        assert fold == ("cols", k) and n.shape == (k * channels,)
+        assert n.dtype == (torch.float32 if rows // k <= exact_rows else torch.int64)
+    else:
+        assert fold is None and n.shape == (channels,)
+    got = _finish(n.to(torch.int64), fold, torch.sum)
+    np.testing.assert_array_equal(got.numpy(), (x.numpy() >= 0).sum(0))
+
+
+def test_counts_of_several_passes_sum_ints_and_partials_of_any_layout():
+    # Settled passes (ints), partial counts of one layout (stacked once) and of several layouts
+    # (finished one by one): the same int64 totals.
+    from probes.capture.accumulate import _sum_counts
+
+    a = torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])   # ("cols", 2) of C = 3: 5, 7, 9
+    b = torch.tensor([[1.0, 1.0], [0.0, 2.0], [3.0, 0.0]])   # ("rows", 2): 2, 2, 3
+    c = torch.tensor([7, 0, 1])
+    assert _sum_counts([4, 0]) == 4
+    np.testing.assert_array_equal(_sum_counts([(a, ("cols", 2)), 5, (a, ("cols", 2))]).numpy(), [15, 19, 23])
+    got = _sum_counts([(a, ("cols", 2)), (b, ("rows", 2)), (c, None), 1])
+    assert got.dtype == torch.int64
+    np.testing.assert_array_equal(got.numpy(), [5 + 2 + 7 + 1, 7 + 2 + 0 + 1, 9 + 3 + 1 + 1])
+
+
+@pytest.mark.parametrize("layouts", ["contiguous", "channels_last", "mixed"])
+def test_extent_folded_every_few_passes_equals_numpy_over_all_positions(layouts, monkeypatch):
     # More passes than the fold interval, a post-activation point read off .pre (relu6 applied
-    # to the folded .pre extrema): min, max and counts equal numpy over every position.
+    # to the folded .pre extrema): min, max and counts equal numpy over every position. Each
+    # pass is held partial (wide rows of a channels-last view, (C, H*W) of a short contiguous
+    # map, counts settled by the tensor's range as ints); "mixed" changes layout and size from
+    # pass to pass, so the held passes disagree and are folded one by one.
     import torch.nn.functional as F
 
     from probes.capture import accumulate
-    from probes.capture.accumulate import _active_counts, _channel_extrema, _channel_view, _Full, _Scratch
+    from probes.capture.accumulate import _channel_view, _Full, _partial_extrema, _Scratch, _term_counts
 
     monkeypatch.setattr(accumulate, "_FOLD_PASSES", 3)
     g = torch.Generator().manual_seed(3)
-    passes = [torch.randn(2, 5, 3, 4, generator=g) * 4 for _ in range(8)]
+    passes = [torch.randn(2 + i % 3, 5, 4, 8, generator=g) * 4 for i in range(8)]
+    passes[4] = passes[4].clamp(max=5.5)   # no x >= 6: that comparison is settled (0)
+    if layouts == "mixed":
+        passes[5] = torch.randn(3, 5, 3, 3, generator=g) * 4   # 27 rows: not wide (fold None)
     pre, post = _Full(5, "relu6", True, None), _Full(5, "relu6", False, F.relu6)
     scratch = _Scratch()
-    for t in passes:
+    folds = set()
+    for i, t in enumerate(passes):
+        if layouts == "channels_last" or layouts == "mixed" and i % 2:
+            t = t.contiguous(memory_format=torch.channels_last)
         flat = _channel_view(t)
-        lo, hi = _channel_extrema(flat)
-        counts = _active_counts(flat, "relu6", False, scratch, (lo, hi))
+        lo, hi, fold = _partial_extrema(flat)
+        counts = _term_counts(flat, pre.terms, scratch, (lo, hi, fold))
+        folds.add(fold)
         for full in (pre, post):
-            full.add(2 * 3 * 4, lo, hi, counts)
+            full.add(t.shape[0] * t.shape[2] * t.shape[3], lo, hi, counts, fold)
     assert len(pre.pending) == 8 % 3   # folded twice, two passes held
+    assert folds == ({("rows", 32)} if layouts == "contiguous" else {("cols", 32)} if layouts == "channels_last"
+                     else {("rows", 32), ("cols", 32), None})
     ref = torch.cat([t.permute(0, 2, 3, 1).reshape(-1, 5) for t in passes]).double().numpy()
     e_pre, e_post = pre.extent(None), post.extent(None)
     assert e_pre.n_points == e_post.n_points == len(ref)
@@ -598,13 +649,13 @@ def test_counts_settled_by_the_tensor_range_skip_the_comparison(shift, monkeypat
     flat = _channel_view(x)
     want = _active_counts(flat, "relu6", False, _Scratch())
     compared = []
-    real = accumulate._count
+    real = accumulate._partial_count
 
-    def spy(x, op, value, scratch):
+    def spy(x, op, value, scratch, wide=None):
         compared.append(value)
-        return real(x, op, value, scratch)
+        return real(x, op, value, scratch, wide)
 
-    monkeypatch.setattr(accumulate, "_count", spy)
+    monkeypatch.setattr(accumulate, "_partial_count", spy)
     got = _active_counts(flat, "relu6", False, _Scratch(), _channel_extrema(flat))
     assert compared == ([0.0] if shift == -0.5 else [])   # x >= 6 (and x > 0 when shifted) settled
     for a, b in zip(got, want):
@@ -621,7 +672,14 @@ def test_extent_in_pieces_equals_the_whole_tensor_reductions(piece_bytes, monkey
     # -3 (settled per piece), values exactly on the thresholds, a NaN: same min, max and counts
     # as the whole-tensor functions and as numpy.
     from probes.capture import accumulate
-    from probes.capture.accumulate import _active_counts, _channel_extrema, _extent_pieces, _Scratch
+    from probes.capture.accumulate import (
+        _active_counts,
+        _channel_extrema,
+        _combine,
+        _extent_pieces,
+        _Scratch,
+        _terms,
+    )
 
     monkeypatch.setattr(accumulate, "_PIECE_BYTES", piece_bytes)
     g = torch.Generator().manual_seed(5)
@@ -631,18 +689,21 @@ def test_extent_in_pieces_equals_the_whole_tensor_reductions(piece_bytes, monkey
     x[2, 3, 5, 5] = float("nan")
     flat = x.reshape(3, 6, -1)
     kinds = [("relu6", False), ("hswish", True), ("hswish", False), ("relu", False)]
-    lo, hi, counts = _extent_pieces(flat, kinds, _Scratch())
+    terms = [term for kind, pre in kinds for term in _terms(kind, pre)]
+    lo, hi, sums = _extent_pieces(flat, terms, _Scratch())
+    assert sorted(sums) == sorted(set(terms))
     want_lo, want_hi = _channel_extrema(flat)
     np.testing.assert_array_equal(lo.numpy(), want_lo.numpy())
     np.testing.assert_array_equal(hi.numpy(), want_hi.numpy())
     assert np.isnan(lo.numpy()[3]) and lo.numpy()[0] >= 7 and hi.numpy()[1] <= -4
     for kind, pre in kinds:
         want = _active_counts(flat, kind, pre, _Scratch())
-        for a, b in zip(counts[kind, pre], want):
+        for a, b in zip(_combine(kind, pre, sums, 6, flat.device), want):
             assert a.dtype == torch.int64
             np.testing.assert_array_equal(a.numpy(), b.numpy())
     xn = x.numpy()
-    np.testing.assert_array_equal(counts["relu6", False][1].numpy(), (xn >= 6).sum(axis=(0, 2, 3)))
+    np.testing.assert_array_equal(sums["ge", 6.0].numpy(), (xn >= 6).sum(axis=(0, 2, 3)))
+    np.testing.assert_array_equal(sums["lt", 0.0].numpy(), (xn < 0).sum(axis=(0, 2, 3)))
 
 
 def test_pieces_only_for_large_contiguous_maps_on_one_thread():

@@ -20,3 +20,21 @@ def test_keys_order_and_threshold_follow_the_unsigned_hash():
     np.testing.assert_array_equal(torch.sort(keys, stable=True).indices.numpy(), np.argsort(h, kind="stable"))
     for rate in (1e-3, 0.3, 0.999):
         np.testing.assert_array_equal((keys < rate_key(rate)).numpy(), h < np.uint64(rate * 2.0**64))
+
+
+def test_batch_keys_from_shared_image_and_position_parts_equal_grid_keys():
+    # A batch computes the image part of the hash once per salt and the position part once per
+    # capture (kept in the scratch's memo across batches): the same keys as grid_keys, which
+    # equal the numpy hash (test above).
+    from probes.capture.accumulate import _Scratch
+    from probes.capture.sampling import _Batch
+
+    scratch = _Scratch()
+    for offset, size in [(0, 5), (5, 3), (8, 1)]:
+        batch = _Batch(offset, scratch)
+        batch.size = size
+        for hw in [(4, 6), (2, 2), (4, 6)]:
+            for salt in (0x40E7, 0x5EED):
+                got = batch.keys(7, hw, salt, torch.device("cpu"))
+                assert torch.equal(got, grid_keys(7, offset, size, hw, salt, "cpu"))
+    assert sorted(k[1] for k in scratch.memo) == [(2, 2), (4, 6)]
