@@ -435,6 +435,15 @@ def _pdist_square(x: np.ndarray) -> np.ndarray:
 # --- the distances against the previous implementations (kept here as references) ----------
 
 
+def _l2_costs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    # the references' diagonal costs (L_2) and pair distances (None if a diagram is empty)
+    da = (a[:, 1] - a[:, 0]) / np.sqrt(2.0)
+    db = (b[:, 1] - b[:, 0]) / np.sqrt(2.0)
+    if len(a) == 0 or len(b) == 0:
+        return da, db, None
+    return da, db, np.hypot(a[:, None, 0] - b[None, :, 0], a[:, None, 1] - b[None, :, 1])
+
+
 def _wasserstein_sparse_assignment(a: np.ndarray, b: np.ndarray) -> float:
     # the previous route: minimum-cost perfect matching (LAPJVsp) on the augmented graph of
     # points and diagonal copies, pruned to the pairs with ||p - q|| < delta(p) + delta(q)
@@ -442,11 +451,9 @@ def _wasserstein_sparse_assignment(a: np.ndarray, b: np.ndarray) -> float:
     from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
     n, m = len(a), len(b)
-    da = (a[:, 1] - a[:, 0]) / np.sqrt(2.0)
-    db = (b[:, 1] - b[:, 0]) / np.sqrt(2.0)
-    if n == 0 or m == 0:
+    da, db, dist = _l2_costs(a, b)
+    if dist is None:
         return float(da.sum() + db.sum())
-    dist = np.hypot(a[:, None, 0] - b[None, :, 0], a[:, None, 1] - b[None, :, 1])
     i, j = np.nonzero(dist < da[:, None] + db[None, :])
     rows = np.concatenate([i, np.arange(n), n + np.arange(m), n + j])
     cols = np.concatenate([j, m + np.arange(n), np.arange(m), m + i])
@@ -505,11 +512,9 @@ def _wasserstein_dense_assignment(a: np.ndarray, b: np.ndarray) -> float:
     from scipy.optimize import linear_sum_assignment
 
     n, m = len(a), len(b)
-    da = (a[:, 1] - a[:, 0]) / np.sqrt(2.0)
-    db = (b[:, 1] - b[:, 0]) / np.sqrt(2.0)
-    if n == 0 or m == 0:
+    da, db, dist = _l2_costs(a, b)
+    if dist is None:
         return float(da.sum() + db.sum())
-    dist = np.hypot(a[:, None, 0] - b[None, :, 0], a[:, None, 1] - b[None, :, 1])
     saving = da[:, None] + db[None, :] - dist
     positive = saving > 0
     rows, cols = np.flatnonzero(positive.any(axis=1)), np.flatnonzero(positive.any(axis=0))
