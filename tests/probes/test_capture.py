@@ -391,7 +391,8 @@ def test_memory_guard_trims_only_after_growth(monkeypatch):
 
     pc = importlib.import_module("probes.capture.memory")   # probes.capture is the function
 
-    readings = iter([100 << 20, 104 << 20, 112 << 20, 130 << 20, 101 << 20, 110 << 20])
+    mb = 1 << 20
+    readings = iter(v * mb for v in [100, 104, 112, 130, 135, 140, 170, 120, 125])
     trims = []
     monkeypatch.setattr(pc, "_resident_bytes", lambda: next(readings))
     monkeypatch.setattr(pc, "_MALLOC_TRIM", lambda pad: trims.append(pad))
@@ -400,10 +401,17 @@ def test_memory_guard_trims_only_after_growth(monkeypatch):
     guard.check()                  # +4 %: below both limits
     guard.check()                  # +12 % but only 12 MB
     assert trims == []
-    guard.check()                  # +30 %, 30 MB: trim, then the baseline is re-read (101 MB)
-    assert trims == [0] and guard.base == 101 << 20
-    guard.check()                  # +9 MB over the new baseline
+    guard.check()                  # +30 %, 30 MB: trim
+    assert trims == [0] and guard.trims == 1
+    guard.check()                  # the pass after the trim (its working set back): new baseline
+    assert trims == [0] and guard.base == 135 * mb
+    guard.check()                  # +5 MB over it: a steady stream, no trim
     assert trims == [0]
+    guard.check()                  # +35 MB, +26 %: creep, trim again
+    assert trims == [0, 0] and guard.base is None
+    guard.check()                  # lower after the trim: the baseline
+    guard.check()                  # +5 MB
+    assert trims == [0, 0] and guard.base == 120 * mb
 
 
 def test_moments_with_two_torch_threads_use_torch_matmul_and_agree(model, images, points):
