@@ -22,6 +22,11 @@ Rows (same model, same batches of ``--batch-size`` images):
 - ``probe no sinks``: the same with ``sinks=()``: discovery, the example pass and the hooks
   (checking each tensor) with nothing accumulated, the fixed cost under the other two rows.
 
+"faults k": the median number of minor page faults of a run, in thousands: on the CPU a
+forward pass of mobilenet_v2 at 224 px spends about half its time faulting in its activations,
+as many times as glibc hands their memory back, which differs between rows; see the README's
+Speed section.
+
 Times include everything ``probe`` does (discovery of the blocks, the hooks, reading out the
 sinks). Wall time and process CPU time are printed, each the fastest of ``--repeats`` runs
 (rows interleaved), and the median over the repeats of each row's ratio to the bare forward of
@@ -81,20 +86,26 @@ def _load() -> tuple[torch.nn.Module, object, object, str]:
     return model, data, spec, what
 
 
-def _time(funcs: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, float, float]]:
-    """Per row: fastest wall time, fastest CPU time, and the median over the repeats of the
-    row's wall time over the bare forward's of the same repeat (rows run interleaved, so a
-    machine that speeds up or slows down between repeats moves both sides of each ratio)."""
+def _time(funcs: dict[str, Callable[[], object]], repeats: int) -> dict[str, tuple[float, float, float, float]]:
+    """Per row: fastest wall time, fastest CPU time, the median over the repeats of the row's
+    wall time over the bare forward's of the same repeat (rows run interleaved, so a machine
+    that speeds up or slows down between repeats moves both sides of each ratio), and the
+    median number of minor page faults of a run (``ru_minflt``: pages the process touched for
+    the first time since the allocator took them from the system)."""
     walls: dict[str, list[float]] = {k: [] for k in funcs}
     cpus: dict[str, list[float]] = {k: [] for k in funcs}
+    faults: dict[str, list[int]] = {k: [] for k in funcs}
     for _ in range(repeats):
         for name, func in funcs.items():
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             w, c = time.perf_counter(), time.process_time()
             func()
             walls[name].append(time.perf_counter() - w)
             cpus[name].append(time.process_time() - c)
+            faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
     base = walls[next(iter(funcs))]
-    return {k: (min(walls[k]), min(cpus[k]), statistics.median(w / b for w, b in zip(walls[k], base)))
+    return {k: (min(walls[k]), min(cpus[k]), statistics.median(w / b for w, b in zip(walls[k], base)),
+                statistics.median(faults[k]))
             for k in funcs}
 
 
@@ -168,14 +179,14 @@ def _rows(model: torch.nn.Module, x: torch.Tensor, bs: int, device: str, repeats
                  repeats)
 
 
-def _table(times: dict[str, tuple[float, float, float]], rss: dict | None = None) -> None:
-    bare_w, bare_c, _ = times["bare forward"]
-    head = f"{'row':<16}{'wall s':>9}{'x bare':>8}{'cpu s':>9}{'x bare':>8}{'median x':>10}"
+def _table(times: dict[str, tuple[float, float, float, float]], rss: dict | None = None) -> None:
+    bare_w, bare_c, _, _ = times["bare forward"]
+    head = f"{'row':<16}{'wall s':>9}{'x bare':>8}{'cpu s':>9}{'x bare':>8}{'median x':>10}{'faults k':>10}"
     if rss:
         head += f"{'RSS 1x MB':>11}{'RSS 4x MB':>11}{'growth':>8}"
     print(head)
-    for name, (w, c, med) in times.items():
-        line = f"{name:<16}{w:>9.3f}{w / bare_w:>8.2f}{c:>9.3f}{c / bare_c:>8.2f}{med:>10.2f}"
+    for name, (w, c, med, flt) in times.items():
+        line = f"{name:<16}{w:>9.3f}{w / bare_w:>8.2f}{c:>9.3f}{c / bare_c:>8.2f}{med:>10.2f}{flt / 1000:>10.0f}"
         mode = name.split()[-1]
         if rss and (mode, 1) in rss:
             one, four = rss[mode, 1]["peak_kb"] / 1024, rss[mode, 4]["peak_kb"] / 1024
@@ -261,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print("== torchvision mobilenet_v2 on cuda: skipped: no CUDA ==")
     print("'x bare': fastest over fastest; 'median x': median over the repeats of the ratio to the "
-          "same repeat's bare forward.")
+          "same repeat's bare forward; 'faults k': median minor page faults of a run, thousands.")
     return 0
 
 
