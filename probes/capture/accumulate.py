@@ -244,32 +244,38 @@ class _Gram:
 
     def _chunk_positions(self, part: torch.Tensor, workspace: _Workspace, syrk: bool) -> Any:
         """:meth:`_chunk` of (b, C, P) positions: ``zt = z^T`` (C + 1, b * P) row-major, filled
-        image by image (runs of P contiguous values), and ``zt zt^T``."""
+        image by image (runs of P contiguous values), and ``zt zt^T``.
+
+        Split between ``workers`` threads (a large chunk on the CPU): thread k fills a block of
+        the workspace of its own, contiguous, with its run of positions of every image, and
+        reduces it by numpy's product ``zt_k zt_k^T`` (a syrk in numpy's BLAS, which releases
+        the GIL, so the blocks run in parallel) into a Gram matrix of its own; they are summed
+        here. (scipy's dsyrk holds the GIL, and copies a column slice of a shared ``zt`` before
+        the call: an earlier split of that kind ran the threads one after the other, and each
+        copy cost as much as its product.)"""
         b, c, p = part.shape
         m = b * p
-        zt = workspace.f64((c + 1) * m, part.device).view(c + 1, m)
-        body = zt[:c].view(c, b, p)
-        body.copy_(part.transpose(0, 1))
-        body.sub_(self.shift.view(c, 1, 1))
-        zt[c] = 1.0
         g = workspace.gram((c + 1) * (c + 1), part.device)
-        if not syrk:
-            return torch.mm(zt, zt.T, out=g.view(c + 1, c + 1))
-        gn = g.numpy().reshape((c + 1, c + 1), order="F")
-        ztn = zt.numpy()
-        w = min(self.workers, m * (c + 1) * (c + 1) // _SPLIT_MADDS + 1)
+        w = min(self.workers, m * (c + 1) * (c + 1) // _SPLIT_MADDS + 1, p) if syrk else 1
         if w == 1:
+            zt = workspace.f64((c + 1) * m, part.device).view(c + 1, m)
+            _fill_zt(zt, part, self.shift)
+            if not syrk:
+                return torch.mm(zt, zt.T, out=g.view(c + 1, c + 1))
             # zt (C+1, m) row-major is z (m, C+1) in column-major order: z^T z is dsyrk trans=1.
-            return _syrk_t(ztn, gn)
-        # Split over the positions: each thread's dsyrk of its columns into a Gram of its own
-        # (BLAS releases the GIL), summed here.
-        edges = [m * i // w for i in range(w + 1)]
-        others = [workspace.gram((c + 1) * (c + 1), part.device, k).numpy().reshape((c + 1, c + 1), order="F")
-                  for k in range(1, w)]
-        futures = [_pool(w - 1).submit(_syrk_t, ztn[:, edges[k]:edges[k + 1]], others[k - 1])
-                   for k in range(1, w)]
-        _syrk_t(ztn[:, :edges[1]], gn)
-        for f, o in zip(futures, others):
+            return _syrk_t(zt.numpy(), g.numpy().reshape((c + 1, c + 1), order="F"))
+        buf = workspace.f64((c + 1) * m, part.device)
+        edges = [p * k // w for k in range(w + 1)]
+        jobs = []
+        for k in range(w):
+            lo, hi = edges[k], edges[k + 1]
+            start = (c + 1) * b * lo   # blocks of (C + 1) x b*(hi - lo) values, one after another
+            zt = buf[start:start + (c + 1) * b * (hi - lo)].view(c + 1, b * (hi - lo))
+            out = (g if k == 0 else workspace.gram((c + 1) * (c + 1), part.device, k)).numpy()
+            jobs.append((part[:, :, lo:hi], zt, out.reshape(c + 1, c + 1)))
+        futures = [_pool(w - 1).submit(_gram_block, *job, self.shift, True) for job in jobs[1:]]
+        gn = _gram_block(*jobs[0], self.shift)
+        for f, (_, _, o) in zip(futures, jobs[1:]):
             f.result()
             gn += o
         return gn
@@ -296,6 +302,28 @@ class _Gram:
         else:
             g.zero_()
         self.n = 0
+
+
+def _fill_zt(zt: torch.Tensor, part: torch.Tensor, shift: torch.Tensor) -> None:
+    """``zt`` (C + 1, b * P) = ``[part - shift, 1]^T`` of the (b, C, P) positions ``part``,
+    image by image (runs of P contiguous values)."""
+    b, c, p = part.shape
+    body = zt[:c].view(c, b, p)
+    body.copy_(part.transpose(0, 1))
+    body.sub_(shift.view(c, 1, 1))
+    zt[c] = 1.0
+
+
+def _gram_block(part: torch.Tensor, zt: torch.Tensor, out: np.ndarray, shift: torch.Tensor,
+                pooled: bool = False) -> np.ndarray:
+    """``out = zt zt^T`` (numpy's syrk, GIL released) of ``zt`` filled from ``part``
+    (:func:`_fill_zt`): one block of a split Gram chunk. ``pooled``: run in a pool thread, whose
+    torch is then held to one thread (a setting of that thread only)."""
+    if pooled and torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+    _fill_zt(zt, part, shift)
+    ztn = zt.numpy()
+    return np.matmul(ztn, ztn.T, out=out)
 
 
 def _syrk_t(zt: np.ndarray, g: np.ndarray) -> np.ndarray:
