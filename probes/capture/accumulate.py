@@ -148,8 +148,9 @@ class _Gram:
 
     ``syrk``: CPU rows are reduced by BLAS dsyrk (upper triangle only, half the multiply-adds);
     otherwise by torch's matrix product on the rows' device. ``workers``: threads a large
-    channel-major chunk's dsyrk is split between, over its positions (a capture passes torch's
-    thread count, and holds BLAS itself to one thread). A capture in exact mode uses dsyrk on the
+    channel-major chunk is split between, over its positions, each block reduced by numpy's
+    syrk in a thread of its own (:meth:`_chunk_positions`; a capture passes torch's thread
+    count, and holds BLAS itself to one thread). A capture in exact mode uses dsyrk on the
     CPU at every thread count (torch's product took 2-3x as long on two threads).
     """
 
