@@ -86,6 +86,15 @@ class _Workspace:
 
     def __init__(self) -> None:
         self.buffers: dict[tuple[str, torch.device], torch.Tensor] = {}
+        self._workers: dict[int, _Workspace] = {}
+
+    def worker(self, k: int) -> "_Workspace":
+        """The workspace of the ``k``-th thread of a split update (0: this one)."""
+        if k == 0:
+            return self
+        if k not in self._workers:
+            self._workers[k] = _Workspace()
+        return self._workers[k]
 
     def _get(self, name: str, n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         key = (name, torch.device(device))
@@ -380,6 +389,7 @@ class _Sampled:
             self.gram = (_Gram(channels, syrk) if gram_threads is None
                          else _Gram(channels, True, workers=gram_threads))
         self.exact = exact
+        self.workers = max(1, gram_threads or 1)   # exact mode: threads a large update is split between
         self.chunks: list[torch.Tensor] = []
         self.masks: list[torch.Tensor] = []
         self.held = 0
@@ -445,10 +455,39 @@ class _Sampled:
             return
         if self.want_moments:
             self.gram.add_positions(x, self.workspace)
+        counts = self.activity_kind is not None or self.want_hist
+        w = min(self.workers, p, x.numel() // _SPLIT_COUNTS + 1) if counts else 1
+        if w == 1:
+            if self.activity_kind is not None:
+                self._add_activity_positions(x)
+            if self.want_hist:
+                self._add_hist_flat(x.reshape(-1), b * p)
+            return
+        # The counts split over the positions between w threads (torch releases the GIL), each
+        # with a workspace of its own; integer counts, so the same numbers as in one piece.
+        edges = [p * k // w for k in range(w + 1)]
+        jobs = [(x[:, :, edges[k]:edges[k + 1]], self.workspace.worker(k)) for k in range(w)]
+        futures = [_pool(w - 1).submit(self._position_counts, *job, True) for job in jobs[1:]]
+        parts = [self._position_counts(*jobs[0])] + [f.result() for f in futures]
         if self.activity_kind is not None:
-            self._add_activity_positions(x)
+            self._add_counts(*(sum(part[i] for part in parts) for i in range(3)), b * p)
         if self.want_hist:
-            self._add_hist_flat(x.reshape(-1), b * p)
+            h = sum(part[3] for part in parts)
+            self.abs_hist = h if self.abs_hist is None else self.abs_hist.add_(h)
+            self.hist_points += b * p
+
+    def _position_counts(self, x: torch.Tensor, ws: "_Workspace", pooled: bool = False) -> tuple[Any, ...]:
+        """(active, saturated, active-channel histogram, |x| histogram) of the positions of
+        ``x`` (B, C, P; any strides), in the buffers of ``ws`` (None where not wanted).
+        ``pooled``: run in a pool thread, whose torch is then held to one thread."""
+        if pooled and torch.get_num_threads() != 1:
+            torch.set_num_threads(1)
+        out: list[Any] = [None, None, None, None]
+        if self.activity_kind is not None:
+            out[:3] = _activity_counts(x, self.activity_kind, self.pre, ws)
+        if self.want_hist:
+            out[3] = _abs_hist(x, ws)
+        return tuple(out)
 
     def _add_moments(self, rows: torch.Tensor) -> None:
         nb = rows.shape[0]
@@ -582,46 +621,20 @@ class _Sampled:
         self.hist_points += n
 
     def _add_activity_positions(self, x: torch.Tensor) -> None:
-        """:meth:`_add_activity` of the positions of ``x`` (B, C, P), channel-major: the same 0/1
-        terms in workspace buffers of the chunk's own shape (runs of whole images, or of one
-        image's positions), summed over the positions per channel and over the channels per
-        position (float32 sums of 0/1, exact: fewer than 2^24 terms per chunk)."""
-        b, c, p = x.shape
-        ws = self.workspace
-        if c * p <= _ACT_ENTRIES:
-            per = _ACT_ENTRIES // (c * p)
-            parts = (x[i:i + per] for i in range(0, b, per))
-        else:
-            step = max(1, _ACT_ENTRIES // c)
-            parts = (x[i:i + 1, :, start:start + step] for i in range(b) for start in range(0, p, step))
-        per_channel = torch.zeros(c, dtype=torch.int64, device=x.device)
-        saturated = torch.zeros(c, dtype=torch.int64, device=x.device)
-        hist = torch.zeros(c + 1, dtype=torch.int64, device=x.device)
-        for part in parts:
-            act = ws.f32(0, part.numel(), x.device).view(part.shape)
-            tmp = ws.f32(1, part.numel(), x.device).view(part.shape)
-            first = True
-            for sign, op, value in active_terms(self.activity_kind, pre=self.pre):
-                if first:
-                    _TORCH_OPS[op](part, value, out=act)
-                    first = False
-                    continue
-                _TORCH_OPS[op](part, value, out=tmp)
-                if sign < 0:
-                    act.sub_(tmp)
-                    if self.activity_kind == "relu6":
-                        saturated += tmp.sum(2).sum(0).to(torch.int64)
-                else:
-                    act.add_(tmp)
-            per_channel += act.sum(2).sum(0).to(torch.int64)
-            hist += torch.bincount(act.sum(1).view(-1).to(torch.int64), minlength=c + 1)
+        """:meth:`_add_activity` of the positions of ``x`` (B, C, P), channel-major
+        (:func:`_activity_counts`)."""
+        self._add_counts(*_activity_counts(x, self.activity_kind, self.pre, self.workspace),
+                         x.shape[0] * x.shape[2])
+
+    def _add_counts(self, per_channel: torch.Tensor, saturated: torch.Tensor, hist: torch.Tensor,
+                    n: int) -> None:
         if self.active is None:
             self.active, self.hist, self.saturated = per_channel, hist, saturated
         else:
             self.active += per_channel
             self.hist += hist
             self.saturated += saturated
-        self.n_points += b * p
+        self.n_points += n
 
     def moments(self) -> Moments:
         out = Moments(self.channels)
@@ -645,6 +658,70 @@ class _Sampled:
         if self.n_points:
             out.add_counts(self.n_points, _host(self.active), _host(self.saturated), _host(self.hist))
         return out
+
+
+def _activity_counts(x: torch.Tensor, kind: str, pre: bool, ws: "_Workspace"
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(active, saturated, histogram of active channels per position) of the positions of ``x``
+    (B, C, P), channel-major: the 0/1 terms of :func:`probes.sinks.active_terms` in the float32
+    buffers of ``ws`` in the chunk's own shape (runs of whole images, or of one image's
+    positions), summed over the positions per channel and over the channels per position
+    (float32 sums of 0/1, exact: fewer than 2^24 terms per chunk)."""
+    b, c, p = x.shape
+    if c * p <= _ACT_ENTRIES:
+        per = _ACT_ENTRIES // (c * p)
+        parts = (x[i:i + per] for i in range(0, b, per))
+    else:
+        step = max(1, _ACT_ENTRIES // c)
+        parts = (x[i:i + 1, :, start:start + step] for i in range(b) for start in range(0, p, step))
+    per_channel = torch.zeros(c, dtype=torch.int64, device=x.device)
+    saturated = torch.zeros(c, dtype=torch.int64, device=x.device)
+    hist = torch.zeros(c + 1, dtype=torch.int64, device=x.device)
+    for part in parts:
+        act = ws.f32(0, part.numel(), x.device).view(part.shape)
+        tmp = ws.f32(1, part.numel(), x.device).view(part.shape)
+        first = True
+        for sign, op, value in active_terms(kind, pre=pre):
+            if first:
+                _TORCH_OPS[op](part, value, out=act)
+                first = False
+                continue
+            _TORCH_OPS[op](part, value, out=tmp)
+            if sign < 0:
+                act.sub_(tmp)
+                if kind == "relu6":
+                    saturated += tmp.sum(2).sum(0).to(torch.int64)
+            else:
+                act.add_(tmp)
+        per_channel += act.sum(2).sum(0).to(torch.int64)
+        hist += torch.bincount(act.sum(1).view(-1).to(torch.int64), minlength=c + 1)
+    return per_channel, saturated, hist
+
+
+def _abs_hist(x: torch.Tensor, ws: "_Workspace") -> torch.Tensor:
+    """The |x| histogram (:func:`probes.sinks.abs_hist_bins`) of every value of ``x`` (B, C, P;
+    any strides), in runs of whole images or of one image's positions: ``|x|`` as float32 in a
+    buffer of ``ws``, its bits shifted in place, one bincount each."""
+    b, c, p = x.shape
+    if c * p <= _ACT_ENTRIES:
+        per = _ACT_ENTRIES // (c * p)
+        parts = (x[i:i + per] for i in range(0, b, per))
+    else:
+        step = max(1, _ACT_ENTRIES // c)
+        parts = (x[i:i + 1, :, start:start + step] for i in range(b) for start in range(0, p, step))
+    h = torch.zeros(ABS_HIST_BINS, dtype=torch.int64, device=x.device)
+    for part in parts:
+        if part.dtype != torch.float32:
+            part = part.float()
+        buf = ws.f32(0, part.numel(), x.device).view(part.shape)
+        torch.abs(part, out=buf)
+        bits = buf.view(torch.int32).bitwise_right_shift_(20)
+        h += torch.bincount(bits.view(-1), minlength=ABS_HIST_BINS)
+    return h
+
+
+#: Entries of an exact-mode value from which its counts are split between threads.
+_SPLIT_COUNTS = 1 << 20
 
 
 def _host(a: Any) -> np.ndarray:

@@ -256,6 +256,33 @@ def test_a_gram_chunk_split_between_threads_equals_one_call(workers, monkeypatch
     np.testing.assert_allclose(b.m2, a.m2, rtol=1e-13, atol=1e-13 * np.abs(a.m2).max())
 
 
+@pytest.mark.parametrize("kind", ["relu6", "relu"])
+def test_counts_split_between_threads_equal_one_piece_and_numpy(kind, monkeypatch):
+    # Every value's counts split over the positions between 2 threads: the same integers as in
+    # one piece, and as numpy's, for a float32 and a float16 value.
+    monkeypatch.setattr(accumulate, "_SPLIT_COUNTS", 1)
+    g = torch.Generator().manual_seed(11)
+    for dtype in (torch.float32, torch.float16):
+        x = (torch.randn(3, 7, 37, generator=g) * 4).to(dtype)
+        x[0, 2, :5] = 6.0   # on the relu6 threshold
+        accs = [_Sampled(7, moments=False, activity_kind=kind, pre=True, syrk=True, hist=True,
+                         exact=True, gram_threads=w) for w in (1, 2)]
+        for acc in accs:
+            acc.push_positions(x)
+        one, split = accs
+        for f in ("active", "saturated", "hist", "abs_hist"):
+            assert torch.equal(getattr(one, f), getattr(split, f)), f
+        assert one.n_points == split.n_points == one.hist_points == split.hist_points == 3 * 37
+        xn = x.float().numpy()
+        active = (xn > 0) & (xn < 6) if kind == "relu6" else xn > 0
+        np.testing.assert_array_equal(split.active.numpy(), active.sum(axis=(0, 2)))
+        np.testing.assert_array_equal(split.hist.numpy(), np.bincount(active.sum(1).ravel(), minlength=8))
+        if kind == "relu6":
+            np.testing.assert_array_equal(split.saturated.numpy(), (xn >= 6).sum(axis=(0, 2)))
+        bins = np.abs(xn).view(np.int32).ravel() >> 20
+        np.testing.assert_array_equal(split.abs_hist.numpy(), np.bincount(bins, minlength=len(split.abs_hist)))
+
+
 def test_positions_of_a_non_contiguous_view_are_reduced_as_its_rows():
     # A channels-last activation's (B, C, H*W) view is not contiguous: its rows are the view.
     t = torch.randn(3, 6, 4, 5).to(memory_format=torch.channels_last)
