@@ -660,6 +660,17 @@ class _Sampled:
         return out
 
 
+def _position_runs(x: torch.Tensor) -> Any:
+    """``x`` (B, C, P) in chunks of at most :data:`_ACT_ENTRIES` entries (at least one
+    position): runs of whole images, or of one image's positions."""
+    b, c, p = x.shape
+    if c * p <= _ACT_ENTRIES:
+        per = _ACT_ENTRIES // (c * p)
+        return (x[i:i + per] for i in range(0, b, per))
+    step = max(1, _ACT_ENTRIES // c)
+    return (x[i:i + 1, :, start:start + step] for i in range(b) for start in range(0, p, step))
+
+
 def _activity_counts(x: torch.Tensor, kind: str, pre: bool, ws: "_Workspace"
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(active, saturated, histogram of active channels per position) of the positions of ``x``
@@ -667,13 +678,8 @@ def _activity_counts(x: torch.Tensor, kind: str, pre: bool, ws: "_Workspace"
     buffers of ``ws`` in the chunk's own shape (runs of whole images, or of one image's
     positions), summed over the positions per channel and over the channels per position
     (float32 sums of 0/1, exact: fewer than 2^24 terms per chunk)."""
-    b, c, p = x.shape
-    if c * p <= _ACT_ENTRIES:
-        per = _ACT_ENTRIES // (c * p)
-        parts = (x[i:i + per] for i in range(0, b, per))
-    else:
-        step = max(1, _ACT_ENTRIES // c)
-        parts = (x[i:i + 1, :, start:start + step] for i in range(b) for start in range(0, p, step))
+    c = x.shape[1]
+    parts = _position_runs(x)
     per_channel = torch.zeros(c, dtype=torch.int64, device=x.device)
     saturated = torch.zeros(c, dtype=torch.int64, device=x.device)
     hist = torch.zeros(c + 1, dtype=torch.int64, device=x.device)
@@ -702,13 +708,7 @@ def _abs_hist(x: torch.Tensor, ws: "_Workspace") -> torch.Tensor:
     """The |x| histogram (:func:`probes.sinks.abs_hist_bins`) of every value of ``x`` (B, C, P;
     any strides), in runs of whole images or of one image's positions: ``|x|`` as float32 in a
     buffer of ``ws``, its bits shifted in place, one bincount each."""
-    b, c, p = x.shape
-    if c * p <= _ACT_ENTRIES:
-        per = _ACT_ENTRIES // (c * p)
-        parts = (x[i:i + per] for i in range(0, b, per))
-    else:
-        step = max(1, _ACT_ENTRIES // c)
-        parts = (x[i:i + 1, :, start:start + step] for i in range(b) for start in range(0, p, step))
+    parts = _position_runs(x)
     h = torch.zeros(ABS_HIST_BINS, dtype=torch.int64, device=x.device)
     for part in parts:
         if part.dtype != torch.float32:
