@@ -348,7 +348,7 @@ _POOL: tuple[int, ThreadPoolExecutor] | None = None
 
 
 def _pool(n: int) -> ThreadPoolExecutor:
-    """A pool of at least ``n`` threads for the split Gram updates, shared by every capture."""
+    """A pool of at least ``n`` threads for the split exact-mode updates, shared by every capture."""
     global _POOL
     if _POOL is None or _POOL[0] < n:
         _POOL = (n, ThreadPoolExecutor(max_workers=n, thread_name_prefix="bnprobe-gram"))
@@ -461,7 +461,7 @@ class _Sampled:
             if self.activity_kind is not None:
                 self._add_activity_positions(x)
             if self.want_hist:
-                self._add_hist_flat(x.reshape(-1), b * p)
+                self._add_abs_hist(_abs_hist(x, self.workspace), b * p)
             return
         # The counts split over the positions between w threads (torch releases the GIL), each
         # with a workspace of its own; integer counts, so the same numbers as in one piece.
@@ -472,9 +472,7 @@ class _Sampled:
         if self.activity_kind is not None:
             self._add_counts(*(sum(part[i] for part in parts) for i in range(3)), b * p)
         if self.want_hist:
-            h = sum(part[3] for part in parts)
-            self.abs_hist = h if self.abs_hist is None else self.abs_hist.add_(h)
-            self.hist_points += b * p
+            self._add_abs_hist(sum(part[3] for part in parts), b * p)
 
     def _position_counts(self, x: torch.Tensor, ws: "_Workspace", pooled: bool = False) -> tuple[Any, ...]:
         """(active, saturated, active-channel histogram, |x| histogram) of the positions of
@@ -606,17 +604,8 @@ class _Sampled:
             self.abs_hist = h if self.abs_hist is None else self.abs_hist.add_(h)
         self.hist_points += n
 
-    def _add_hist_flat(self, values: torch.Tensor, n: int) -> None:
-        """:meth:`_add_hist` of ``n`` positions whose values (any order) are the 1-D ``values``."""
-        h = torch.zeros(ABS_HIST_BINS, dtype=torch.int64, device=values.device)
-        for start in range(0, values.shape[0], _ACT_ENTRIES):
-            part = values[start:start + _ACT_ENTRIES]
-            if part.dtype != torch.float32:
-                part = part.float()
-            buf = self.workspace.f32(0, part.numel(), values.device)
-            torch.abs(part, out=buf)
-            bits = buf.view(torch.int32).bitwise_right_shift_(20)
-            h += torch.bincount(bits, minlength=ABS_HIST_BINS)
+    def _add_abs_hist(self, h: torch.Tensor, n: int) -> None:
+        """Add the |x| histogram ``h`` of ``n`` positions."""
         self.abs_hist = h if self.abs_hist is None else self.abs_hist.add_(h)
         self.hist_points += n
 
