@@ -134,11 +134,20 @@ def test_sampled_moments_use_the_documented_hash_rule(model, images, points):
     np.testing.assert_allclose(m.covariance(), np.cov(ref, rowvar=False), rtol=1e-7, atol=1e-9)
 
 
-def test_activity_equals_direct_count(model, images, points):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_activity_equals_direct_count(model, images, points, threads, monkeypatch):
+    # threads=2: every value's counts (and Gram chunks) split between two threads.
+    monkeypatch.setattr(accumulate, "_SPLIT_COUNTS", 1)
+    monkeypatch.setattr(accumulate, "_SPLIT_MADDS", 1)
     names = ["blocks.2.depthwise.pre", "blocks.2.depthwise", "blocks.2.project"]
-    with capture(model, names, example_input=images[:1], moments="exact") as cap, torch.no_grad():
-        model(images)
-    stats = cap.stats()
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with capture(model, names, example_input=images[:1], moments="exact") as cap, torch.no_grad():
+            model(images)
+        stats = cap.stats()
+    finally:
+        torch.set_num_threads(before)
     y = _rows(_reference(model, points["blocks.2.depthwise"], images))
     act = (y > 0) & (y < 6)
     a = stats["blocks.2.depthwise"].activity
