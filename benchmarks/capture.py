@@ -23,9 +23,9 @@ Rows (same model, same batches of ``--batch-size`` images):
   (checking each tensor) with nothing accumulated, the fixed cost under the other two rows.
 
 "faults k": the median number of minor page faults of a run, in thousands: on the CPU a
-forward pass of mobilenet_v2 at 224 px spends about half its time faulting in its activations,
-as many times as glibc hands their memory back, which differs between rows; see the README's
-Speed section.
+forward pass of mobilenet_v2 at 224 px spends about half its time faulting in its activations
+(glibc hands their memory back after each pass), so a ratio means little unless both rows
+paid for about as many; see the README's Speed section.
 
 Times include everything ``probe`` does (discovery of the blocks, the hooks, reading out the
 sinks). Wall time and process CPU time are printed, each the fastest of ``--repeats`` runs
