@@ -405,6 +405,7 @@ def test_memory_guard_trims_only_after_growth(monkeypatch):
     trims = []
     monkeypatch.setattr(pc, "_resident_bytes", lambda: next(readings))
     monkeypatch.setattr(pc, "_MALLOC_TRIM", lambda pad: trims.append(pad))
+    monkeypatch.setattr(pc, "_HEAP_FREE", None)   # the resident size alone (not glibc 2.33+)
     guard = pc._MemoryGuard()
     guard.check()                  # 100 MB: the baseline
     guard.check()                  # +4 %: below both limits
@@ -421,6 +422,39 @@ def test_memory_guard_trims_only_after_growth(monkeypatch):
     guard.check()                  # lower after the trim: the baseline
     guard.check()                  # +5 MB
     assert trims == [0, 0] and guard.base == 120 * mb
+
+
+def test_memory_guard_leaves_live_growth_alone(monkeypatch):
+    """Where the heap's free bytes are known, resident growth that is mostly live data (the
+    sinks' buffers filling up) does not trim; growth that is mostly free heap does."""
+    import importlib
+
+    pc = importlib.import_module("probes.capture.memory")
+
+    mb = 1 << 20
+    # (resident, free heap) after each pass
+    readings = iter([(100, 10), (140, 20), (180, 25), (185, 60), (190, 60), (240, 100)])
+    now = {}
+
+    def resident() -> int:
+        now["rss"], now["free"] = next(readings)
+        return now["rss"] * mb
+
+    trims = []
+    monkeypatch.setattr(pc, "_resident_bytes", resident)
+    monkeypatch.setattr(pc, "_HEAP_FREE", lambda: now["free"] * mb)
+    monkeypatch.setattr(pc, "_MALLOC_TRIM", lambda pad: trims.append(pad))
+    guard = pc._MemoryGuard()
+    guard.check()                  # baseline 100 MB, 10 MB free
+    guard.check()                  # +40 MB, of which 10 MB free heap: live data
+    guard.check()                  # +80 MB, 15 MB free: live data
+    assert trims == [] and guard.base == 100 * mb
+    guard.check()                  # +85 MB, 50 MB of it free heap (more than half): trim
+    assert trims == [0] and guard.trims == 1 and guard.base is None
+    guard.check()                  # the pass after the trim: new baseline (190 MB, 60 MB free)
+    assert guard.base == 190 * mb and guard.free == 60 * mb
+    guard.check()                  # +50 MB, 40 MB of it free: trim
+    assert trims == [0, 0]
 
 
 def test_moments_with_two_torch_threads_use_torch_matmul_and_agree(model, images, points):
@@ -822,3 +856,19 @@ def test_exact_derived_values_in_runs_of_images_equal_one_run(model, images, mon
                 np.testing.assert_array_equal(v, vars(b.activity)[f])
         for f, v in vars(a.extent).items():
             np.testing.assert_array_equal(v, vars(b.extent)[f])
+
+
+def test_heap_free_reader_sees_holes_in_the_heap():
+    """glibc's free heap bytes, as the guard reads them: freeing every other block of a run of
+    heap allocations leaves that many bytes free in the heap."""
+    import importlib
+
+    pc = importlib.import_module("probes.capture.memory")
+    if pc._HEAP_FREE is None:
+        pytest.skip("not glibc 2.33+: the guard uses the resident size alone")
+    blocks = [bytearray(64 << 10) for _ in range(400)]   # 64 KiB: below the mmap threshold
+    before = pc._HEAP_FREE()
+    del blocks[::2]                                      # 200 holes of 64 KiB between live blocks
+    after = pc._HEAP_FREE()
+    assert after - before >= 200 * (64 << 10) * 0.9
+    del blocks
