@@ -7,8 +7,9 @@ import sys
 from collections.abc import Callable
 
 def _load_libc() -> tuple[Callable[[int], int] | None, Callable[[], int] | None]:
-    """glibc's ``malloc_trim`` and a reader of the free bytes its heaps hold (``mallinfo2``'s
-    ``fordblks``, glibc 2.33+), each None where it is missing."""
+    """glibc's ``malloc_trim`` and a reader of the bytes its allocations hold in use
+    (``mallinfo2``'s ``uordblks + hblkhd``: heap chunks and memory-mapped ones; glibc 2.33+),
+    each None where it is missing."""
     try:
         import ctypes
         import ctypes.util
@@ -30,10 +31,14 @@ def _load_libc() -> tuple[Callable[[int], int] | None, Callable[[], int] | None]
         info.restype = _Mallinfo2
     except AttributeError:  # glibc before 2.33
         return trim, None
-    return trim, lambda: int(info().fordblks)
+    def used() -> int:
+        m = info()
+        return int(m.uordblks + m.hblkhd)
+
+    return trim, used
 
 
-_MALLOC_TRIM, _HEAP_FREE = _load_libc() if sys.platform.startswith("linux") else (None, None)
+_MALLOC_TRIM, _HEAP_USED = _load_libc() if sys.platform.startswith("linux") else (None, None)
 
 #: Resident-memory growth since the last trim that triggers the next one: both the fraction
 #: and the bytes must be exceeded.
@@ -72,16 +77,17 @@ class _MemoryGuard:
     and every forward pass after a trim pays its page faults again.)
 
     Growth of live data is not creep, and a trim cannot give it back: the sinks' buffers fill
-    up over the first batches (sampled rows wait for a flush, reservoirs fill), by about 60 MB
-    over the 29 batches of the digits networks. So where glibc reports its heaps' free bytes
-    (``mallinfo2``), a trim also needs at least half of the resident growth to be free heap
-    memory: the heap grew around holes it could not reuse. Trimming on live growth alone made
-    the digits probe trim 7 times in 29 passes and fault in about three times as many pages.
+    up over the first batches (sampled rows wait for a flush), by about 60 MB over the 29
+    batches of the digits networks. So where glibc reports the bytes its allocations hold
+    (``mallinfo2``), a trim also needs less than half of the resident growth to be live data:
+    the rest is freed memory that has become resident (the heap grew around holes it could not
+    reuse, or passes touched free pages that a trim had released). Trimming on live growth
+    made the digits probe trim 7 times in 29 passes and fault in about twice as many pages.
     """
 
     def __init__(self) -> None:
         self.base: int | None = None
-        self.free: int | None = None   # free heap bytes at the baseline (None: not known)
+        self.used: int | None = None   # bytes allocated at the baseline (None: not known)
         self.trims = 0
 
     def check(self) -> None:
@@ -90,14 +96,14 @@ class _MemoryGuard:
         rss = _resident_bytes()
         if rss is None:
             return
-        free = _HEAP_FREE() if _HEAP_FREE is not None else None
+        used = _HEAP_USED() if _HEAP_USED is not None else None
         if self.base is None:
-            self.base, self.free = rss, free
+            self.base, self.used = rss, used
             return
         grown = rss - self.base
         if grown <= self.base * _TRIM_GROWTH or grown <= _TRIM_MIN_BYTES:
             return
-        if free is not None and self.free is not None and 2 * (free - self.free) < grown:
+        if used is not None and self.used is not None and 2 * (used - self.used) >= grown:
             return   # mostly live data: nothing a trim could give back
         _MALLOC_TRIM(0)
         self.trims += 1

@@ -405,7 +405,7 @@ def test_memory_guard_trims_only_after_growth(monkeypatch):
     trims = []
     monkeypatch.setattr(pc, "_resident_bytes", lambda: next(readings))
     monkeypatch.setattr(pc, "_MALLOC_TRIM", lambda pad: trims.append(pad))
-    monkeypatch.setattr(pc, "_HEAP_FREE", None)   # the resident size alone (not glibc 2.33+)
+    monkeypatch.setattr(pc, "_HEAP_USED", None)   # the resident size alone (not glibc 2.33+)
     guard = pc._MemoryGuard()
     guard.check()                  # 100 MB: the baseline
     guard.check()                  # +4 %: below both limits
@@ -425,35 +425,36 @@ def test_memory_guard_trims_only_after_growth(monkeypatch):
 
 
 def test_memory_guard_leaves_live_growth_alone(monkeypatch):
-    """Where the heap's free bytes are known, resident growth that is mostly live data (the
-    sinks' buffers filling up) does not trim; growth that is mostly free heap does."""
+    """Where the allocated bytes are known, resident growth that is mostly live data (the sinks'
+    buffers filling up) does not trim; growth that is mostly freed memory does."""
     import importlib
 
     pc = importlib.import_module("probes.capture.memory")
 
     mb = 1 << 20
-    # (resident, free heap) after each pass
-    readings = iter([(100, 10), (140, 20), (180, 25), (185, 60), (190, 60), (240, 100)])
+    # (resident, allocated) after each pass, in MB
+    readings = iter([(100, 50), (140, 80), (180, 90), (190, 90), (200, 95), (210, 95), (260, 100)])
     now = {}
 
     def resident() -> int:
-        now["rss"], now["free"] = next(readings)
+        now["rss"], now["used"] = next(readings)
         return now["rss"] * mb
 
     trims = []
     monkeypatch.setattr(pc, "_resident_bytes", resident)
-    monkeypatch.setattr(pc, "_HEAP_FREE", lambda: now["free"] * mb)
+    monkeypatch.setattr(pc, "_HEAP_USED", lambda: now["used"] * mb)
     monkeypatch.setattr(pc, "_MALLOC_TRIM", lambda pad: trims.append(pad))
     guard = pc._MemoryGuard()
-    guard.check()                  # baseline 100 MB, 10 MB free
-    guard.check()                  # +40 MB, of which 10 MB free heap: live data
-    guard.check()                  # +80 MB, 15 MB free: live data
+    guard.check()                  # baseline: 100 MB resident, 50 MB allocated
+    guard.check()                  # +40 MB, 30 MB of it allocated: live data
+    guard.check()                  # +80 MB, 40 MB of it allocated (half): live data
     assert trims == [] and guard.base == 100 * mb
-    guard.check()                  # +85 MB, 50 MB of it free heap (more than half): trim
+    guard.check()                  # +90 MB, 40 MB allocated (less than half): trim
     assert trims == [0] and guard.trims == 1 and guard.base is None
-    guard.check()                  # the pass after the trim: new baseline (190 MB, 60 MB free)
-    assert guard.base == 190 * mb and guard.free == 60 * mb
-    guard.check()                  # +50 MB, 40 MB of it free: trim
+    guard.check()                  # the pass after the trim: the new baseline
+    assert guard.base == 200 * mb and guard.used == 95 * mb
+    guard.check()                  # +10 MB: below the limits
+    guard.check()                  # +60 MB, 5 MB allocated: freed memory made resident, trim
     assert trims == [0, 0]
 
 
@@ -858,17 +859,18 @@ def test_exact_derived_values_in_runs_of_images_equal_one_run(model, images, mon
             np.testing.assert_array_equal(v, vars(b.extent)[f])
 
 
-def test_heap_free_reader_sees_holes_in_the_heap():
-    """glibc's free heap bytes, as the guard reads them: freeing every other block of a run of
-    heap allocations leaves that many bytes free in the heap."""
+def test_allocated_bytes_reader_follows_allocations():
+    """glibc's allocated bytes, as the guard reads them: a run of heap allocations adds that
+    many bytes, and freeing them takes them off again."""
     import importlib
 
     pc = importlib.import_module("probes.capture.memory")
-    if pc._HEAP_FREE is None:
+    if pc._HEAP_USED is None:
         pytest.skip("not glibc 2.33+: the guard uses the resident size alone")
-    blocks = [bytearray(64 << 10) for _ in range(400)]   # 64 KiB: below the mmap threshold
-    before = pc._HEAP_FREE()
-    del blocks[::2]                                      # 200 holes of 64 KiB between live blocks
-    after = pc._HEAP_FREE()
-    assert after - before >= 200 * (64 << 10) * 0.9
+    before = pc._HEAP_USED()
+    blocks = [bytearray(64 << 10) for _ in range(400)]   # 25 MiB in 64 KiB blocks
+    during = pc._HEAP_USED()
     del blocks
+    after = pc._HEAP_USED()
+    assert during - before >= 400 * (64 << 10)
+    assert during - after >= 400 * (64 << 10) * 0.9
