@@ -77,17 +77,19 @@ class _MemoryGuard:
     and every forward pass after a trim pays its page faults again.)
 
     Growth of live data is not creep, and a trim cannot give it back: the sinks' buffers fill
-    up over the first batches (sampled rows wait for a flush), by about 60 MB over the 29
-    batches of the digits networks. So where glibc reports the bytes its allocations hold
-    (``mallinfo2``), a trim also needs less than half of the resident growth to be live data:
-    the rest is freed memory that has become resident (the heap grew around holes it could not
-    reuse, or passes touched free pages that a trim had released). Trimming on live growth
-    made the digits probe trim 7 times in 29 passes and fault in about twice as many pages.
+    up over the first batches (sampled rows wait for a flush, reservoirs fill). So where glibc
+    reports the bytes its allocations hold (``mallinfo2``), a trim also needs the resident
+    memory that is *not* allocated, ``resident - allocated`` (freed memory that has become
+    resident: the heap grew around holes it could not reuse, or passes touched free pages that
+    a trim had released), to have grown by more than ``_TRIM_MIN_BYTES``. On the digits
+    networks live data grows by about 60 MB over 29 batches, and the resident size alone made
+    the guard trim 7 times a probe, each trim followed by a pass that faults its working set in
+    again.
     """
 
     def __init__(self) -> None:
-        self.base: int | None = None
-        self.used: int | None = None   # bytes allocated at the baseline (None: not known)
+        self.base: int | None = None    # resident bytes at the baseline
+        self.level: int | None = None   # of which not allocated (None: not known)
         self.trims = 0
 
     def check(self) -> None:
@@ -96,15 +98,15 @@ class _MemoryGuard:
         rss = _resident_bytes()
         if rss is None:
             return
-        used = _HEAP_USED() if _HEAP_USED is not None else None
+        level = rss - _HEAP_USED() if _HEAP_USED is not None else None
         if self.base is None:
-            self.base, self.used = rss, used
+            self.base, self.level = rss, level
             return
         grown = rss - self.base
         if grown <= self.base * _TRIM_GROWTH or grown <= _TRIM_MIN_BYTES:
             return
-        if used is not None and self.used is not None and 2 * (used - self.used) >= grown:
-            return   # mostly live data: nothing a trim could give back
+        if level is not None and self.level is not None and level - self.level <= _TRIM_MIN_BYTES:
+            return   # live data: nothing a trim could give back for good
         _MALLOC_TRIM(0)
         self.trims += 1
-        self.base = None   # the next pass, back on its working set, sets the baseline
+        self.base = self.level = None   # the next pass, back on its working set, sets the baseline

@@ -425,15 +425,16 @@ def test_memory_guard_trims_only_after_growth(monkeypatch):
 
 
 def test_memory_guard_leaves_live_growth_alone(monkeypatch):
-    """Where the allocated bytes are known, resident growth that is mostly live data (the sinks'
-    buffers filling up) does not trim; growth that is mostly freed memory does."""
+    """Where the allocated bytes are known, resident growth trims only if the resident memory
+    that is not allocated grew too: live data filling up (the sinks' buffers) does not trim,
+    freed memory that stays resident does."""
     import importlib
 
     pc = importlib.import_module("probes.capture.memory")
 
     mb = 1 << 20
     # (resident, allocated) after each pass, in MB
-    readings = iter([(100, 50), (140, 80), (180, 90), (190, 90), (200, 95), (210, 95), (260, 100)])
+    readings = iter([(100, 50), (140, 85), (180, 120), (200, 120), (150, 110), (160, 90), (175, 100)])
     now = {}
 
     def resident() -> int:
@@ -445,16 +446,16 @@ def test_memory_guard_leaves_live_growth_alone(monkeypatch):
     monkeypatch.setattr(pc, "_HEAP_USED", lambda: now["used"] * mb)
     monkeypatch.setattr(pc, "_MALLOC_TRIM", lambda pad: trims.append(pad))
     guard = pc._MemoryGuard()
-    guard.check()                  # baseline: 100 MB resident, 50 MB allocated
-    guard.check()                  # +40 MB, 30 MB of it allocated: live data
-    guard.check()                  # +80 MB, 40 MB of it allocated (half): live data
-    assert trims == [] and guard.base == 100 * mb
-    guard.check()                  # +90 MB, 40 MB allocated (less than half): trim
+    guard.check()                  # baseline: 100 MB resident, 50 of them not allocated
+    guard.check()                  # +40 MB resident, 35 of them allocated: 5 MB more not
+    guard.check()                  # +80 % resident, all but 10 MB of it allocated
+    assert trims == [] and guard.base == 100 * mb and guard.level == 50 * mb
+    guard.check()                  # +100 MB, 30 MB of it not allocated: trim
     assert trims == [0] and guard.trims == 1 and guard.base is None
     guard.check()                  # the pass after the trim: the new baseline
-    assert guard.base == 200 * mb and guard.used == 95 * mb
-    guard.check()                  # +10 MB: below the limits
-    guard.check()                  # +60 MB, 5 MB allocated: freed memory made resident, trim
+    assert guard.base == 150 * mb and guard.level == 40 * mb
+    guard.check()                  # 30 MB more not allocated, but +10 MB resident: below the limits
+    guard.check()                  # +25 MB resident, 35 MB more not allocated: trim
     assert trims == [0, 0]
 
 
