@@ -17,7 +17,8 @@ user + system time plus that of its reaped DataLoader workers) and the peak resi
 machine shared with other jobs the CPU seconds are the steadier measure of what each row
 costs: throughput is printed both ways (wall and CPU). Targets (issue 14):
 peak RSS at 10,000 images within 10 % of 1,000 images; probe throughput >= 80 % of
-decode + forward.
+decode + forward. ``--guard resident`` runs the probe with the capture's memory guard on the
+resident size alone (see ``memory_guard.py``).
 """
 
 from __future__ import annotations
@@ -59,6 +60,10 @@ def _child(args: argparse.Namespace) -> None:
     from probes.loading import load_checkpoint
     from probes.shard import probe_stream
 
+    if args.guard == "resident":   # the memory guard without glibc's allocated bytes
+        import importlib
+
+        importlib.import_module("probes.capture.memory")._HEAP_USED = None
     torch.set_num_threads(args.threads)
     loaded = load_checkpoint(args.arch)
     files = sorted(Path(args.root).glob("*/*.png"))[: args.n]
@@ -99,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--loader-workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads in the main process")
+    parser.add_argument("--guard", choices=["allocated", "resident"], default="allocated",
+                        help="the capture's memory guard: as shipped (allocated bytes, where glibc reports "
+                             "them) or on the resident size alone")
     parser.add_argument("--child", choices=["decode+forward", "probe"], help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -117,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             out = subprocess.run(
                 [sys.executable, __file__, "--child", mode, "--n", str(n), "--root", args.root, "--arch", args.arch,
                  "--batch", str(args.batch), "--loader-workers", str(args.loader_workers),
-                 "--threads", str(args.threads)],
+                 "--threads", str(args.threads), "--guard", args.guard],
                 capture_output=True, text=True, check=True, cwd=ROOT)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             rows[n, mode] = r
