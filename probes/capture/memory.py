@@ -31,6 +31,7 @@ def _load_libc() -> tuple[Callable[[int], int] | None, Callable[[], int] | None]
         info.restype = _Mallinfo2
     except AttributeError:  # glibc before 2.33
         return trim, None
+
     def used() -> int:
         m = info()
         return int(m.uordblks + m.hblkhd)
