@@ -13,7 +13,9 @@ Generates ``max(--sizes)`` random 224 x 224 PNG files into ``--root`` (default
 
 Each row prints wall seconds, images/s, the CPU seconds of the process tree (the parent's
 user + system time plus that of its reaped DataLoader workers) and the peak resident memory
-(the parent's ``ru_maxrss`` plus the DataLoader workers' ``RUSAGE_CHILDREN`` peak). On a
+(the parent's ``ru_maxrss`` plus the DataLoader workers' ``RUSAGE_CHILDREN`` peak, also printed
+apart as "own" and "workers"); for the probe also the memory guard's trims and the parent's
+resident size after each forward pass ("after pass": median/largest, MB). On a
 machine shared with other jobs the CPU seconds are the steadier measure of what each row
 costs: throughput is printed both ways (wall and CPU). Targets (issue 14):
 peak RSS at 10,000 images within 10 % of 1,000 images; probe throughput >= 80 % of
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
@@ -60,10 +63,24 @@ def _child(args: argparse.Namespace) -> None:
     from probes.loading import load_checkpoint
     from probes.shard import probe_stream
 
-    if args.guard == "resident":   # the memory guard without glibc's allocated bytes
-        import importlib
+    import importlib
 
-        importlib.import_module("probes.capture.memory")._HEAP_USED = None
+    memory = importlib.import_module("probes.capture.memory")   # probes.capture is the function
+    if args.guard == "resident":   # the memory guard without glibc's allocated bytes
+        memory._HEAP_USED = None
+    post: list[int] = []     # resident MB after each forward pass of the probe
+    trims = [0]
+    check = memory._MemoryGuard.check
+
+    def watched(guard: object) -> None:
+        before = guard.trims
+        check(guard)
+        trims[0] += guard.trims - before
+        rss = memory._resident_bytes()
+        if rss is not None:
+            post.append(rss >> 20)
+
+    memory._MemoryGuard.check = watched
     torch.set_num_threads(args.threads)
     loaded = load_checkpoint(args.arch)
     files = sorted(Path(args.root).glob("*/*.png"))[: args.n]
@@ -81,9 +98,10 @@ def _child(args: argparse.Namespace) -> None:
                      progress=False)
     seconds = time.perf_counter() - t0
     cpu = _cpu_seconds() - c0
-    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            + resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024
-    print(json.dumps({"seconds": seconds, "cpu_s": cpu, "peak_mb": peak}))
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "cpu_s": cpu, "peak_mb": own + workers, "own_mb": own,
+                      "workers_mb": workers, "trims": trims[0], "post_pass_mb": post}))
 
 
 def _cpu_seconds() -> float:
@@ -118,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.arch}; PNG folder at {args.image_size} px; batch {args.batch}; "
           f"{args.loader_workers} loader workers; {args.threads} torch thread(s)")
     print(f"{'images':>7} {'mode':<15} {'seconds':>8} {'images/s':>9} {'cpu s':>8} {'img/cpu s':>10} "
-          f"{'peak RSS MB':>12}")
+          f"{'peak RSS MB':>12} {'own':>6} {'workers':>8} {'trims':>6} {'after pass':>11}")
     rows = {}
     for n in args.sizes:
         for mode in ("decode+forward", "probe"):
@@ -129,8 +147,12 @@ def main(argv: list[str] | None = None) -> int:
                 capture_output=True, text=True, check=True, cwd=ROOT)
             r = json.loads(out.stdout.strip().splitlines()[-1])
             rows[n, mode] = r
+            after = (f"{statistics.median(r['post_pass_mb']):.0f}/{max(r['post_pass_mb'])}"
+                     if r["post_pass_mb"] else "")
+            trims = r["trims"] if mode == "probe" else ""
             print(f"{n:>7} {mode:<15} {r['seconds']:>8.1f} {n / r['seconds']:>9.1f} {r['cpu_s']:>8.1f} "
-                  f"{n / r['cpu_s']:>10.1f} {r['peak_mb']:>12.0f}", flush=True)
+                  f"{n / r['cpu_s']:>10.1f} {r['peak_mb']:>12.0f} {r['own_mb']:>6.0f} {r['workers_mb']:>8.0f} "
+                  f"{trims:>6} {after:>11}", flush=True)
     lo, hi = min(args.sizes), max(args.sizes)
     print(f"probe peak RSS {hi} / {lo} images: {rows[hi, 'probe']['peak_mb'] / rows[lo, 'probe']['peak_mb']:.3f} "
           f"(target <= 1.10)")
