@@ -766,3 +766,28 @@ def test_apply_matches_each_kind_and_rejects_unknown():
         apply("swish7", x)
     with pytest.raises(ValueError, match=r"The 'name' parameter of make_activation must be one of"):
         make_activation("gelu")
+
+
+def test_tracer_fingerprints_once_per_tensor_version():
+    """The tracer keeps a tensor's fingerprint until an in-place op changes the tensor: the
+    same values as a fresh fingerprint every time, and never another tensor's."""
+    from probes.blocks import _Fingerprint, _Tracer
+
+    tracer = _Tracer(nn.Identity())
+    fresh = _Fingerprint()
+    t = torch.randn(2, 8, 5, 5, generator=torch.Generator().manual_seed(0))
+    first = tracer.fp(t)
+    assert tracer.fp(t) is first                       # kept: the same object back
+    np.testing.assert_array_equal(first[1], fresh(t)[1])
+    t.mul_(2.0)                                        # in place: version bumped, recomputed
+    second = tracer.fp(t)
+    np.testing.assert_array_equal(second[1], fresh(t)[1])
+    np.testing.assert_allclose(second[1], 2.0 * first[1], rtol=1e-12)
+    # a new tensor with the same version (and possibly the freed one's id) is its own
+    del t
+    u = torch.zeros(2, 8, 5, 5)
+    np.testing.assert_array_equal(tracer.fp(u)[1], fresh(u)[1])
+    with torch.inference_mode():                       # no version counter: computed, not kept
+        v = torch.ones(3, 4)
+    np.testing.assert_array_equal(tracer.fp(v)[1], fresh(v)[1])
+    assert tracer.fp(v) is not tracer.fp(v)
