@@ -443,7 +443,13 @@ def test_memory_guard_leaves_live_growth_alone(monkeypatch):
 
     trims = []
     monkeypatch.setattr(pc, "_resident_bytes", resident)
-    monkeypatch.setattr(pc, "_HEAP_USED", lambda: now["used"] * mb)
+    reads = []
+
+    def used() -> int:
+        reads.append(now["rss"])
+        return now["used"] * mb
+
+    monkeypatch.setattr(pc, "_HEAP_USED", used)
     monkeypatch.setattr(pc, "_MALLOC_TRIM", lambda pad: trims.append(pad))
     guard = pc._MemoryGuard()
     guard.check()                  # baseline: 100 MB resident, 50 of them not allocated
@@ -457,6 +463,9 @@ def test_memory_guard_leaves_live_growth_alone(monkeypatch):
     guard.check()                  # 30 MB more not allocated, but +10 MB resident: below the limits
     guard.check()                  # +25 MB resident, 35 MB more not allocated: trim
     assert trims == [0, 0]
+    # the allocated bytes (a walk of glibc's free lists) are read at each baseline and past the
+    # resident thresholds only: not after the pass that grew by 10 MB
+    assert reads == [100, 140, 180, 200, 150, 175]
 
 
 def test_moments_with_two_torch_threads_use_torch_matmul_and_agree(model, images, points):
