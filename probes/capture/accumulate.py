@@ -425,8 +425,9 @@ class _Sampled:
         self.chunks, self.masks, self.held = [], [], 0
         self._reduce(sample, mask)
 
-    def _reduce(self, sample: torch.Tensor, mask: torch.Tensor | None) -> None:
-        """Reduce the rows ``sample`` (the moments: those of ``mask``, if given)."""
+    def _reduce(self, sample: torch.Tensor, mask: torch.Tensor | None, hist: bool = True) -> None:
+        """Reduce the rows ``sample`` (the moments: those of ``mask``, if given; ``hist=False``:
+        not into the |x| histogram)."""
         if self.want_moments:
             sample_m = sample if mask is None else sample[mask]
             if self.gram is not None:
@@ -435,54 +436,66 @@ class _Sampled:
                 self._add_moments(sample_m)
         if self.activity_kind is not None:
             self._add_activity(sample)
-        if self.want_hist:
+        if self.want_hist and hist:
             self._add_hist(sample)
 
-    def push_positions(self, x: torch.Tensor) -> None:
+    def push_positions(self, x: torch.Tensor, hist: bool = True) -> torch.Tensor | None:
         """Reduce every position of ``x`` (B, C, P), channel-major, at once (exact mode only):
         the same moments, activity counts and histogram as :meth:`push` of its rows
         ``x.transpose(1, 2).reshape(-1, C)``, without building them. ``x`` may be a view of a
         live tensor (it is reduced before this returns, nothing is kept). A view that is not
         contiguous (a channels-last tensor, whose rows are the contiguous view) is reduced as
-        those rows."""
+        those rows.
+
+        ``hist=False``: the |x| histogram is left to the caller (:meth:`add_abs_hist`, made
+        from another accumulator's signed histogram of the same values, or of the values an
+        exact clamp was applied to: :func:`_clamped_hist`). Returns the signed histogram of
+        ``x`` (:func:`_signed_hist`) when it made the |x| histogram from one, else None."""
         if not self.exact:
             raise RuntimeError("push_positions is for exact-mode accumulators")
         b, c, p = x.shape
         if not x.is_contiguous():
-            self._reduce(x.transpose(1, 2).reshape(-1, c), None)
-            return
+            self._reduce(x.transpose(1, 2).reshape(-1, c), None, hist)
+            return None
         if self.want_moments:
             self.gram.add_positions(x, self.workspace)
-        counts = self.activity_kind is not None or self.want_hist
+        want_hist = self.want_hist and hist
+        counts = self.activity_kind is not None or want_hist
         w = min(self.workers, p, x.numel() // _SPLIT_COUNTS + 1) if counts else 1
         if w == 1:
             if self.activity_kind is not None:
                 self._add_activity_positions(x)
-            if self.want_hist:
-                self._add_abs_hist(_abs_hist(x, self.workspace), b * p)
-            return
-        # The counts split over the positions between w threads (torch releases the GIL), each
-        # with a workspace of its own; integer counts, so the same numbers as in one piece.
-        edges = [p * k // w for k in range(w + 1)]
-        jobs = [(x[:, :, edges[k]:edges[k + 1]], self.workspace.worker(k)) for k in range(w)]
-        futures = [_pool(w - 1).submit(self._position_counts, *job, True) for job in jobs[1:]]
-        parts = [self._position_counts(*jobs[0])] + [f.result() for f in futures]
-        if self.activity_kind is not None:
-            self._add_counts(*(sum(part[i] for part in parts) for i in range(3)), b * p)
-        if self.want_hist:
-            self._add_abs_hist(sum(part[3] for part in parts), b * p)
+            if not want_hist:
+                return None
+            signed = _signed_hist(x, self.workspace)
+        else:
+            # The counts split over the positions between w threads (torch releases the GIL),
+            # each with a workspace of its own; integer counts, so the same numbers as in one piece.
+            edges = [p * k // w for k in range(w + 1)]
+            jobs = [(x[:, :, edges[k]:edges[k + 1]], self.workspace.worker(k), want_hist) for k in range(w)]
+            futures = [_pool(w - 1).submit(self._position_counts, *job, True) for job in jobs[1:]]
+            parts = [self._position_counts(*jobs[0])] + [f.result() for f in futures]
+            if self.activity_kind is not None:
+                self._add_counts(*(sum(part[i] for part in parts) for i in range(3)), b * p)
+            if not want_hist:
+                return None
+            signed = sum(part[3] for part in parts)
+        self.add_abs_hist(_fold_sign(signed), b * p)
+        return signed
 
-    def _position_counts(self, x: torch.Tensor, ws: "_Workspace", pooled: bool = False) -> tuple[Any, ...]:
-        """(active, saturated, active-channel histogram, |x| histogram) of the positions of
-        ``x`` (B, C, P; any strides), in the buffers of ``ws`` (None where not wanted).
-        ``pooled``: run in a pool thread, whose torch is then held to one thread."""
+    def _position_counts(self, x: torch.Tensor, ws: "_Workspace", hist: bool,
+                         pooled: bool = False) -> tuple[Any, ...]:
+        """(active, saturated, active-channel histogram, signed |x| histogram) of the positions
+        of ``x`` (B, C, P; any strides), in the buffers of ``ws`` (None where not wanted; the
+        histogram only with ``hist``). ``pooled``: run in a pool thread, whose torch is then
+        held to one thread."""
         if pooled and torch.get_num_threads() != 1:
             torch.set_num_threads(1)
         out: list[Any] = [None, None, None, None]
         if self.activity_kind is not None:
             out[:3] = _activity_counts(x, self.activity_kind, self.pre, ws)
-        if self.want_hist:
-            out[3] = _abs_hist(x, ws)
+        if hist:
+            out[3] = _signed_hist(x, ws)
         return tuple(out)
 
     def _add_moments(self, rows: torch.Tensor) -> None:
@@ -599,7 +612,7 @@ class _Sampled:
             self.abs_hist = h if self.abs_hist is None else self.abs_hist.add_(h)
         self.hist_points += n
 
-    def _add_abs_hist(self, h: torch.Tensor, n: int) -> None:
+    def add_abs_hist(self, h: torch.Tensor, n: int) -> None:
         """Add the |x| histogram ``h`` of ``n`` positions."""
         self.abs_hist = h if self.abs_hist is None else self.abs_hist.add_(h)
         self.hist_points += n
@@ -687,20 +700,59 @@ def _activity_counts(x: torch.Tensor, kind: str, pre: bool, ws: "_Workspace"
     return per_channel, saturated, hist
 
 
-def _abs_hist(x: torch.Tensor, ws: "_Workspace") -> torch.Tensor:
+#: Bins of a signed histogram (:func:`_signed_hist`): the |x| bins of the values whose sign bit
+#: is clear, then those of the values whose sign bit is set.
+_SIGNED_BINS = 2 * ABS_HIST_BINS
+#: The first |x| bin of inf and NaN (:data:`probes.sinks.ABS_HIST_EDGES`): bin 2040 holds inf
+#: and some NaNs alike.
+_NONFINITE_BIN = 2040
+#: The |x| bin of 6.0, relu6's top (:func:`_clamped_hist`).
+_RELU6_BIN = int(np.array(6.0, dtype=np.float32).view(np.int32)) >> 20
+
+
+def _signed_hist(x: torch.Tensor, ws: "_Workspace") -> torch.Tensor:
     """The |x| histogram (:func:`probes.sinks.abs_hist_bins`) of every value of ``x`` (B, C, P;
-    any strides), in runs of whole images or of one image's positions: ``|x|`` as float32 in a
-    buffer of ``ws``, its bits shifted in place, one bincount each."""
+    any strides) kept apart by sign: bin ``k`` counts the values with the sign bit clear in
+    |x| bin k, bin ``ABS_HIST_BINS + k`` those with it set (-0.0 and negative NaNs included).
+    The float32 bits arithmetically shifted by 20 and masked to 12 bits are that bin number, in
+    a buffer of ``ws``, one bincount per run of whole images or of one image's positions (the
+    same three passes over the run as ``|x|``'s). :func:`_fold_sign` gives the |x| histogram,
+    :func:`_clamped_hist` that of relu(x) or relu6(x), without reading those values."""
     parts = _position_runs(x)
-    h = torch.zeros(ABS_HIST_BINS, dtype=torch.int64, device=x.device)
+    h = torch.zeros(_SIGNED_BINS, dtype=torch.int64, device=x.device)
     for part in parts:
         if part.dtype != torch.float32:
             part = part.float()
-        buf = ws.f32(0, part.numel(), x.device).view(part.shape)
-        torch.abs(part, out=buf)
-        bits = buf.view(torch.int32).bitwise_right_shift_(20)
-        h += torch.bincount(bits.view(-1), minlength=ABS_HIST_BINS)
+        buf = ws.f32(0, part.numel(), x.device).view(part.shape).view(torch.int32)
+        torch.bitwise_right_shift(part.view(torch.int32), 20, out=buf)
+        buf.bitwise_and_(_SIGNED_BINS - 1)
+        h += torch.bincount(buf.view(-1), minlength=_SIGNED_BINS)
     return h
+
+
+def _fold_sign(h: torch.Tensor) -> torch.Tensor:
+    """The |x| histogram of a signed histogram (:func:`_signed_hist`)."""
+    return h[:ABS_HIST_BINS] + h[ABS_HIST_BINS:]
+
+
+def _clamped_hist(h: torch.Tensor, kind: str) -> torch.Tensor | None:
+    """The |y| histogram of ``y = relu(x)`` or ``relu6(x)`` (``kind``) from the signed histogram
+    ``h`` of ``x`` (:func:`_signed_hist`), exactly: every value with the sign bit set (-0.0,
+    negatives, -inf) becomes 0 (bin 0); a positive one keeps its bin, except under relu6 every
+    value of 6.0's bin or above becomes 6.0 (a value of that bin below 6.0 stays in it), so
+    that bin takes all of them. None when ``h`` has values in the inf / NaN bins: NaN stays NaN
+    under the clamp while inf does not, and bin 2040 holds both (the caller then bins ``y``)."""
+    pos, neg = h[:ABS_HIST_BINS], h[ABS_HIST_BINS:]
+    if bool(pos[_NONFINITE_BIN:].any()) or bool(neg[_NONFINITE_BIN:].any()):
+        return None
+    out = pos.clone()
+    out[0] += neg.sum()
+    if kind == "relu6":
+        out[_RELU6_BIN] = pos[_RELU6_BIN:].sum()
+        out[_RELU6_BIN + 1:] = 0
+    elif kind != "relu":
+        raise ValueError(f"_clamped_hist: kind must be 'relu' or 'relu6'. Got {kind!r} instead.")
+    return out
 
 
 #: Entries of an exact-mode value from which its counts are split between threads.

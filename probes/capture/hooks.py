@@ -25,7 +25,9 @@ from probes.blocks import CapturePoint
 from probes.capture.accumulate import (
     _SHIFT_ROWS,
     _channel_view,
+    _clamped_hist,
     _extent_pieces,
+    _fold_sign,
     _Full,
     _partial_extrema,
     _ReservoirRows,
@@ -252,12 +254,21 @@ class _Slot:
         per block frame) gathered from it: the same values as the rows path gives."""
         b, c, hw = flat.shape
         raw: list[torch.Tensor] | None = None
-        for feed in self.feeds.values():
+        # The signed |x| histogram of the hooked values, from the first accumulator that bins
+        # them: the others on the same values (folded) and those on a clamp of them
+        # (:func:`_clamped_hist`) take theirs from it instead of binning every value again.
+        signed: torch.Tensor | None = None
+        for kind, feed in sorted(self.feeds.items(), key=lambda item: item[0] is not None):
+            given: list[torch.Tensor | None] = []
             if feed.sampled and (feed.fn is None or not flat.is_contiguous()):
                 vx = flat if feed.fn is None else feed.fn(flat)
                 for acc in feed.sampled:
-                    acc.push_positions(vx)
+                    given.append(_given_hist(acc, kind, signed))
+                    made = acc.push_positions(vx, hist=given[-1] is None)
+                    if feed.fn is None and signed is None:
+                        signed = made
             elif feed.sampled:
+                given = [_given_hist(acc, kind, signed) for acc in feed.sampled]
                 # A derived value (relu, relu6) made run by run of whole images, in place in a
                 # workspace buffer, and reduced while it is in the cache: the same values as
                 # ``fn(flat)``, without a new tensor of its size per call. A run holds at least
@@ -268,8 +279,11 @@ class _Slot:
                     part = flat[i:i + per]
                     buf = ws.values(part.numel(), part.dtype, part.device).view(part.shape)
                     vx = feed.fn(buf.copy_(part), inplace=True)
-                    for acc in feed.sampled:
-                        acc.push_positions(vx)
+                    for acc, h in zip(feed.sampled, given):
+                        acc.push_positions(vx, hist=h is None)
+            for acc, h in zip(feed.sampled, given):
+                if h is not None:
+                    acc.add_abs_hist(h, b * hw)
             if feed.reservoirs:
                 if raw is None:
                     raw = [flat[rows // hw, :, rows % hw] for rows in frames]
@@ -283,6 +297,16 @@ class _Slot:
             piece = frames[k]
             if piece.shape[0]:
                 rr.add(piece if feed.fn is None else feed.fn(piece))
+
+
+def _given_hist(acc: _Sampled, kind: str | None, signed: torch.Tensor | None) -> torch.Tensor | None:
+    """The |x| histogram of ``acc``'s values made from ``signed``, the signed histogram of the
+    hooked values (:func:`_signed_hist`): folded for the values themselves (``kind`` None),
+    through the clamp for a derived relu / relu6 value. None when ``acc`` bins no |x|, when
+    there is no ``signed`` yet, or when the clamp cannot be read off it (inf or NaN values)."""
+    if signed is None or not acc.want_hist:
+        return None
+    return _fold_sign(signed) if kind is None else _clamped_hist(signed, kind)
 
 
 class _Plan:

@@ -356,3 +356,41 @@ def test_sampled_moments_updated_in_place_equal_chan_update_bit_for_bit(syrk, mo
     assert got.m2.tobytes() == np.ascontiguousarray(m2).tobytes()
     assert snap.m2.tobytes() == snap_m2.tobytes()   # the snapshot was not reused by later flushes
     assert got.m2 is not snap.m2
+
+
+def _bins(v: np.ndarray) -> np.ndarray:
+    return np.bincount(np.abs(v.astype(np.float32)).view(np.int32).ravel() >> 20, minlength=ABS_HIST_BINS)
+
+
+def test_signed_histogram_folds_to_the_abs_histogram_and_gives_the_clamps_exactly():
+    from probes.capture.accumulate import _clamped_hist, _fold_sign, _signed_hist, _Workspace
+
+    g = np.random.default_rng(5)
+    v = np.concatenate([g.normal(0, 4, 3000), [0.0, -0.0, 6.0, -6.0, 5.999999, 6.0000005, 6.5, 1e30,
+                                                -1e30, 1e-40, -1e-40, 3.0, -3.0]]).astype(np.float32)
+    x = torch.from_numpy(v).view(1, 1, -1)
+    h = _signed_hist(x, _Workspace())
+    assert h.shape == (2 * ABS_HIST_BINS,) and int(h.sum()) == v.size
+    np.testing.assert_array_equal(h[:ABS_HIST_BINS].numpy(), _bins(v[~np.signbit(v)]))
+    np.testing.assert_array_equal(h[ABS_HIST_BINS:].numpy(), _bins(v[np.signbit(v)]))
+    np.testing.assert_array_equal(_fold_sign(h).numpy(), _bins(v))
+    t = torch.from_numpy(v)
+    np.testing.assert_array_equal(_clamped_hist(h, "relu").numpy(), _bins(torch.relu(t).numpy()))
+    np.testing.assert_array_equal(_clamped_hist(h, "relu6").numpy(), _bins(torch.nn.functional.relu6(t).numpy()))
+    # inf and NaN share bin 2040, and only inf is clamped: no histogram from the signed one
+    for bad in (np.inf, -np.inf, np.nan, -np.nan):
+        hb = _signed_hist(torch.from_numpy(np.append(v, np.float32(bad))).view(1, 1, -1), _Workspace())
+        assert _clamped_hist(hb, "relu6") is None and _clamped_hist(hb, "relu") is None
+        assert int(_fold_sign(hb).sum()) == v.size + 1
+    with pytest.raises(ValueError, match="relu"):
+        _clamped_hist(h, "hswish")
+
+
+def test_push_positions_without_its_histogram_returns_none_and_bins_nothing():
+    x, _ = _positions(2, 3, 5, offset=0.0, seed=4)
+    acc = _exact(3, syrk=True, kind="relu", hist=True)
+    assert acc.push_positions(x, hist=False) is None
+    assert acc.abs_hist is None and acc.hist_points == 0 and acc.n_points == 10
+    made = acc.push_positions(x)
+    assert made.shape == (2 * ABS_HIST_BINS,) and acc.hist_points == 10
+    assert torch.equal(acc.abs_hist, made[:ABS_HIST_BINS] + made[ABS_HIST_BINS:])

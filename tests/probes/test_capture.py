@@ -884,3 +884,34 @@ def test_allocated_bytes_reader_follows_allocations():
     after = pc._HEAP_USED()
     assert during - before >= 400 * (64 << 10)
     assert during - after >= 400 * (64 << 10) * 0.9
+
+
+@pytest.mark.parametrize("blow_up", [False, True])
+def test_exact_histograms_of_pre_post_and_shared_points_equal_numpy(model, images, points, blow_up):
+    """Exact mode bins the hooked values once (a signed histogram) and reads the |x| histogram
+    of a post-activation point off its .pre values through the clamp: the same counts as
+    binning each point's own values. With an inf and a NaN channel planted at
+    ``blocks.2.expand.pre`` (NaN from there on) the clamp cannot be read off the signed
+    histogram, and the post values are binned."""
+    import copy
+
+    x = images
+    model = copy.deepcopy(model)
+    names = ["blocks.2.expand.pre", "blocks.2.expand", "blocks.2.depthwise.pre", "blocks.2.depthwise",
+             "blocks.2.output", "blocks.3.input"]
+    with capture(model, names, example_input=images[:1], moments="exact") as cap, torch.no_grad():
+        if blow_up:   # after discovery, which reads the network on finite values
+            bias = model.get_submodule("blocks.2.expand.bn").bias.data
+            bias[0], bias[1] = float("inf"), float("nan")
+        model(x[:5])
+        model(x[5:])
+    stats = cap.stats()
+    saw_inf = False
+    for name in names:
+        ref = _rows(_reference(model, points[name], x)).astype(np.float32)
+        saw_inf |= not bool(np.isfinite(ref).all())
+        e = stats[name].extent
+        assert e.hist_points == len(ref)
+        bins = np.abs(ref).view(np.int32).ravel() >> 20
+        np.testing.assert_array_equal(e.abs_hist, np.bincount(bins, minlength=len(e.abs_hist)), err_msg=name)
+    assert saw_inf == blow_up
