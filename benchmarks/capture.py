@@ -20,7 +20,10 @@ Rows (same model, same batches of ``--batch-size`` images):
 - ``probe no extent``: the default without the ``extent`` sink (the per-channel min, max and
   active counts over every position), to show what that sink costs;
 - ``probe no sinks``: the same with ``sinks=()``: discovery, the example pass and the hooks
-  (checking each tensor) with nothing accumulated, the fixed cost under the other two rows.
+  (checking each tensor) with nothing accumulated, the fixed cost under the other two rows;
+- ``probe moments only``, ``activity only``, ``reservoir only``, ``extent only`` (only with
+  ``--rows``): the default with that one sink (the extent's |x| histogram takes sampled rows,
+  so its row gathers them too), what each costs on top of the ``no sinks`` row.
 
 "faults k": the median number of minor page faults of a run, in thousands: on the CPU a
 forward pass of mobilenet_v2 at 224 px spends about half its time faulting in its activations
@@ -149,6 +152,8 @@ def _rss(mode: str, repeat: int, batch_size: int, threads: int | None) -> dict[s
 
 
 ROWS = ("default", "exact", "no extent", "no sinks")
+#: One sink each, on request (``--rows``).
+SINK_ROWS = ("moments only", "activity only", "reservoir only", "extent only")
 
 
 def _rows(model: torch.nn.Module, x: torch.Tensor, bs: int, device: str, repeats: int,
@@ -172,7 +177,8 @@ def _rows(model: torch.nn.Module, x: torch.Tensor, bs: int, device: str, repeats
 
     rows = {"probe default": run(), "probe exact": run(moments="exact"),
             "probe no extent": run(sinks=("moments", "activity", "reservoir")),
-            "probe no sinks": run(sinks=())}
+            "probe no sinks": run(sinks=()),
+            **{f"probe {row}": run(sinks=(row.split()[0],)) for row in SINK_ROWS}}
     bare()
     run(**({} if "default" in only else {"moments": "exact"}))()  # warm-up: first-touch allocations and kernels
     return _time({"bare forward": bare, **{k: v for k, v in rows.items() if k[len("probe "):] in only}},
@@ -181,12 +187,13 @@ def _rows(model: torch.nn.Module, x: torch.Tensor, bs: int, device: str, repeats
 
 def _table(times: dict[str, tuple[float, float, float, float]], rss: dict | None = None) -> None:
     bare_w, bare_c, _, _ = times["bare forward"]
-    head = f"{'row':<16}{'wall s':>9}{'x bare':>8}{'cpu s':>9}{'x bare':>8}{'median x':>10}{'faults k':>10}"
+    width = max(16, *(len(name) + 1 for name in times))
+    head = f"{'row':<{width}}{'wall s':>9}{'x bare':>8}{'cpu s':>9}{'x bare':>8}{'median x':>10}{'faults k':>10}"
     if rss:
         head += f"{'RSS 1x MB':>11}{'RSS 4x MB':>11}{'growth':>8}"
     print(head)
     for name, (w, c, med, flt) in times.items():
-        line = f"{name:<16}{w:>9.3f}{w / bare_w:>8.2f}{c:>9.3f}{c / bare_c:>8.2f}{med:>10.2f}{flt / 1000:>10.0f}"
+        line = f"{name:<{width}}{w:>9.3f}{w / bare_w:>8.2f}{c:>9.3f}{c / bare_c:>8.2f}{med:>10.2f}{flt / 1000:>10.0f}"
         mode = name.split()[-1]
         if rss and (mode, 1) in rss:
             one, four = rss[mode, 1]["peak_kb"] / 1024, rss[mode, 4]["peak_kb"] / 1024
@@ -253,8 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, nargs="+", default=None,
                         help="torch threads: digits uses the first, mobilenet_v2 each (default: torch's "
                              "choice for digits, 1 and 2 for mobilenet_v2)")
-    parser.add_argument("--rows", nargs="+", choices=ROWS, default=list(ROWS),
-                        help="probe rows to time beside the bare forward (default all)")
+    parser.add_argument("--rows", nargs="+", choices=ROWS + SINK_ROWS, default=list(ROWS),
+                        help="probe rows to time beside the bare forward (default: "
+                             f"{', '.join(ROWS)}; also {', '.join(SINK_ROWS)})")
     parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS subprocesses")
     parser.add_argument("--rss-child", nargs=2, metavar=("MODE", "REPEAT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
