@@ -13,8 +13,8 @@ the |x| one). Rows, interleaved in one process: torchvision mobilenet_v2 (random
 ``--images`` random images at 224 px in batches of 32, the bare forward, the probe binned once
 and the probe with each point binning its own. Printed: the fastest and the median wall time,
 the median over the repeats of the ratio to the same repeat's bare forward, and the median
-over the repeats of the paired difference between the two probes. The histograms of both are
-checked to be equal.
+over the repeats of the paired difference between the two probes, and the values each route
+bins (counted in the warm-up runs). The histograms of both are checked to be equal.
 """
 
 from __future__ import annotations
@@ -40,9 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import torchvision
 
-    from probes.capture import hooks, probe
+    from probes.capture import accumulate, hooks, probe
 
     once = hooks._given_hist
+    binned = [0]
+    signed_hist = accumulate._signed_hist
+
+    def counting(x, ws):   # counts the values binned (warm-up runs only)
+        binned[0] += x.numel()
+        return signed_hist(x, ws)
 
     def own(acc, kind, signed):   # every point bins its own values
         return None
@@ -67,7 +73,16 @@ def main(argv: list[str] | None = None) -> int:
     for n in args.threads:
         torch.set_num_threads(n)
         bare()
-        a, b = run(once), run(own)   # warm-up, and the check that both give the same histograms
+        # warm-up, the values each route bins, and the check that both give the same histograms
+        accumulate._signed_hist = counting
+        try:
+            binned[0] = 0
+            a = run(once)
+            n_once, binned[0] = binned[0], 0
+            b = run(own)
+            n_own = binned[0]
+        finally:
+            accumulate._signed_hist = signed_hist
         for name in a.stats:
             ea, eb = a.stats[name].extent, b.stats[name].extent
             if not (np.array_equal(ea.abs_hist, eb.abs_hist) and ea.hist_points == eb.hist_points):
@@ -81,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
                 times[name].append(time.perf_counter() - t)
         print(f"== exact mode, mobilenet_v2 at 224 px, {args.images} images in batches of 32; torch threads {n}; "
               f"{args.repeats} interleaved repeats (histograms equal at all {len(a.stats)} points) ==")
+        print(f"values binned a probe: {n_once / 1e6:.0f} M binned once, {n_own / 1e6:.0f} M each its own "
+              f"({1 - n_once / n_own:.0%} fewer)")
         print(f"{'row':<14}{'fastest s':>11}{'median s':>10}{'median x bare':>15}")
         for name, ts in times.items():
             ratio = statistics.median(t / base for t, base in zip(ts, times["bare forward"]))
