@@ -791,3 +791,28 @@ def test_tracer_fingerprints_once_per_tensor_version():
         v = torch.ones(3, 4)
     np.testing.assert_array_equal(tracer.fp(v)[1], fresh(v)[1])
     assert tracer.fp(v) is not tracer.fp(v)
+
+
+def test_discovery_fingerprints_each_tensor_version_once(monkeypatch):
+    """torchvision's mobilenet_v2: 456 fingerprints asked for in the traced pass (a module's
+    output is also the next module's input and its container's), 152 distinct tensor values
+    computed (docs/design.md)."""
+    from probes import blocks as B
+
+    asked, computed = [0], [0]
+    fp, call = B._Tracer.fp, B._Fingerprint.__call__
+
+    def counted_fp(self, x):
+        asked[0] += 1
+        return fp(self, x)
+
+    def counted_call(self, t):
+        computed[0] += isinstance(t, torch.Tensor)
+        return call(self, t)
+
+    monkeypatch.setattr(B._Tracer, "fp", counted_fp)
+    monkeypatch.setattr(B._Fingerprint, "__call__", counted_call)
+    torch.manual_seed(0)
+    blocks = find_blocks(torchvision.models.mobilenet_v2().eval(), torch.randn(1, 3, 64, 64))
+    assert len(blocks) == 17
+    assert (asked[0], computed[0]) == (456, 152)
