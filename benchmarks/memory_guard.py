@@ -11,7 +11,8 @@ default probe with that condition ("allocated bytes"), and the default probe wit
 resident size alone (the reader of the allocated bytes switched off, as on a C library
 without ``mallinfo2``). Printed: the fastest wall time, the median over the repeats of the
 ratio to the same repeat's bare forward, the median page faults of a run and the trims a
-probe made (median). For a long stream see ``streaming.py --guard``.
+probe made (median), then what one reading of the resident size and one of the allocated bytes
+cost after a forward pass (timed in the warm-up). For a long stream see ``streaming.py --guard``.
 """
 
 from __future__ import annotations
@@ -51,10 +52,18 @@ def main(argv: list[str] | None = None) -> int:
     trims: list[int] = []
     check = memory._MemoryGuard.check
 
+    readings: dict[str, list[float]] | None = None   # what a reading costs after a pass (warm-up only)
+
     def counting(self: object) -> None:
         before = self.trims
         check(self)
         trims[-1] += self.trims - before
+        if readings is not None:
+            for name, read in (("resident size (/proc/self/statm)", memory._resident_bytes),
+                               ("allocated bytes (mallinfo2)", reader)):
+                t = time.perf_counter()
+                read()
+                readings.setdefault(name, []).append(time.perf_counter() - t)
 
     memory._MemoryGuard.check = counting
 
@@ -68,9 +77,13 @@ def main(argv: list[str] | None = None) -> int:
         probe(model, x, batch_size=64, device="cpu", progress=False)
 
     rows = {"bare forward": bare, "allocated bytes": lambda: run(reader), "resident size alone": lambda: run(None)}
-    for f in rows.values():   # warm-up
+    for name, f in rows.items():   # warm-up
         trims.append(0)
+        readings = {} if name == "allocated bytes" else None
         f()
+        if readings is not None:
+            taken = readings
+    readings = None
     walls = {k: [] for k in rows}
     faults = {k: [] for k in rows}
     counts = {k: [] for k in rows}
@@ -90,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         ratio = statistics.median(w / b for w, b in zip(walls[name], walls["bare forward"]))
         trim = "" if name == "bare forward" else f"{statistics.median(counts[name]):g}"
         print(f"{name:<22}{min(walls[name]):>8.3f}{ratio:>10.2f}{statistics.median(faults[name]) / 1000:>10.0f}{trim:>7}")
+    # What a reading costs after a forward pass of a probe, on the heap the pass left (the guard
+    # reads the resident size after every pass, the allocated bytes only at a baseline and once
+    # the resident size has passed its thresholds).
+    for name, ts in taken.items():
+        print(f"one reading of the {name} after a pass: median {statistics.median(ts) * 1e6:.0f} us, "
+              f"largest {max(ts) * 1e6:.0f} us ({len(ts)} passes)")
     return 0
 
 
