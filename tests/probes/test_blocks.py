@@ -7,6 +7,7 @@ torchvision's / timm's configs and source), never from what ``find_blocks`` prin
 from __future__ import annotations
 
 import fnmatch
+import warnings
 
 import numpy as np
 import pytest
@@ -816,3 +817,33 @@ def test_discovery_fingerprints_each_tensor_version_once(monkeypatch):
     blocks = find_blocks(torchvision.models.mobilenet_v2().eval(), torch.randn(1, 3, 64, 64))
     assert len(blocks) == 17
     assert (asked[0], computed[0]) == (456, 152)
+
+
+def test_same_fingerprint_equals_allclose_with_relative_atol():
+    """``_same`` (written out for finite fingerprints) answers as ``np.allclose(a, b, rtol=1e-9,
+    atol=1e-12 * max|b|)`` did, with all-zero ``b`` never the same, on planted edge cases and
+    random near-equal pairs."""
+    from probes.blocks import _same
+
+    def reference(a, b):
+        return bool(np.any(b)) and bool(np.allclose(a, b, rtol=1e-9, atol=1e-12 * (np.abs(b).max() + 1e-300)))
+
+    inf, nan = np.inf, np.nan
+    cases = [([1.0, 2, 3, 4], [1.0, 2, 3, 4]), ([1.0, 2, 3, 4 + 1e-8], [1.0, 2, 3, 4]),
+             ([1.0, 2, 3, 4 + 1e-10], [1.0, 2, 3, 4]), ([inf, 1, 2, 3], [inf, 1, 2, 3]),
+             ([inf, 1, 2, 3], [-inf, 1, 2, 3]), ([nan, 1, 2, 3], [nan, 1, 2, 3]),
+             ([0, 0, 0, 0], [0, 0, 0, 0]), ([0, 0, 0, 1e-300], [0, 0, 0, 1e-300]),
+             ([1.0, 2, 3, 4], [1.0, 2, 3, inf]), ([1.0, 2, 3, inf], [1.0, 2, 3, 4])]
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for a, b in cases:
+            a, b = np.array(a, dtype=float), np.array(b, dtype=float)
+            assert _same(a, b) == reference(a, b), (a, b)
+    rng = np.random.default_rng(0)
+    answers = set()
+    for _ in range(5000):
+        b = rng.standard_normal(4) * 10.0 ** rng.integers(-5, 5)
+        a = b * (1 + rng.standard_normal(4) * 10.0 ** rng.integers(-14, -6))
+        assert _same(a, b) == reference(a, b)
+        answers.add(_same(a, b))
+    assert answers == {True, False}
