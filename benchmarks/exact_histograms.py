@@ -43,11 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     from probes.capture import accumulate, hooks, probe
 
     once = hooks._given_hist
-    binned = [0]
+    binned: list[int] = []   # values of each binning call (list.append is atomic across threads)
     signed_hist = accumulate._signed_hist
 
     def counting(x, ws):   # counts the values binned (warm-up runs only)
-        binned[0] += x.numel()
+        binned.append(x.numel())
         return signed_hist(x, ws)
 
     def own(acc, kind, signed):   # every point bins its own values
@@ -76,11 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         # warm-up, the values each route bins, and the check that both give the same histograms
         accumulate._signed_hist = counting
         try:
-            binned[0] = 0
             a = run(once)
-            n_once, binned[0] = binned[0], 0
+            n_once = sum(binned)
+            binned.clear()
             b = run(own)
-            n_own = binned[0]
+            n_own = sum(binned)
         finally:
             accumulate._signed_hist = signed_hist
         for name in a.stats:
